@@ -1,0 +1,37 @@
+//! The hello-world server (lua-http's `examples/server_hello.lua`): answers every request
+//! with `Hello, World!`; a POST or PUT body is read first and its size reported.
+//!
+//! ```sh
+//! cargo run --release --example hello -- 8000
+//! curl http://127.0.0.1:8000/
+//! ```
+
+use onstream::{Headers, Options, Server};
+
+fn main() -> onstream::Result<()> {
+    let port = std::env::args()
+        .nth(1)
+        .map(|p| p.parse().expect("PORT must be a number"))
+        .unwrap_or(8000);
+    let server = Server::listen(
+        Options::new().host("127.0.0.1").port(port),
+        |_server, stream| async move {
+            let req = stream.get_headers().await?;
+            let body = match req.get(":method") {
+                Some("POST" | "PUT") => {
+                    let n = stream.get_body_as_bytes().await?.len();
+                    format!("got {n} bytes")
+                }
+                _ => "Hello, World!".to_owned(),
+            };
+            let mut res = Headers::new();
+            res.append(":status", "200");
+            res.append("content-type", "text/plain");
+            stream.write_headers(&res, false).await?;
+            stream.write_chunk(body, true).await
+        },
+    )?;
+    server.listen_now()?;
+    println!("listening on http://{}", server.local_addr()?);
+    server.run(None)
+}

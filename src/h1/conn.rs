@@ -1,0 +1,548 @@
+//! The HTTP/1 connection: the socket, its read and write buffers, and the task that reads
+//! request heads one after another (lua-http's `h1_connection` plus the
+//! `get_next_incoming_stream` loop of `server.lua`).
+//!
+//! Ownership and turns. The connection state is shared (`Rc<H1Conn>`) between the driver
+//! task and the handlers' streams; every borrow is short and never spans an `await`.
+//! - *Reading* has one owner at a time: the driver while it reads a head or discards an
+//!   unread body, otherwise the stream whose request body is being read. The driver does
+//!   not read the next head until that body is finished, so a stream reads straight from
+//!   the socket.
+//! - *Writing* goes in request order: streams are numbered, and only the stream whose
+//!   number is `write_seq` may add to the write buffer; it keeps the turn until its response
+//!   ends. Pipelined responses are thus written in order while their handlers run at once.
+//! - *Flushing* happens when a handler yields or ends (see `H1Stream::after_poll`), so a
+//!   handler's writes within one poll, and the responses of a pipelined batch, go out in
+//!   one `write`. Only the driver ever waits for writability; a stream that finds the buffer
+//!   full parks in `writers` and the driver wakes it when the buffer drains.
+//!
+//! What this module does not do: parse (`parse.rs`), frame bodies (`body.rs`), or know
+//! about the server's connection set (the server passes a callback for each request).
+
+use bytes::{Bytes, BytesMut};
+use std::{
+    cell::RefCell,
+    future::{poll_fn, Future},
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
+use tokio::io::{AsyncWrite, ReadBuf};
+
+use super::{
+    body::{Decoded, Decoder},
+    parse::{parse_request, BodyKind, Limits, ParseError, RequestHead},
+    stream::H1Stream,
+};
+use crate::{
+    error::{Error, Result},
+    rt::{sleep, Controller, Sleep},
+    upgrade::Io,
+};
+
+/// Past this many buffered output bytes a writing stream waits for the socket.
+pub(crate) const WRITE_BUFFER_HIGH: usize = 64 * 1024;
+
+/// How much is read from the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// At most this many bytes of a request body the handler did not read are read and thrown
+/// away to keep the connection; past it the connection is closed instead (hyper and nginx
+/// bound this too).
+const MAX_DISCARD: u64 = 1024 * 1024;
+
+/// How long, and how many bytes, a closing connection keeps reading after its last
+/// response so that unread input does not make the kernel send a reset that destroys that
+/// response in flight (nginx's lingering close).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Per-server settings every HTTP/1 connection reads.
+#[derive(Debug, Clone)]
+pub(crate) struct H1Config {
+    pub limits: Limits,
+    pub connection_setup_timeout: Duration,
+    pub intra_stream_timeout: Duration,
+    pub header_read_timeout: Duration,
+}
+
+/// One HTTP/1 connection, shared by its driver task and its streams.
+pub(crate) struct H1Conn {
+    pub(crate) st: RefCell<ConnState>,
+    pub(crate) peer_addr: Option<SocketAddr>,
+    pub(crate) local_addr: Option<SocketAddr>,
+    pub(crate) scheme: &'static str,
+    cfg: Rc<H1Config>,
+}
+
+/// The mutable part of a connection.
+pub(crate) struct ConnState {
+    /// `None` once the socket was taken by a handler or the connection was aborted.
+    pub(crate) io: Option<Box<dyn Io>>,
+    pub(crate) rbuf: BytesMut,
+    pub(crate) wbuf: BytesMut,
+    /// The body being read: present from a request head until its body is finished.
+    pub(crate) body: Option<BodyRead>,
+    /// The number the next stream gets.
+    pub(crate) next_seq: u64,
+    /// The stream that may write now; responses go out in this order.
+    pub(crate) write_seq: u64,
+    /// The highest stream number whose handler has been polled at least once.
+    pub(crate) polled_seq: u64,
+    /// Streams started and not yet finished.
+    pub(crate) n_open_streams: usize,
+    /// Whether another request may follow; cleared by `Connection: close`, HTTP/1.0,
+    /// close-delimited responses, errors and server shutdown.
+    pub(crate) keep_alive: bool,
+    /// The server is closing: answer what is in flight, read nothing new.
+    closing: bool,
+    /// The peer closed its side (read returned 0).
+    read_eof: bool,
+    /// The driver task, to be woken when a body ends, a stream ends or output waits.
+    driver: Option<Waker>,
+    /// Streams waiting for their write turn or for buffer space.
+    pub(crate) writers: Vec<Waker>,
+}
+
+/// The request body being read and who reads it.
+pub(crate) struct BodyRead {
+    pub(crate) seq: u64,
+    pub(crate) decoder: Decoder,
+    /// The stream is alive and reads the body itself; when it ends, the driver discards the
+    /// rest.
+    pub(crate) owner_alive: bool,
+    /// The client sent `Expect: 100-continue` and no `100 Continue` went out yet.
+    pub(crate) continue_pending: bool,
+    /// An upgrade or CONNECT request: what follows the head is not HTTP, so the driver
+    /// waits until the stream ends (and may have taken the socket).
+    pub(crate) upgrade: bool,
+}
+
+impl H1Conn {
+    pub(crate) fn new(
+        io: Box<dyn Io>,
+        peer_addr: Option<SocketAddr>,
+        local_addr: Option<SocketAddr>,
+        scheme: &'static str,
+        cfg: Rc<H1Config>,
+    ) -> Rc<H1Conn> {
+        Rc::new(H1Conn {
+            st: RefCell::new(ConnState {
+                io: Some(io),
+                rbuf: BytesMut::new(),
+                wbuf: BytesMut::new(),
+                body: None,
+                next_seq: 0,
+                write_seq: 0,
+                polled_seq: 0,
+                n_open_streams: 0,
+                keep_alive: true,
+                closing: false,
+                read_eof: false,
+                driver: None,
+                writers: Vec::new(),
+            }),
+            peer_addr,
+            local_addr,
+            scheme,
+            cfg,
+        })
+    }
+
+    /// Asks the connection to finish what is in flight and close (server shutdown).
+    pub(crate) fn close_gracefully(&self) {
+        let mut st = self.st.borrow_mut();
+        st.closing = true;
+        st.keep_alive = false;
+        st.wake_driver();
+    }
+
+    /// Closes the socket now; every pending and later operation fails.
+    pub(crate) fn abort(&self) {
+        let mut st = self.st.borrow_mut();
+        st.io = None;
+        st.keep_alive = false;
+        st.wake_driver();
+        st.wake_writers();
+    }
+
+    /// Reads request heads and hands each to `on_request` until the connection ends.
+    pub(crate) async fn drive(self: Rc<Self>, mut on_request: impl FnMut(H1Stream)) {
+        let ctl = Controller::current();
+        let mut timer = sleep(self.cfg.connection_setup_timeout);
+        let mut first = true;
+        let outcome: Result<()> = loop {
+            if let Err(e) = self.between_requests(&ctl, &mut timer).await {
+                break Err(e);
+            }
+            if !self.st.borrow().keep_alive {
+                break Ok(());
+            }
+            let idle = if first {
+                self.cfg.connection_setup_timeout
+            } else {
+                self.cfg.intra_stream_timeout
+            };
+            timer.reset(ctl.now() + idle);
+            let mut started = false;
+            match poll_fn(|cx| self.poll_read_head(cx, &ctl, &mut timer, &mut started)).await {
+                Ok(Some(head)) => {
+                    first = false;
+                    let stream = self.start_stream(head);
+                    on_request(stream);
+                }
+                Ok(None) => break Ok(()),
+                Err(HeadError::Parse(e)) => {
+                    tracing::debug!(peer = ?self.peer_addr, status = e.status(), "bad request: {}", e.message());
+                    break self.answer_error(e.status(), e.message()).await;
+                }
+                Err(HeadError::HeaderTimeout) => {
+                    tracing::debug!(peer = ?self.peer_addr, "request head not received in time");
+                    break self.answer_error(408, "request head not received in time").await;
+                }
+                Err(HeadError::Io(e)) => break Err(e),
+            }
+        };
+        if let Err(e) = &outcome {
+            if !e.is_disconnect() {
+                tracing::debug!(peer = ?self.peer_addr, "connection error: {e}");
+            }
+        }
+        self.finish().await;
+    }
+
+    fn start_stream(self: &Rc<Self>, head: RequestHead) -> H1Stream {
+        let mut st = self.st.borrow_mut();
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.n_open_streams += 1;
+        if !head.keep_alive {
+            st.keep_alive = false;
+        }
+        let upgrade = head.upgrade || head.headers.get(":method") == Some("CONNECT");
+        if head.body != BodyKind::Empty || upgrade || head.expect_continue {
+            st.body = Some(BodyRead {
+                seq,
+                decoder: Decoder::new(head.body, self.cfg.limits.max_head),
+                owner_alive: true,
+                continue_pending: head.expect_continue && head.body != BodyKind::Empty,
+                upgrade,
+            });
+        }
+        drop(st);
+        H1Stream::new(self.clone(), seq, head)
+    }
+
+    /// Waits until the previous request's body is finished (reading and throwing away what
+    /// its handler left unread), flushing output meanwhile.
+    async fn between_requests(&self, ctl: &Controller, timer: &mut Sleep) -> Result<()> {
+        timer.reset(ctl.now() + self.cfg.intra_stream_timeout);
+        poll_fn(|cx| {
+            let mut st = self.st.borrow_mut();
+            let st = &mut *st;
+            if st.io.is_none() {
+                return Poll::Ready(Err(Error::closed("connection closed")));
+            }
+            if let Poll::Ready(Err(e)) = st.poll_flush(cx) {
+                return Poll::Ready(Err(e.into()));
+            }
+            let Some(body) = &mut st.body else {
+                return Poll::Ready(Ok(()));
+            };
+            if body.owner_alive {
+                st.driver = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            if body.upgrade || body.continue_pending {
+                // Nothing after an upgrade is HTTP; and a client still waiting for
+                // `100 Continue` may never send the body. Either way no request follows.
+                st.body = None;
+                st.keep_alive = false;
+                return Poll::Ready(Ok(()));
+            }
+            let mut discarded = 0u64;
+            loop {
+                match body.decoder.decode(&mut st.rbuf) {
+                    Ok(Decoded::Data(d)) => {
+                        discarded += d.len() as u64;
+                        if discarded > MAX_DISCARD {
+                            st.keep_alive = false;
+                            st.body = None;
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
+                    Ok(Decoded::Done { .. }) => {
+                        st.body = None;
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) => {
+                        st.keep_alive = false;
+                        st.body = None;
+                        return Poll::Ready(Err(Error::protocol(e.status(), e.message())));
+                    }
+                    Ok(Decoded::NeedMore) => {
+                        match poll_fill(&mut st.io, &mut st.rbuf, cx) {
+                            Poll::Ready(Ok(0)) => {
+                                return Poll::Ready(Err(Error::closed("peer closed in a request body")))
+                            }
+                            Poll::Ready(Ok(_)) => {}
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                            Poll::Pending => {
+                                if Pin::new(&mut *timer).poll(cx).is_ready() {
+                                    return Poll::Ready(Err(Error::timeout("discarding a request body")));
+                                }
+                                return Poll::Pending;
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    fn poll_read_head(
+        &self,
+        cx: &mut Context<'_>,
+        ctl: &Controller,
+        timer: &mut Sleep,
+        started: &mut bool,
+    ) -> Poll<std::result::Result<Option<RequestHead>, HeadError>> {
+        let mut st = self.st.borrow_mut();
+        let st = &mut *st;
+        loop {
+            if st.io.is_none() {
+                return Poll::Ready(Ok(None));
+            }
+            if let Poll::Ready(Err(e)) = st.poll_flush(cx) {
+                return Poll::Ready(Err(HeadError::Io(e.into())));
+            }
+            match parse_request(&mut st.rbuf, self.scheme, &self.cfg.limits) {
+                Ok(Some(head)) => return Poll::Ready(Ok(Some(head))),
+                Err(e) => return Poll::Ready(Err(HeadError::Parse(e))),
+                Ok(None) => {}
+            }
+            if st.closing && st.rbuf.is_empty() {
+                return Poll::Ready(Ok(None));
+            }
+            if !st.rbuf.is_empty() && !*started {
+                // The first byte of a request starts the header clock (slowloris defence).
+                *started = true;
+                timer.reset(ctl.now() + self.cfg.header_read_timeout);
+            }
+            match poll_fill(&mut st.io, &mut st.rbuf, cx) {
+                Poll::Ready(Ok(0)) => {
+                    st.read_eof = true;
+                    // EOF between requests, or after a partial head nobody will finish.
+                    return Poll::Ready(Ok(None));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(HeadError::Io(e.into()))),
+                Poll::Pending => {
+                    st.driver = Some(cx.waker().clone());
+                    if Pin::new(&mut *timer).poll(cx).is_ready() {
+                        if st.rbuf.is_empty() {
+                            return Poll::Ready(Ok(None));
+                        }
+                        return Poll::Ready(Err(HeadError::HeaderTimeout));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    /// Answers a request that could not be parsed, after every earlier response.
+    async fn answer_error(&self, status: u16, message: &str) -> Result<()> {
+        self.st.borrow_mut().keep_alive = false;
+        poll_fn(|cx| {
+            let mut st = self.st.borrow_mut();
+            if st.n_open_streams == 0 || st.io.is_none() {
+                Poll::Ready(())
+            } else {
+                st.driver = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        let mut st = self.st.borrow_mut();
+        super::encode::error_response(&mut st.wbuf, status, message);
+        Ok(())
+    }
+
+    /// Waits for every stream to end, flushes, and closes the socket gracefully.
+    async fn finish(&self) {
+        {
+            let mut st = self.st.borrow_mut();
+            st.keep_alive = false;
+        }
+        let flushed = poll_fn(|cx| {
+            let mut st = self.st.borrow_mut();
+            let st = &mut *st;
+            if st.io.is_none() {
+                return Poll::Ready(Err(()));
+            }
+            if st.n_open_streams > 0 {
+                st.driver = Some(cx.waker().clone());
+                // Streams that ended left output: keep it moving.
+                let _ = st.poll_flush(cx);
+                return Poll::Pending;
+            }
+            match st.poll_flush(cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(())),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            return;
+        }
+        let Some(mut io) = self.st.borrow_mut().io.take() else {
+            return;
+        };
+        let read_eof = self.st.borrow().read_eof;
+        let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+        if read_eof {
+            return;
+        }
+        // Lingering close: read until the peer's EOF, a byte budget or a deadline.
+        let mut linger = sleep(LINGER_TIME.min(self.cfg.intra_stream_timeout));
+        let mut drained = 0usize;
+        let mut scratch = BytesMut::new();
+        poll_fn(|cx| loop {
+            if Pin::new(&mut linger).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            scratch.clear();
+            match poll_fill_io(&mut io, &mut scratch, cx) {
+                Poll::Ready(Ok(n)) if n > 0 && drained + n < LINGER_BYTES => drained += n,
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        })
+        .await;
+    }
+}
+
+enum HeadError {
+    Parse(ParseError),
+    HeaderTimeout,
+    Io(Error),
+}
+
+impl ConnState {
+    pub(crate) fn wake_driver(&mut self) {
+        if let Some(w) = self.driver.take() {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn wake_writers(&mut self) {
+        for w in self.writers.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Writes the buffer out until it is empty or the socket is full. When it is full, the
+    /// calling task is woken on writability: only the driver may call this with its own
+    /// context (streams use [`ConnState::flush_now`]).
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.wbuf.is_empty() {
+            let Some(io) = &mut self.io else {
+                return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+            };
+            match Pin::new(&mut **io).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    let _ = self.wbuf.split_to(n);
+                    if self.wbuf.len() < WRITE_BUFFER_HIGH {
+                        self.wake_writers();
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    self.io = None;
+                    self.wake_writers();
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.io.is_none() {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes what it can without waiting; if the socket is full, the driver takes over.
+    /// Returns an error if the connection is broken.
+    pub(crate) fn flush_now(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match self.poll_flush(&mut cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                // The write left a no-op waker in the socket's slot: the driver must poll
+                // again to wait for writability with its own.
+                self.wake_driver();
+                Ok(())
+            }
+        }
+    }
+
+    /// Reads more into the read buffer. `Ok(0)` is EOF.
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let r = poll_fill(&mut self.io, &mut self.rbuf, cx);
+        if let Poll::Ready(Ok(0)) = r {
+            self.read_eof = true;
+        }
+        r
+    }
+
+    pub(crate) fn take_io(&mut self) -> Option<(Box<dyn Io>, Bytes)> {
+        let io = self.io.take()?;
+        let buffered = self.rbuf.split().freeze();
+        self.keep_alive = false;
+        self.wake_driver();
+        Some((io, buffered))
+    }
+}
+
+fn poll_fill(
+    io: &mut Option<Box<dyn Io>>,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    match io {
+        Some(io) => poll_fill_io(io, rbuf, cx),
+        None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+    }
+}
+
+fn poll_fill_io(io: &mut Box<dyn Io>, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
+        rbuf.reserve(READ_CHUNK);
+    }
+    let spare = rbuf.spare_capacity_mut();
+    let mut buf = ReadBuf::uninit(spare);
+    match Pin::new(&mut **io).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => {
+            let n = buf.filled().len();
+            // SAFETY: `poll_read` initialised and filled the first `n` bytes of the spare
+            // capacity, as `ReadBuf::filled` reports.
+            #[allow(unsafe_code)]
+            unsafe {
+                rbuf.set_len(rbuf.len() + n);
+            }
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}

@@ -1,0 +1,680 @@
+//! HTTP/1.x request-head parsing: request-line and header section (RFC 9112 §2–§6) into a
+//! [`RequestHead`], on top of `httparse`.
+//!
+//! This module owns: skipping stray empty lines before a request, the size limits on the
+//! request-line and the head (414/431), the syntax checks `httparse` performs, the HTTP
+//! version check (505), the `Host` rules, the message-framing decision (`Content-Length` /
+//! `Transfer-Encoding`, including the request-smuggling defences of RFC 9112 §6.1 and §6.3),
+//! and the `Connection` / `Expect` / `Upgrade` flags a server needs to drive a connection.
+//! It also defines [`ParseError`], which the body decoder in `super::body` reuses.
+//!
+//! It does not own: any I/O or buffering policy (the caller fills the `BytesMut` and calls
+//! again on `Ok(None)`), decoding the body (`super::body`), producing error responses (it
+//! only says which status and message to send), interpreting the request-target, or
+//! method semantics.
+//!
+//! Parsing is zero-copy: the head's bytes are split off the caller's buffer, header names
+//! are lower-cased in place, and every name and value in the resulting [`Headers`] is a
+//! [`Bytes`] slice of that one allocation.
+
+use std::fmt;
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::headers::Headers;
+
+/// Default for [`Limits::max_request_line`].
+pub(crate) const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
+
+/// Default for [`Limits::max_head`].
+pub(crate) const DEFAULT_MAX_HEAD: usize = 64 * 1024;
+
+/// Default for [`Limits::max_headers`].
+pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// How many empty lines may precede a request-line. RFC 9112 §2.2 asks servers to ignore
+/// "at least one"; a few more cover clients that send CRLF after a body, and a bound stops
+/// a peer from keeping the connection busy with nothing but newlines.
+const MAX_LEADING_EMPTY_LINES: usize = 4;
+
+/// Header slots kept on the stack. When [`Limits::max_headers`] is at most this, parsing a
+/// head allocates only the resulting [`Headers`] list; above it the slots go on the heap.
+const STACK_HEADERS: usize = 128;
+
+/// Size limits applied while parsing a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Longest request-line accepted, counting its line terminator; longer → 414
+    /// (RFC 9112 §3: a server that receives a request-target longer than it wishes to parse
+    /// MUST respond with 414).
+    pub max_request_line: usize,
+    /// Largest head accepted, from the request-line through the empty line that ends the
+    /// header section (leading empty lines not counted); larger → 431 (RFC 6585 §5).
+    pub max_head: usize,
+    /// Most header fields accepted (pseudo-headers not counted); more → 431.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_request_line: DEFAULT_MAX_REQUEST_LINE,
+            max_head: DEFAULT_MAX_HEAD,
+            max_headers: DEFAULT_MAX_HEADERS,
+        }
+    }
+}
+
+/// Why a request (head or body) cannot be processed. Each variant maps to one response
+/// status and one fixed message; after any of them the connection must be closed, because
+/// the framing of what follows is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParseError {
+    /// More than [`MAX_LEADING_EMPTY_LINES`] empty lines, or a lone CR, before the
+    /// request-line. 400.
+    LeadingEmptyLines,
+    /// The request-line is not `method SP request-target SP HTTP-version CRLF`. 400.
+    InvalidRequestLine,
+    /// A well-formed `HTTP-version` other than 1.0 or 1.1. 505.
+    UnsupportedVersion,
+    /// The request-line is longer than [`Limits::max_request_line`]. 414.
+    RequestLineTooLong,
+    /// A header field line is malformed (bad name or value character, whitespace before
+    /// the colon, obs-fold, bare CR). 400.
+    InvalidHeader,
+    /// The head is larger than [`Limits::max_head`]. 431.
+    HeadTooLarge,
+    /// More than [`Limits::max_headers`] header fields. 431.
+    TooManyHeaders,
+    /// An HTTP/1.1 request without `Host`. 400.
+    MissingHost,
+    /// More than one `Host` field. 400.
+    DuplicateHost,
+    /// A `Host` value with characters no `uri-host [ ":" port ]` can hold. 400.
+    InvalidHost,
+    /// A `Content-Length` value that is not `1*DIGIT` or does not fit in a `u64`. 400.
+    InvalidContentLength,
+    /// Several `Content-Length` values that differ. 400.
+    ConflictingContentLength,
+    /// `Transfer-Encoding` with `chunked` not last, `chunked` twice, or no coding at all.
+    /// 400.
+    InvalidTransferEncoding,
+    /// Both `Transfer-Encoding` and `Content-Length`. 400.
+    TransferEncodingWithContentLength,
+    /// `Transfer-Encoding` in an HTTP/1.0 request. 400.
+    TransferEncodingInHttp10,
+    /// A transfer coding other than `chunked`. 501.
+    UnsupportedTransferCoding,
+    /// A chunk-size line that is not `1*HEXDIG [ chunk-ext ] CRLF`. 400.
+    InvalidChunkSize,
+    /// A chunk size of more than 16 hex digits (it would not fit in a `u64`). 400.
+    ChunkSizeTooLarge,
+    /// A chunk-size line longer than `super::body::MAX_CHUNK_SIZE_LINE`. 400.
+    ChunkSizeLineTooLong,
+    /// More chunk-extension bytes in one body than `super::body::MAX_CHUNK_EXTENSIONS`. 400.
+    ChunkExtensionsTooLong,
+    /// Chunk data not followed by CRLF. 400.
+    InvalidChunkData,
+    /// A malformed trailer field line. 400.
+    InvalidTrailer,
+    /// A trailer section larger than the decoder's limit. 431.
+    TrailersTooLarge,
+    /// More trailer fields than `super::body::MAX_TRAILER_FIELDS`. 431.
+    TooManyTrailers,
+}
+
+impl ParseError {
+    /// The response status to send.
+    pub fn status(&self) -> u16 {
+        use ParseError::*;
+        match self {
+            RequestLineTooLong => 414,
+            HeadTooLarge | TooManyHeaders | TrailersTooLarge | TooManyTrailers => 431,
+            UnsupportedTransferCoding => 501,
+            UnsupportedVersion => 505,
+            LeadingEmptyLines
+            | InvalidRequestLine
+            | InvalidHeader
+            | MissingHost
+            | DuplicateHost
+            | InvalidHost
+            | InvalidContentLength
+            | ConflictingContentLength
+            | InvalidTransferEncoding
+            | TransferEncodingWithContentLength
+            | TransferEncodingInHttp10
+            | InvalidChunkSize
+            | ChunkSizeTooLarge
+            | ChunkSizeLineTooLong
+            | ChunkExtensionsTooLong
+            | InvalidChunkData
+            | InvalidTrailer => 400,
+        }
+    }
+
+    /// A short, fixed description, fit for a log line or an error response body.
+    pub fn message(&self) -> &'static str {
+        use ParseError::*;
+        match self {
+            LeadingEmptyLines => "too many empty lines before the request line",
+            InvalidRequestLine => "invalid request line",
+            UnsupportedVersion => "HTTP version not supported",
+            RequestLineTooLong => "request line too long",
+            InvalidHeader => "invalid header field",
+            HeadTooLarge => "request header section too large",
+            TooManyHeaders => "too many header fields",
+            MissingHost => "missing Host header field",
+            DuplicateHost => "more than one Host header field",
+            InvalidHost => "invalid Host header field",
+            InvalidContentLength => "invalid Content-Length",
+            ConflictingContentLength => "conflicting Content-Length values",
+            InvalidTransferEncoding => "invalid Transfer-Encoding",
+            TransferEncodingWithContentLength => "both Transfer-Encoding and Content-Length",
+            TransferEncodingInHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
+            UnsupportedTransferCoding => "unsupported transfer coding",
+            InvalidChunkSize => "invalid chunk size line",
+            ChunkSizeTooLarge => "chunk size too large",
+            ChunkSizeLineTooLong => "chunk size line too long",
+            ChunkExtensionsTooLong => "too many chunk extension bytes",
+            InvalidChunkData => "chunk data not followed by CRLF",
+            InvalidTrailer => "invalid trailer field",
+            TrailersTooLarge => "trailer section too large",
+            TooManyTrailers => "too many trailer fields",
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// How the request's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// No body: neither `Content-Length` nor `Transfer-Encoding`, or `Content-Length: 0`.
+    /// A request never has a close-delimited body (RFC 9112 §6.3 rule 7).
+    Empty,
+    /// Exactly this many bytes (never 0: that is [`BodyKind::Empty`]).
+    Length(u64),
+    /// The chunked transfer coding (RFC 9112 §7.1).
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RequestHead {
+    /// `:method`, `:scheme`, `:path` (the request-target as sent) and, when `Host` was
+    /// present, `:authority` (its value; the `Host` field itself is not kept), then the other
+    /// fields in arrival order with lower-case names.
+    pub headers: Headers,
+    /// `HTTP_10` or `HTTP_11`.
+    pub version: http::Version,
+    /// How the body is delimited.
+    pub body: BodyKind,
+    /// Whether the connection may serve another request after this one (RFC 9112 §9.3).
+    pub keep_alive: bool,
+    /// HTTP/1.1 with `Expect: 100-continue` (RFC 9110 §10.1.1).
+    pub expect_continue: bool,
+    /// HTTP/1.1 with an `Upgrade` field and the `upgrade` connection option (RFC 9110 §7.8).
+    pub upgrade: bool,
+}
+
+/// Byte ranges of one header field's name and value, relative to the start of the buffer.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+impl Span {
+    const EMPTY: Span = Span {
+        name: (0, 0),
+        value: (0, 0),
+    };
+}
+
+/// What [`scan`] learns from a complete head while it still borrows the buffer: plain
+/// offsets and flags, so the buffer can then be split and frozen.
+struct Scan {
+    /// Bytes to take off the front of the buffer (leading empty lines included).
+    len: usize,
+    method: (usize, usize),
+    path: (usize, usize),
+    http11: bool,
+    /// Number of `Span`s filled.
+    fields: usize,
+    /// Index of the `Host` field among them.
+    host: Option<usize>,
+    body: BodyKind,
+    keep_alive: bool,
+    expect_continue: bool,
+    upgrade: bool,
+}
+
+/// Parses one request head from the front of `buf`.
+///
+/// On `Ok(Some)` the head's bytes, and the empty lines skipped before it, are removed from
+/// `buf`; whatever follows (body, pipelined requests) stays. On `Ok(None)` nothing is
+/// consumed: call again once more bytes have arrived. `scheme` becomes `:scheme`.
+pub(crate) fn parse_request(
+    buf: &mut BytesMut,
+    scheme: &'static str,
+    limits: &Limits,
+) -> Result<Option<RequestHead>, ParseError> {
+    let start = match skip_empty_lines(buf)? {
+        Some(start) => start,
+        None => return Ok(None),
+    };
+    // Field positions are recorded while `httparse` borrows the buffer and turned into
+    // slices once the head has been split off; both arrays live on the stack unless the
+    // configured limit is unusually high.
+    let mut stack_spans = [Span::EMPTY; STACK_HEADERS];
+    let mut heap_spans;
+    let spans: &mut [Span] = if limits.max_headers <= STACK_HEADERS {
+        &mut stack_spans
+    } else {
+        heap_spans = vec![Span::EMPTY; limits.max_headers];
+        &mut heap_spans
+    };
+    let scanned = if limits.max_headers <= STACK_HEADERS {
+        let mut slots = [MaybeUninit::uninit(); STACK_HEADERS];
+        scan(buf, start, limits, &mut slots[..limits.max_headers], spans)?
+    } else {
+        let mut slots = vec![MaybeUninit::uninit(); limits.max_headers];
+        scan(buf, start, limits, &mut slots, spans)?
+    };
+    let Some(scan) = scanned else {
+        return Ok(None);
+    };
+    let spans = &spans[..scan.fields];
+
+    let mut head = buf.split_to(scan.len);
+    // Names are case-insensitive (RFC 9110 §5.1); `Headers` stores them lower-case.
+    for span in spans {
+        head[span.name.0..span.name.1].make_ascii_lowercase();
+    }
+    let head = head.freeze();
+    let slice = |(from, to): (usize, usize)| head.slice(from..to);
+
+    let mut headers = Headers::with_capacity(scan.fields + 3);
+    headers.push_unchecked(Bytes::from_static(b":method"), slice(scan.method));
+    headers.push_unchecked(
+        Bytes::from_static(b":scheme"),
+        Bytes::from_static(scheme.as_bytes()),
+    );
+    headers.push_unchecked(Bytes::from_static(b":path"), slice(scan.path));
+    if let Some(host) = scan.host {
+        headers.push_unchecked(Bytes::from_static(b":authority"), slice(spans[host].value));
+    }
+    for (i, span) in spans.iter().enumerate() {
+        if Some(i) != scan.host {
+            headers.push_unchecked(slice(span.name), slice(span.value));
+        }
+    }
+    Ok(Some(RequestHead {
+        headers,
+        version: if scan.http11 {
+            http::Version::HTTP_11
+        } else {
+            http::Version::HTTP_10
+        },
+        body: scan.body,
+        keep_alive: scan.keep_alive,
+        expect_continue: scan.expect_continue,
+        upgrade: scan.upgrade,
+    }))
+}
+
+/// Skips the empty lines (CRLF or bare LF) before a request-line, RFC 9112 §2.2. Returns
+/// where the request-line starts, or `None` when the buffer holds nothing else yet.
+fn skip_empty_lines(buf: &[u8]) -> Result<Option<usize>, ParseError> {
+    let mut at = 0;
+    let mut lines = 0;
+    loop {
+        match buf.get(at) {
+            Some(b'\n') => at += 1,
+            Some(b'\r') => match buf.get(at + 1) {
+                Some(b'\n') => at += 2,
+                Some(_) => return Err(ParseError::LeadingEmptyLines),
+                None => return Ok(None),
+            },
+            Some(_) => return Ok(Some(at)),
+            None => return Ok(None),
+        }
+        lines += 1;
+        if lines > MAX_LEADING_EMPTY_LINES {
+            return Err(ParseError::LeadingEmptyLines);
+        }
+    }
+}
+
+/// Runs `httparse` over the head starting at `start` and applies the semantic checks,
+/// filling `spans` with the fields' positions.
+///
+/// Every decision is made on a window of the buffer no longer than the relevant limit, so
+/// the outcome never depends on how the bytes were split across reads: a prefix of some
+/// input yields either `Ok(None)` or the same result as the whole input.
+fn scan<'b>(
+    buf: &'b [u8],
+    start: usize,
+    limits: &Limits,
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+    spans: &mut [Span],
+) -> Result<Option<Scan>, ParseError> {
+    let avail = buf.len() - start;
+
+    // The request-line first: until its LF has arrived, only its first `max_request_line`
+    // bytes are looked at, so a long line gets 414 however it is split (RFC 9112 §3).
+    let line_window = &buf[start..start + avail.min(limits.max_request_line)];
+    if !line_window.contains(&b'\n') {
+        let mut req = httparse::Request::new(&mut []);
+        if let Err(e) = req.parse_with_uninit_headers(line_window, &mut []) {
+            if let Some(e) = map_httparse_error(e, line_window) {
+                return Err(e);
+            }
+        }
+        return if avail >= limits.max_request_line {
+            Err(ParseError::RequestLineTooLong)
+        } else {
+            Ok(None)
+        };
+    }
+
+    let head_window = &buf[start..start + avail.min(limits.max_head)];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(head_window, slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if avail >= limits.max_head {
+                Err(ParseError::HeadTooLarge)
+            } else {
+                Ok(None)
+            };
+        }
+        // A complete request-line is in the window, so no error is "need more".
+        Err(e) => {
+            return Err(map_httparse_error(e, head_window).unwrap_or(ParseError::InvalidRequestLine))
+        }
+    };
+
+    let base = buf.as_ptr() as usize;
+    let range = |s: &[u8]| {
+        let from = s.as_ptr() as usize - base;
+        (from, from + s.len())
+    };
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        // `httparse` sets all three before it reports a complete head.
+        return Err(ParseError::InvalidRequestLine);
+    };
+    let http11 = minor == 1;
+
+    let mut host = None;
+    let mut content_length: Option<u64> = None;
+    let mut te_present = false;
+    let mut te_codings = 0usize;
+    let mut chunked = false;
+    let mut te_unknown = false;
+    let mut close = false;
+    let mut keep_alive_option = false;
+    let mut upgrade_option = false;
+    let mut upgrade_field = false;
+    let mut expect_continue = false;
+
+    for (i, field) in req.headers.iter().enumerate() {
+        spans[i] = Span {
+            name: range(field.name.as_bytes()),
+            value: range(field.value),
+        };
+        let name = field.name.as_bytes();
+        let value = field.value;
+        // Dispatch on length first: most fields are none of these.
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                // RFC 9112 §3.2: more than one Host field → 400.
+                if host.replace(i).is_some() {
+                    return Err(ParseError::DuplicateHost);
+                }
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                // RFC 9110 §8.6: a list of identical values may be accepted as one value;
+                // differing values are an unrecoverable framing error.
+                for element in value.split(|&b| b == b',') {
+                    let n = parse_content_length(trim_ows(element))?;
+                    if content_length.replace(n).is_some_and(|old| old != n) {
+                        return Err(ParseError::ConflictingContentLength);
+                    }
+                }
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                te_present = true;
+                for coding in list_elements(value) {
+                    // RFC 9112 §6.3: chunked must be the final coding, and applying it twice
+                    // is forbidden (§7); either way the framing is unreliable → 400.
+                    if chunked {
+                        return Err(ParseError::InvalidTransferEncoding);
+                    }
+                    te_codings += 1;
+                    if coding.eq_ignore_ascii_case(b"chunked") {
+                        chunked = true;
+                    } else {
+                        te_unknown = true;
+                    }
+                }
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                // RFC 9110 §7.6.1: connection options are case-insensitive tokens.
+                for option in list_elements(value) {
+                    if option.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if option.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive_option = true;
+                    } else if option.eq_ignore_ascii_case(b"upgrade") {
+                        upgrade_option = true;
+                    }
+                }
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => upgrade_field = true,
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                // RFC 9110 §10.1.1: the expectation is case-insensitive.
+                expect_continue |=
+                    list_elements(value).any(|e| e.eq_ignore_ascii_case(b"100-continue"));
+            }
+            _ => {}
+        }
+    }
+    let fields = req.headers.len();
+
+    if te_present {
+        // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
+        if !http11 {
+            return Err(ParseError::TransferEncodingInHttp10);
+        }
+        // RFC 9112 §6.1/§6.3: TE with CL is a smuggling vector; reject rather than pick one.
+        if content_length.is_some() {
+            return Err(ParseError::TransferEncodingWithContentLength);
+        }
+        if te_codings == 0 {
+            return Err(ParseError::InvalidTransferEncoding);
+        }
+    }
+    match host {
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host → 400.
+        None if http11 => return Err(ParseError::MissingHost),
+        // RFC 9112 §3.2: an invalid Host value → 400.
+        Some(i) if !valid_host(&buf[spans[i].value.0..spans[i].value.1]) => {
+            return Err(ParseError::InvalidHost)
+        }
+        _ => {}
+    }
+    // RFC 9112 §6.1: a server SHOULD answer 501 to a transfer coding it does not understand.
+    // Checked after every 400 above: those are framing errors, this one is a missing feature.
+    if te_unknown {
+        return Err(ParseError::UnsupportedTransferCoding);
+    }
+
+    let body = if chunked {
+        BodyKind::Chunked
+    } else {
+        match content_length {
+            Some(n) if n > 0 => BodyKind::Length(n),
+            _ => BodyKind::Empty,
+        }
+    };
+    Ok(Some(Scan {
+        len: start + len,
+        method: range(method.as_bytes()),
+        path: range(path.as_bytes()),
+        http11,
+        fields,
+        host,
+        body,
+        // RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".
+        keep_alive: !close && (http11 || keep_alive_option),
+        // RFC 9110 §10.1.1: a server MUST ignore 100-continue in an HTTP/1.0 request.
+        expect_continue: http11 && expect_continue,
+        // RFC 9110 §7.8: a server MUST ignore Upgrade in an HTTP/1.0 request, and Upgrade is
+        // only meaningful when listed in Connection.
+        upgrade: http11 && upgrade_option && upgrade_field,
+    }))
+}
+
+/// Maps an `httparse` error to ours. `window` is what was parsed (starting at the
+/// request-line). Returns `None` when the error only means the HTTP-version is not complete
+/// yet and could still turn out well-formed.
+fn map_httparse_error(e: httparse::Error, window: &[u8]) -> Option<ParseError> {
+    match e {
+        // `httparse` only knows 1.0 and 1.1; tell a well-formed other version (505,
+        // RFC 9110 §15.6.6) from garbage (400).
+        httparse::Error::Version => classify_version(window),
+        httparse::Error::TooManyHeaders => Some(ParseError::TooManyHeaders),
+        httparse::Error::HeaderName | httparse::Error::HeaderValue => {
+            Some(ParseError::InvalidHeader)
+        }
+        httparse::Error::NewLine => {
+            // Either the request-line's terminator or a field line's is broken; a CR that is
+            // not right before the request-line's LF is in the request-line.
+            let line = match window.iter().position(|&b| b == b'\n') {
+                Some(lf) => &window[..lf],
+                None => window,
+            };
+            let body = line.strip_suffix(b"\r").unwrap_or(line);
+            Some(if body.contains(&b'\r') {
+                ParseError::InvalidRequestLine
+            } else {
+                ParseError::InvalidHeader
+            })
+        }
+        _ => Some(ParseError::InvalidRequestLine),
+    }
+}
+
+/// Decides what an `httparse` version error means for the request-line at the start of
+/// `window`: 505 for `method SP target SP HTTP/d.d` with a version other than 1.0/1.1,
+/// `None` (need more) while the line is incomplete and could still be that, 400 otherwise.
+fn classify_version(window: &[u8]) -> Option<ParseError> {
+    /// `HTTP-version = HTTP-name "/" DIGIT "." DIGIT` (RFC 9112 §2.3); `d` is any digit.
+    const PATTERN: &[u8] = b"HTTP/d.d";
+    let (line, complete) = match window.iter().position(|&b| b == b'\n') {
+        Some(lf) => {
+            let line = &window[..lf];
+            (line.strip_suffix(b"\r").unwrap_or(line), true)
+        }
+        None => (window.strip_suffix(b"\r").unwrap_or(window), false),
+    };
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Some(ParseError::InvalidRequestLine);
+    };
+    let shape_ok = !method.is_empty()
+        && !target.is_empty()
+        && version.len() <= PATTERN.len()
+        && version.iter().zip(PATTERN).all(|(&b, &p)| match p {
+            b'd' => b.is_ascii_digit(),
+            _ => b == p,
+        });
+    if !shape_ok {
+        return Some(ParseError::InvalidRequestLine);
+    }
+    if !complete {
+        return None;
+    }
+    if version.len() != PATTERN.len() || version == b"HTTP/1.0" || version == b"HTTP/1.1" {
+        // Well-formed 1.0/1.1 versions only fail in `httparse` when the line around them is
+        // malformed (e.g. two spaces before the version).
+        return Some(ParseError::InvalidRequestLine);
+    }
+    Some(ParseError::UnsupportedVersion)
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6): no sign, no inner space, no overflow.
+fn parse_content_length(digits: &[u8]) -> Result<u64, ParseError> {
+    if digits.is_empty() {
+        return Err(ParseError::InvalidContentLength);
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return Err(ParseError::InvalidContentLength);
+        }
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or(ParseError::InvalidContentLength)
+    })
+}
+
+/// Whether `value` can be a `Host` value, `uri-host [ ":" port ]` (RFC 9112 §3.2,
+/// RFC 3986 §3.2.2). This is a character-set check (reg-name, IP-literal brackets, port
+/// colon), not a full grammar check; it keeps whitespace, `/`, `@` and the like out.
+/// An empty value is allowed (RFC 9112 §3.2: sent when the target URI has no authority).
+fn valid_host(value: &[u8]) -> bool {
+    value.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            )
+    })
+}
+
+/// The non-empty elements of a comma-separated list value, with OWS trimmed
+/// (RFC 9110 §5.6.1: recipients ignore empty elements).
+fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+/// Strips optional whitespace (SP / HTAB, RFC 9110 §5.6.3) from both ends.
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}

@@ -1,0 +1,473 @@
+//! One HTTP/1 request/response exchange (lua-http's `h1_stream`): reading the request body
+//! from the connection when it is this stream's turn to read, and writing the response when
+//! it is its turn to write.
+//!
+//! Response states, in order (no state is ever left backwards):
+//!
+//! ```text
+//!  NotStarted ──write_headers(end=false)──▶ HeadPending ──first write_chunk / yield──▶ Body
+//!      │                                        │                                     │
+//!      └──────────write_headers(end=true)───────┴──write_chunk(end=true)──────────────┴──▶ Done
+//!  NotStarted / HeadPending ──write_headers(101)──▶ Upgraded
+//! ```
+//!
+//! A head is held back until the first body write so that a body written whole gets a
+//! `content-length`; if the handler yields first, the head goes out with chunked framing.
+
+use bytes::{BufMut, Bytes};
+use std::{
+    cell::{Cell, RefCell},
+    future::poll_fn,
+    net::SocketAddr,
+    rc::Rc,
+    task::{Context, Poll},
+};
+
+use super::{
+    body::{encode_chunk_header, encode_last_chunk, Decoded},
+    conn::{ConnState, H1Conn, WRITE_BUFFER_HIGH},
+    encode::{informational_head, response_head, Framing},
+    parse::RequestHead,
+};
+use crate::{
+    error::{Error, Result},
+    headers::Headers,
+    upgrade::Upgraded,
+};
+
+/// Where the response is.
+#[derive(Debug)]
+enum Resp {
+    NotStarted,
+    /// `write_headers(.., false)` was called; the head is not on the wire yet.
+    HeadPending { status: u16, headers: Headers },
+    /// The head is written; the body goes out with `framing`. `remaining` counts down a
+    /// declared `content-length`.
+    Body { framing: Framing, remaining: Option<u64> },
+    Done,
+    /// A `101` went out: the connection belongs to this stream's handler.
+    Upgraded,
+}
+
+/// The HTTP/1 side of a [`Stream`](crate::Stream).
+pub(crate) struct H1Stream {
+    conn: Rc<H1Conn>,
+    seq: u64,
+    head: RequestHead,
+    resp: RefCell<Resp>,
+    trailers: RefCell<Option<Headers>>,
+    /// Set once the handler has ended and the stream was finished.
+    finished: Cell<bool>,
+}
+
+impl H1Stream {
+    pub(crate) fn new(conn: Rc<H1Conn>, seq: u64, head: RequestHead) -> H1Stream {
+        H1Stream {
+            conn,
+            seq,
+            head,
+            resp: RefCell::new(Resp::NotStarted),
+            trailers: RefCell::new(None),
+            finished: Cell::new(false),
+        }
+    }
+
+    pub(crate) fn headers(&self) -> &Headers {
+        &self.head.headers
+    }
+
+    pub(crate) fn version(&self) -> http::Version {
+        self.head.version
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.conn.peer_addr
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.conn.local_addr
+    }
+
+    pub(crate) fn trailers(&self) -> Option<Headers> {
+        self.trailers.borrow().clone()
+    }
+
+    fn is_head_request(&self) -> bool {
+        self.head.headers.get(":method") == Some("HEAD")
+    }
+
+    // ===== reading =====
+
+    /// The next piece of the request body, `None` at its end.
+    pub(crate) fn poll_next_chunk(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        let mut st = self.conn.st.borrow_mut();
+        let st = &mut *st;
+        match &st.body {
+            Some(b) if b.seq == self.seq && !b.upgrade => {}
+            _ => return Poll::Ready(Ok(None)),
+        }
+        if st.body.as_ref().is_some_and(|b| b.continue_pending) {
+            // RFC 9110 §10.1.1: the client waits for 100 (Continue) before sending the
+            // body; send it once the handler shows it wants the body, in response order.
+            if matches!(*self.resp.borrow(), Resp::NotStarted | Resp::HeadPending { .. }) {
+                if st.write_seq != self.seq {
+                    st.writers.push(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                st.wbuf.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                st.flush_now().map_err(Error::from)?;
+            }
+            if let Some(b) = &mut st.body {
+                b.continue_pending = false;
+            }
+        }
+        loop {
+            let body = st.body.as_mut().expect("checked above");
+            match body.decoder.decode(&mut st.rbuf) {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Ok(Some(data))),
+                Ok(Decoded::Done { trailers }) => {
+                    *self.trailers.borrow_mut() = trailers;
+                    st.body = None;
+                    st.wake_driver();
+                    return Poll::Ready(Ok(None));
+                }
+                Err(e) => {
+                    st.body = None;
+                    st.keep_alive = false;
+                    st.wake_driver();
+                    return Poll::Ready(Err(Error::protocol(e.status(), e.message())));
+                }
+                Ok(Decoded::NeedMore) => match st.poll_fill(cx) {
+                    Poll::Ready(Ok(0)) => {
+                        st.body = None;
+                        st.keep_alive = false;
+                        st.wake_driver();
+                        return Poll::Ready(Err(Error::closed("peer closed in the request body")));
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Pending => return Poll::Pending,
+                },
+            }
+        }
+    }
+
+    // ===== writing =====
+
+    /// Waits until every earlier response on the connection is written.
+    async fn my_turn(&self) -> Result<()> {
+        poll_fn(|cx| {
+            let mut st = self.conn.st.borrow_mut();
+            if st.io.is_none() {
+                Poll::Ready(Err(Error::closed("connection closed")))
+            } else if st.write_seq == self.seq {
+                Poll::Ready(Ok(()))
+            } else {
+                st.writers.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Waits until the write buffer has room.
+    async fn room(&self) -> Result<()> {
+        poll_fn(|cx| {
+            let mut st = self.conn.st.borrow_mut();
+            if st.io.is_none() {
+                return Poll::Ready(Err(Error::closed("connection closed")));
+            }
+            if st.wbuf.len() < WRITE_BUFFER_HIGH {
+                return Poll::Ready(Ok(()));
+            }
+            st.flush_now()?;
+            if st.wbuf.len() < WRITE_BUFFER_HIGH {
+                return Poll::Ready(Ok(()));
+            }
+            st.writers.push(cx.waker().clone());
+            st.wake_driver();
+            Poll::Pending
+        })
+        .await
+    }
+
+    pub(crate) async fn write_headers(&self, headers: &Headers, end_stream: bool) -> Result<()> {
+        let status = parse_status(headers)?;
+        if !matches!(*self.resp.borrow(), Resp::NotStarted) {
+            return Err(Error::usage("response headers were already written"));
+        }
+        if (100..200).contains(&status) {
+            self.my_turn().await?;
+            let mut st = self.conn.st.borrow_mut();
+            informational_head(&mut st.wbuf, status, headers);
+            if status == 101 {
+                *self.resp.borrow_mut() = Resp::Upgraded;
+            }
+            return st.flush_now().map_err(Error::from);
+        }
+        *self.resp.borrow_mut() = Resp::HeadPending {
+            status,
+            headers: headers.clone(),
+        };
+        if end_stream {
+            self.write_chunk(&[], true).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn write_continue(&self) -> Result<()> {
+        if !matches!(*self.resp.borrow(), Resp::NotStarted | Resp::HeadPending { .. }) {
+            return Err(Error::usage("100 Continue after the final response head"));
+        }
+        self.my_turn().await?;
+        let mut st = self.conn.st.borrow_mut();
+        st.wbuf.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        if let Some(b) = st.body.as_mut().filter(|b| b.seq == self.seq) {
+            b.continue_pending = false;
+        }
+        st.flush_now().map_err(Error::from)
+    }
+
+    pub(crate) async fn write_chunk(&self, data: &[u8], end_stream: bool) -> Result<()> {
+        match &*self.resp.borrow() {
+            Resp::HeadPending { .. } | Resp::Body { .. } => {}
+            Resp::NotStarted => return Err(Error::usage("write_headers must come before the body")),
+            Resp::Done => return Err(Error::usage("the response already ended")),
+            Resp::Upgraded => return Err(Error::usage("the connection was upgraded")),
+        }
+        if matches!(*self.resp.borrow(), Resp::HeadPending { .. }) {
+            self.my_turn().await?;
+            let known = end_stream.then_some(data.len() as u64);
+            self.send_head(known)?;
+        } else if self.conn.st.borrow().io.is_none() {
+            return Err(Error::closed("connection closed"));
+        }
+        self.put_body(data, end_stream)?;
+        if self.conn.st.borrow().wbuf.len() >= WRITE_BUFFER_HIGH {
+            self.room().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending head. `known_length` is the whole body's length when the handler
+    /// is writing it in one piece.
+    fn send_head(&self, known_length: Option<u64>) -> Result<()> {
+        let Resp::HeadPending { status, headers } =
+            std::mem::replace(&mut *self.resp.borrow_mut(), Resp::NotStarted)
+        else {
+            return Ok(());
+        };
+        let declared = match headers.get_bytes("content-length") {
+            Some(v) => Some(
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| Error::usage("invalid content-length in response headers"))?,
+            ),
+            None => None,
+        };
+        let http10 = self.head.version == http::Version::HTTP_10;
+        let no_body = status == 204 || status == 304 || self.is_head_request();
+        let wants_chunked = headers
+            .get("transfer-encoding")
+            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
+        let framing = if no_body {
+            Framing::NoBody
+        } else if let (Some(n), false) = (declared.or(known_length), wants_chunked) {
+            Framing::Length(n)
+        } else if http10 {
+            Framing::Close
+        } else {
+            Framing::Chunked
+        };
+        let mut st = self.conn.st.borrow_mut();
+        if framing == Framing::Close {
+            st.keep_alive = false;
+        }
+        // A HEAD response announces the length a GET would have had, when it is known.
+        let head_framing = match (framing, self.is_head_request(), known_length) {
+            (Framing::NoBody, true, Some(n)) if declared.is_none() && status != 204 && status != 304 => {
+                Framing::Length(n)
+            }
+            (f, _, _) => f,
+        };
+        let keep_alive = st.keep_alive;
+        response_head(&mut st.wbuf, status, &headers, head_framing, keep_alive, http10);
+        let remaining = match framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        };
+        *self.resp.borrow_mut() = Resp::Body { framing, remaining };
+        Ok(())
+    }
+
+    fn put_body(&self, data: &[u8], end_stream: bool) -> Result<()> {
+        let mut resp = self.resp.borrow_mut();
+        let Resp::Body { framing, remaining } = &mut *resp else {
+            return Ok(());
+        };
+        let mut st = self.conn.st.borrow_mut();
+        match framing {
+            Framing::NoBody => {}
+            Framing::Close => st.wbuf.put_slice(data),
+            Framing::Chunked => {
+                if !data.is_empty() {
+                    encode_chunk_header(&mut st.wbuf, data.len());
+                    st.wbuf.put_slice(data);
+                    st.wbuf.put_slice(b"\r\n");
+                }
+                if end_stream {
+                    encode_last_chunk(&mut st.wbuf, None);
+                }
+            }
+            Framing::Length(_) => {
+                let left = remaining.unwrap_or(0);
+                if data.len() as u64 > left {
+                    return Err(Error::usage("body longer than its content-length"));
+                }
+                st.wbuf.put_slice(data);
+                *remaining = Some(left - data.len() as u64);
+                if end_stream && left != data.len() as u64 {
+                    // The client would wait for bytes that never come: close instead.
+                    drop(resp);
+                    self.end_response(&mut st);
+                    st.keep_alive = false;
+                    let _ = st.flush_now();
+                    st.io = None;
+                    return Err(Error::usage("body shorter than its content-length"));
+                }
+            }
+        }
+        if end_stream {
+            drop(resp);
+            self.end_response(&mut st);
+        }
+        Ok(())
+    }
+
+    /// Marks the response complete and passes the write turn on.
+    fn end_response(&self, st: &mut ConnState) {
+        *self.resp.borrow_mut() = Resp::Done;
+        st.write_seq = self.seq + 1;
+        st.wake_writers();
+    }
+
+    pub(crate) fn take_socket(&self) -> Result<Upgraded> {
+        let mut st = self.conn.st.borrow_mut();
+        if st.write_seq != self.seq {
+            return Err(Error::usage("take_socket before earlier responses were written"));
+        }
+        st.flush_now()?;
+        if !st.wbuf.is_empty() {
+            return Err(Error::usage("take_socket while output is still buffered"));
+        }
+        let (io, buffered) = st
+            .take_io()
+            .ok_or_else(|| Error::closed("connection closed"))?;
+        if st.body.as_ref().is_some_and(|b| b.seq == self.seq) {
+            st.body = None;
+        }
+        *self.resp.borrow_mut() = Resp::Upgraded;
+        Ok(Upgraded::new(io, buffered))
+    }
+
+    // ===== the handler's lifecycle (called by the server's handler task) =====
+
+    /// After each poll of the handler: note that it has run, send a head it left pending
+    /// (it is now waiting on something else, so its body is not coming in this poll), and
+    /// flush — unless a later pipelined handler that has not run yet will flush for both.
+    pub(crate) fn after_poll(&self, handler_done: bool) {
+        let mut st = self.conn.st.borrow_mut();
+        st.polled_seq = st.polled_seq.max(self.seq);
+        if !handler_done
+            && st.write_seq == self.seq
+            && matches!(*self.resp.borrow(), Resp::HeadPending { .. })
+        {
+            drop(st);
+            if self.send_head(None).is_err() {
+                self.conn.abort();
+                return;
+            }
+            st = self.conn.st.borrow_mut();
+        }
+        let successor_pending = st.next_seq > st.polled_seq + 1;
+        if !(handler_done && successor_pending) {
+            if let Err(e) = st.flush_now() {
+                tracing::debug!("write failed: {e}");
+            }
+        }
+    }
+
+    /// Ends the exchange after the handler returned: answers 503 if it never answered,
+    /// ends an open body (or closes the connection if the handler failed mid-body), and
+    /// lets the connection go on to the next request.
+    pub(crate) async fn finish(&self, failed: bool) {
+        let started = !matches!(*self.resp.borrow(), Resp::NotStarted | Resp::HeadPending { .. });
+        let upgraded = matches!(*self.resp.borrow(), Resp::Upgraded);
+        if !started {
+            let mut h = Headers::new();
+            if failed || matches!(*self.resp.borrow(), Resp::NotStarted) {
+                *self.resp.borrow_mut() = Resp::NotStarted;
+                h.append(":status", "503");
+                h.append("content-type", "text/plain; charset=utf-8");
+                let _ = self.write_headers(&h, false).await;
+                let _ = self.write_chunk(b"Service Unavailable\n", true).await;
+            } else {
+                let _ = self.write_chunk(&[], true).await;
+            }
+        } else if matches!(*self.resp.borrow(), Resp::Body { .. }) {
+            if failed {
+                // The body is incomplete: a clean end would pass it off as whole.
+                self.conn.abort();
+            } else {
+                let _ = self.write_chunk(&[], true).await;
+            }
+        }
+        self.release(upgraded);
+        self.after_poll(true);
+    }
+
+    /// Gives up the stream's claims on the connection.
+    fn release(&self, upgraded: bool) {
+        if self.finished.replace(true) {
+            return;
+        }
+        let mut st = self.conn.st.borrow_mut();
+        if let Some(b) = st.body.as_mut().filter(|b| b.seq == self.seq) {
+            b.owner_alive = false;
+        }
+        if !matches!(*self.resp.borrow(), Resp::Done) && st.write_seq == self.seq {
+            // Upgraded without taking the socket, or never answered: nothing else can
+            // follow on this connection.
+            st.keep_alive = false;
+            if !upgraded {
+                st.io = None;
+            }
+            st.write_seq = self.seq + 1;
+            st.wake_writers();
+        }
+        st.n_open_streams -= 1;
+        st.wake_driver();
+    }
+}
+
+impl Drop for H1Stream {
+    fn drop(&mut self) {
+        if !self.finished.get() {
+            // The handler task was dropped before it finished (controller dropped or
+            // cancelled): the response is lost, so the connection cannot continue.
+            self.conn.abort();
+            self.release(false);
+        }
+    }
+}
+
+fn parse_status(headers: &Headers) -> Result<u16> {
+    let status = headers
+        .get(":status")
+        .ok_or_else(|| Error::usage("response headers need a :status"))?;
+    match status.parse::<u16>() {
+        Ok(s) if status.len() == 3 && (100..1000).contains(&s) => Ok(s),
+        _ => Err(Error::usage("invalid :status")),
+    }
+}

@@ -1,0 +1,365 @@
+//! `Headers`: the ordered header multimap of a request or response, as lua-http's
+//! `http.headers`.
+//!
+//! Design criteria (from `http/headers.lua`): a field may repeat, the order fields arrived in
+//! is recoverable, each field carries a *never index* flag (HPACK's "never indexed" literal,
+//! used for credentials), pseudo-headers (`:method`, `:path`, `:status`, …) stand before
+//! regular fields, and names are lower-case. Names and values are kept as [`Bytes`], so a
+//! request parsed from a socket buffer shares that buffer instead of copying each field.
+//!
+//! This module knows nothing about HTTP/1 or HTTP/2 framing; conversion to and from the
+//! `http` crate's types is at the bottom.
+
+use bytes::Bytes;
+use std::fmt;
+
+/// One header field: a lower-case name, a value and the never-index flag.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Field {
+    name: Bytes,
+    value: Bytes,
+    never_index: bool,
+}
+
+impl Field {
+    /// The field's name, lower-case.
+    pub fn name(&self) -> &str {
+        // Names are validated as ASCII token characters (or ':' + token) when inserted.
+        std::str::from_utf8(&self.name).unwrap_or("")
+    }
+
+    /// The field's value as text, or `None` when it is not valid UTF-8 (HTTP/1 allows
+    /// obs-text bytes; use [`Field::value_bytes`] for those).
+    pub fn value(&self) -> Option<&str> {
+        std::str::from_utf8(&self.value).ok()
+    }
+
+    /// The field's value as bytes.
+    pub fn value_bytes(&self) -> &[u8] {
+        &self.value
+    }
+
+    /// Whether a compressing encoder (HPACK) must never index this field.
+    pub fn never_index(&self) -> bool {
+        self.never_index
+    }
+}
+
+impl fmt::Debug for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {:?}",
+            self.name(),
+            String::from_utf8_lossy(&self.value)
+        )?;
+        if self.never_index {
+            f.write_str(" (never index)")?;
+        }
+        Ok(())
+    }
+}
+
+/// An ordered multimap of header fields, pseudo-headers first.
+///
+/// ```
+/// use onstream::Headers;
+///
+/// let mut h = Headers::new();
+/// h.append("content-type", "text/plain");
+/// h.append(":status", "200"); // pseudo-headers are kept before regular fields
+/// assert_eq!(h.get(":status"), Some("200"));
+/// assert_eq!(h.iter().next().unwrap().name(), ":status");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    fields: Vec<Field>,
+}
+
+/// Names whose values are credentials: HPACK must never index them (RFC 7541 §7.1.3).
+const NEVER_INDEX_BY_DEFAULT: [&str; 4] =
+    ["authorization", "cookie", "proxy-authorization", "set-cookie"];
+
+impl Headers {
+    /// An empty header list.
+    pub fn new() -> Headers {
+        Headers { fields: Vec::new() }
+    }
+
+    /// An empty header list with room for `n` fields.
+    pub fn with_capacity(n: usize) -> Headers {
+        Headers {
+            fields: Vec::with_capacity(n),
+        }
+    }
+
+    /// Appends a field. The name is lower-cased; a pseudo-header goes after the other
+    /// pseudo-headers and before the first regular field.
+    ///
+    /// # Panics
+    ///
+    /// If the name is empty or holds a character that no header name may hold, or the value
+    /// holds CR, LF or NUL: those are caller bugs that would otherwise let one header smuggle
+    /// another into the message.
+    pub fn append(&mut self, name: impl AsRef<str>, value: impl Into<Bytes>) {
+        let name = name.as_ref();
+        let never_index = NEVER_INDEX_BY_DEFAULT.contains(&name);
+        self.append_with(name, value, never_index);
+    }
+
+    /// Appends a field with an explicit never-index flag. See [`Headers::append`].
+    pub fn append_with(&mut self, name: impl AsRef<str>, value: impl Into<Bytes>, never_index: bool) {
+        let name = name.as_ref();
+        assert!(valid_name(name.as_bytes()), "invalid header name {name:?}");
+        let value = value.into();
+        assert!(valid_value(&value), "invalid header value for {name:?}");
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Bytes::from(name.to_ascii_lowercase())
+        } else {
+            Bytes::copy_from_slice(name.as_bytes())
+        };
+        self.push_field(Field {
+            name,
+            value,
+            never_index,
+        });
+    }
+
+    /// Appends a field whose name is already known to be lower-case and valid, and whose
+    /// value is valid: the parsers use it to avoid checking twice.
+    pub(crate) fn push_unchecked(&mut self, name: Bytes, value: Bytes) {
+        let never_index = NEVER_INDEX_BY_DEFAULT
+            .iter()
+            .any(|n| n.as_bytes() == &name[..]);
+        self.push_field(Field {
+            name,
+            value,
+            never_index,
+        });
+    }
+
+    fn push_field(&mut self, field: Field) {
+        if field.name.first() == Some(&b':') {
+            let at = self
+                .fields
+                .iter()
+                .position(|f| f.name.first() != Some(&b':'))
+                .unwrap_or(self.fields.len());
+            self.fields.insert(at, field);
+        } else {
+            self.fields.push(field);
+        }
+    }
+
+    /// Replaces every field named `name` with one field (lua-http's `upsert`), keeping the
+    /// position of the first one.
+    pub fn upsert(&mut self, name: impl AsRef<str>, value: impl Into<Bytes>) {
+        let name = name.as_ref();
+        let lower = name.to_ascii_lowercase();
+        match self.fields.iter().position(|f| f.name == lower.as_bytes()) {
+            Some(first) => {
+                let value = value.into();
+                assert!(valid_value(&value), "invalid header value for {name:?}");
+                self.fields[first].value = value;
+                let mut idx = 0;
+                self.fields.retain(|f| {
+                    idx += 1;
+                    idx - 1 == first || f.name != lower.as_bytes()
+                });
+            }
+            None => self.append(name, value),
+        }
+    }
+
+    /// The first value of `name`, as text (see [`Field::value`]).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.field(name).and_then(Field::value)
+    }
+
+    /// The first value of `name`, as bytes.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.field(name).map(Field::value_bytes)
+    }
+
+    /// Every value of `name`, in order (lua-http's `get_as_sequence`).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields
+            .iter()
+            .filter(move |f| eq_name(&f.name, name))
+            .map(Field::value_bytes)
+    }
+
+    /// The values of `name` joined with `", "`, as a list-valued field would be combined
+    /// (RFC 9110 §5.3); `None` when absent.
+    pub fn get_comma_separated(&self, name: &str) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        for v in self.get_all(name) {
+            match &mut out {
+                Some(o) => {
+                    o.extend_from_slice(b", ");
+                    o.extend_from_slice(v);
+                }
+                None => out = Some(v.to_vec()),
+            }
+        }
+        out
+    }
+
+    /// Whether a field named `name` is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.field(name).is_some()
+    }
+
+    /// Removes every field named `name`; returns whether any was removed.
+    pub fn delete(&mut self, name: &str) -> bool {
+        let before = self.fields.len();
+        self.fields.retain(|f| !eq_name(&f.name, name));
+        before != self.fields.len()
+    }
+
+    /// The fields, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Field> {
+        self.fields.iter()
+    }
+
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| eq_name(&f.name, name))
+    }
+
+    /// Converts the regular (non-pseudo) fields into an `http::HeaderMap`, keeping the
+    /// never-index flag as `HeaderValue::set_sensitive`.
+    pub fn to_header_map(&self) -> http::HeaderMap {
+        let mut map = http::HeaderMap::with_capacity(self.fields.len());
+        for f in self.fields.iter().filter(|f| f.name.first() != Some(&b':')) {
+            if let (Ok(n), Ok(mut v)) = (
+                http::HeaderName::from_bytes(&f.name),
+                http::HeaderValue::from_maybe_shared(f.value.clone()),
+            ) {
+                v.set_sensitive(f.never_index);
+                map.append(n, v);
+            }
+        }
+        map
+    }
+
+    /// Builds a header list from an `http::HeaderMap`; sensitive values become never-index.
+    pub fn from_header_map(map: &http::HeaderMap) -> Headers {
+        let mut h = Headers::with_capacity(map.len());
+        for (n, v) in map {
+            h.push_field(Field {
+                name: Bytes::copy_from_slice(n.as_str().as_bytes()),
+                value: Bytes::copy_from_slice(v.as_bytes()),
+                never_index: v.is_sensitive() || NEVER_INDEX_BY_DEFAULT.contains(&n.as_str()),
+            });
+        }
+        h
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.fields).finish()
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = &'a Field;
+    type IntoIter = std::slice::Iter<'a, Field>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.fields.iter()
+    }
+}
+
+fn eq_name(stored: &[u8], wanted: &str) -> bool {
+    stored.eq_ignore_ascii_case(wanted.as_bytes())
+}
+
+/// A token character (RFC 9110 §5.6.2).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    matches!(b,
+        b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`'
+        | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
+}
+
+fn valid_name(name: &[u8]) -> bool {
+    let token = name.strip_prefix(b":").unwrap_or(name);
+    !token.is_empty() && token.iter().all(|&b| is_tchar(b))
+}
+
+fn valid_value(value: &[u8]) -> bool {
+    !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudo_headers_stay_first_in_arrival_order() {
+        let mut h = Headers::new();
+        h.append("b", "1");
+        h.append(":method", "GET");
+        h.append("a", "2");
+        h.append(":path", "/");
+        let names: Vec<_> = h.iter().map(Field::name).collect();
+        assert_eq!(names, [":method", ":path", "b", "a"]);
+    }
+
+    #[test]
+    fn names_are_lower_cased_and_looked_up_case_insensitively() {
+        let mut h = Headers::new();
+        h.append("Content-Type", "text/plain");
+        assert_eq!(h.iter().next().unwrap().name(), "content-type");
+        assert_eq!(h.get("CONTENT-TYPE"), Some("text/plain"));
+    }
+
+    #[test]
+    fn repeated_fields_keep_their_order_and_upsert_collapses_them() {
+        let mut h = Headers::new();
+        h.append("x", "1");
+        h.append("y", "0");
+        h.append("x", "2");
+        assert_eq!(h.get_all("x").collect::<Vec<_>>(), [&b"1"[..], b"2"]);
+        assert_eq!(h.get_comma_separated("x").unwrap(), b"1, 2");
+        h.upsert("x", "3");
+        assert_eq!(h.get_all("x").collect::<Vec<_>>(), [&b"3"[..]]);
+        assert_eq!(h.iter().next().unwrap().name(), "x");
+    }
+
+    #[test]
+    fn credentials_are_never_indexed_by_default() {
+        let mut h = Headers::new();
+        h.append("cookie", "a=b");
+        h.append("accept", "*/*");
+        assert!(h.iter().next().unwrap().never_index());
+        assert!(!h.iter().nth(1).unwrap().never_index());
+    }
+
+    #[test]
+    fn a_value_with_a_newline_is_a_caller_bug() {
+        let appended = std::panic::catch_unwind(|| {
+            Headers::new().append("x", "a\r\nInjected: yes");
+        });
+        assert!(appended.is_err());
+    }
+
+    #[test]
+    fn round_trips_through_http_header_map() {
+        let mut h = Headers::new();
+        h.append("a", "1");
+        h.append("a", "2");
+        h.append("authorization", "secret");
+        let back = Headers::from_header_map(&h.to_header_map());
+        assert_eq!(back, h);
+    }
+}

@@ -1,0 +1,189 @@
+//! `Options`: everything `Server::listen` and `Server::new` take besides the handler —
+//! lua-http's options table as a builder, with every limit given a default.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{
+    h1::Limits,
+    net::{Family, ListenSpec},
+    rt::Controller,
+};
+
+/// lua-http's default for both connection timeouts.
+pub const DEFAULT_CONNECTION_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle time allowed between requests on a keep-alive connection (lua-http: 10 s).
+pub const DEFAULT_INTRA_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed from a request's first byte to the end of its head (nginx's
+/// `client_header_timeout` is 60 s; a slowloris client holds a slot for at most this).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `close()` lets in-flight requests finish before closing their connections.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Server options, built by chaining.
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = onstream::Options::new()
+///     .host("127.0.0.1")
+///     .port(8080)
+///     .max_concurrent(1000)
+///     .header_read_timeout(Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub(crate) listen: ListenSpec,
+    pub(crate) max_concurrent: usize,
+    pub(crate) connection_setup_timeout: Duration,
+    pub(crate) intra_stream_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    pub(crate) limits: Limits,
+    pub(crate) controller: Option<Controller>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            listen: ListenSpec::default(),
+            max_concurrent: usize::MAX,
+            connection_setup_timeout: DEFAULT_CONNECTION_SETUP_TIMEOUT,
+            intra_stream_timeout: DEFAULT_INTRA_STREAM_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            limits: Limits::default(),
+            controller: None,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults: no address yet, no connection limit, 10 s timeouts, nginx-like
+    /// request size limits.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// The local address or name to listen on (lua-http's `host`).
+    pub fn host(mut self, host: impl Into<String>) -> Options {
+        self.listen.host = Some(host.into());
+        self
+    }
+
+    /// The TCP port; 0 picks a free one. Without it, port 80 is used.
+    pub fn port(mut self, port: u16) -> Options {
+        self.listen.port = Some(port);
+        self
+    }
+
+    /// Listen on a unix socket at `path` instead of TCP.
+    pub fn path(mut self, path: impl Into<PathBuf>) -> Options {
+        self.listen.path = Some(path.into());
+        self
+    }
+
+    /// Which address family `host` is resolved to.
+    pub fn family(mut self, family: Family) -> Options {
+        self.listen.family = family;
+        self
+    }
+
+    /// Permissions to give the unix socket file (e.g. `0o660`).
+    pub fn mode(mut self, mode: u32) -> Options {
+        self.listen.mode = Some(mode);
+        self
+    }
+
+    /// Bind the unix socket under a umask of 0777, so it never exists with wider
+    /// permissions than `mode`.
+    pub fn mask(mut self, mask: bool) -> Options {
+        self.listen.mask = mask;
+        self
+    }
+
+    /// Remove a stale unix socket file before binding.
+    pub fn unlink(mut self, unlink: bool) -> Options {
+        self.listen.unlink = unlink;
+        self
+    }
+
+    /// Refuse IPv4-mapped connections on an IPv6 socket.
+    pub fn v6only(mut self, v6only: bool) -> Options {
+        self.listen.v6only = v6only;
+        self
+    }
+
+    /// `SO_REUSEADDR` (on by default, as in lua-http).
+    pub fn reuseaddr(mut self, on: bool) -> Options {
+        self.listen.reuseaddr = on;
+        self
+    }
+
+    /// `SO_REUSEPORT`: several servers (one per core) may listen on the same port.
+    pub fn reuseport(mut self, on: bool) -> Options {
+        self.listen.reuseport = on;
+        self
+    }
+
+    /// The listen backlog (default 1024, capped by the kernel's `somaxconn`).
+    pub fn backlog(mut self, backlog: i32) -> Options {
+        self.listen.backlog = backlog;
+        self
+    }
+
+    /// Stop accepting at this many open connections, resume below it.
+    pub fn max_concurrent(mut self, n: usize) -> Options {
+        self.max_concurrent = n;
+        self
+    }
+
+    /// How long a new connection may take to send its first bytes.
+    pub fn connection_setup_timeout(mut self, t: Duration) -> Options {
+        self.connection_setup_timeout = t;
+        self
+    }
+
+    /// How long a keep-alive connection may sit idle between requests.
+    pub fn intra_stream_timeout(mut self, t: Duration) -> Options {
+        self.intra_stream_timeout = t;
+        self
+    }
+
+    /// How long a request's head may take from its first byte to its end (slowloris).
+    pub fn header_read_timeout(mut self, t: Duration) -> Options {
+        self.header_read_timeout = t;
+        self
+    }
+
+    /// How long `close()` lets in-flight requests finish.
+    pub fn close_timeout(mut self, t: Duration) -> Options {
+        self.close_timeout = t;
+        self
+    }
+
+    /// The longest request line; longer ones get `414 URI Too Long` (default 8 KiB, as
+    /// nginx).
+    pub fn max_request_line(mut self, n: usize) -> Options {
+        self.limits.max_request_line = n;
+        self
+    }
+
+    /// The largest request head (request line and fields) and trailer section; larger
+    /// ones get `431` (default 64 KiB).
+    pub fn max_header_size(mut self, n: usize) -> Options {
+        self.limits.max_head = n;
+        self
+    }
+
+    /// The most header fields in a request; more get `431` (default 100, as hyper).
+    pub fn max_headers(mut self, n: usize) -> Options {
+        self.limits.max_headers = n;
+        self
+    }
+
+    /// Run on this controller (lua-http's `cq`) instead of a new one, so several servers
+    /// and other tasks share one loop.
+    pub fn controller(mut self, ctl: Controller) -> Options {
+        self.controller = Some(ctl);
+        self
+    }
+}

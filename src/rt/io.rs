@@ -1,0 +1,200 @@
+//! Sockets registered with the controller's reactor, implementing tokio's `AsyncRead` and
+//! `AsyncWrite` *traits* (no tokio runtime), so protocol crates written against those traits
+//! run on the step loop.
+//!
+//! `Registered<T>` pairs a mio socket with its readiness entry and deregisters it on drop.
+//! Reads and writes are attempted first and wait only on `WouldBlock`, which clears the
+//! readiness bit until the next edge.
+
+use std::{
+    io::{self, IoSlice, Read, Write},
+    net::SocketAddr,
+    pin::Pin,
+    rc::Rc,
+    task::{ready, Context, Poll},
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{reactor::IoState, Controller, Inner};
+
+/// A mio socket registered with a controller.
+pub(crate) struct Registered<T: mio::event::Source> {
+    io: T,
+    state: Rc<IoState>,
+    ctl: Rc<Inner>,
+}
+
+impl<T: mio::event::Source> Registered<T> {
+    pub(crate) fn new(ctl: &Controller, mut io: T) -> io::Result<Self> {
+        let state = ctl.inner.reactor.register(&mut io)?;
+        Ok(Registered {
+            io,
+            state,
+            ctl: ctl.inner.clone(),
+        })
+    }
+
+    pub(crate) fn get_ref(&self) -> &T {
+        &self.io
+    }
+
+    /// Runs a non-blocking operation, waiting for readability whenever it would block.
+    pub(crate) fn poll_read_with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            ready!(self.state.poll_readable(cx));
+            match op(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.state.clear_readable(),
+                res => return Poll::Ready(res),
+            }
+        }
+    }
+
+    /// Runs a non-blocking operation, waiting for writability whenever it would block.
+    pub(crate) fn poll_write_with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            ready!(self.state.poll_writable(cx));
+            match op(&self.io) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.state.clear_writable(),
+                res => return Poll::Ready(res),
+            }
+        }
+    }
+}
+
+impl<T: mio::event::Source> Drop for Registered<T> {
+    fn drop(&mut self) {
+        self.ctl.reactor.deregister(&mut self.io, &self.state);
+    }
+}
+
+impl<T: mio::event::Source + std::fmt::Debug> std::fmt::Debug for Registered<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.io.fmt(f)
+    }
+}
+
+/// Implements the tokio I/O traits for a registered stream socket whose `&T` reads and writes.
+macro_rules! async_io_impls {
+    ($ty:ty) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                let n = ready!(self.0.poll_read_with(cx, |mut io| {
+                    io.read(buf.initialize_unfilled())
+                }))?;
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.0.poll_write_with(cx, |mut io| io.write(buf))
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                self.0.poll_write_with(cx, |mut io| io.write_vectored(bufs))
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(self.0.get_ref().shutdown(std::net::Shutdown::Write))
+            }
+        }
+    };
+}
+
+/// A TCP connection on the step loop.
+#[derive(Debug)]
+pub struct TcpStream(Registered<mio::net::TcpStream>);
+
+impl TcpStream {
+    /// Adopts a connected std socket (it is made non-blocking).
+    pub fn from_std(ctl: &Controller, stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        Ok(TcpStream(Registered::new(
+            ctl,
+            mio::net::TcpStream::from_std(stream),
+        )?))
+    }
+
+    pub(crate) fn from_mio(ctl: &Controller, stream: mio::net::TcpStream) -> io::Result<TcpStream> {
+        Ok(TcpStream(Registered::new(ctl, stream)?))
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> io::Result<()> {
+        self.0.get_ref().set_nodelay(on)
+    }
+}
+
+async_io_impls!(TcpStream);
+
+/// A unix-domain stream connection on the step loop.
+#[derive(Debug)]
+pub struct UnixStream(Registered<mio::net::UnixStream>);
+
+impl UnixStream {
+    /// Adopts a connected std socket (it is made non-blocking).
+    pub fn from_std(ctl: &Controller, stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        stream.set_nonblocking(true)?;
+        Ok(UnixStream(Registered::new(
+            ctl,
+            mio::net::UnixStream::from_std(stream),
+        )?))
+    }
+
+    pub(crate) fn from_mio(ctl: &Controller, stream: mio::net::UnixStream) -> io::Result<UnixStream> {
+        Ok(UnixStream(Registered::new(ctl, stream)?))
+    }
+}
+
+async_io_impls!(UnixStream);
+
+impl std::os::fd::AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.get_ref().as_raw_fd()
+    }
+}
+
+impl std::os::fd::AsRawFd for UnixStream {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.get_ref().as_raw_fd()
+    }
+}

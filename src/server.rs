@@ -1,0 +1,530 @@
+//! `Server`: accept and dispatch (lua-http's `http/server.lua`), nothing else.
+//!
+//! A server owns its listener and its set of connections, and runs on a [`Controller`]:
+//! an accept task takes connections (pausing at `max_concurrent`, backing off when out of
+//! file descriptors), a driver task per connection reads requests, and each request runs
+//! the `onstream` handler in a task of its own.
+//!
+//! Errors: only handler failures reach `onerror` (queued here and delivered from `step`, as
+//! lua-http reports them from `:step()`); a client that sends garbage, resets or times out
+//! costs its own connection and a log line, never the server.
+
+use futures_util::FutureExt;
+use slab::Slab;
+use std::{
+    cell::{Cell, RefCell},
+    collections::VecDeque,
+    fmt,
+    future::{poll_fn, Future},
+    os::fd::RawFd,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    rc::{Rc, Weak},
+    task::{Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    error::{Error, Result},
+    h1::{H1Config, H1Conn, H1Stream},
+    net::{bind, Accepting, Conn, Connected, Listener, LocalAddr},
+    options::Options,
+    rt::{sleep, Controller, Remote},
+    stream::Stream,
+};
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<()>>>>;
+type Handler = Box<dyn FnMut(ServerHandle, Stream) -> BoxFuture>;
+
+/// An error handler: receives the server, the operation that failed (`"onstream"`) and the
+/// error; returning `Err` makes `step`/`run` return it.
+pub type OnError = Box<dyn FnMut(&ServerHandle, &str, Error) -> Result<()>>;
+
+/// After this many accepts in one go the accept task yields, so a connection flood cannot
+/// starve the connections already open.
+const ACCEPT_BUDGET: usize = 128;
+
+/// How long accept pauses when the process is out of file descriptors or memory: the
+/// listener stays readable, so retrying at once would spin (lua-http's EMFILE branch).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// An HTTP server on a step loop.
+///
+/// ```no_run
+/// use onstream::{Headers, Options, Server};
+///
+/// let server = Server::listen(Options::new().host("127.0.0.1").port(8000), |_srv, stream| async move {
+///     let mut res = Headers::new();
+///     res.append(":status", "200");
+///     stream.write_headers(&res, false).await?;
+///     stream.write_chunk(b"Hello, World!\n", true).await
+/// })?;
+/// server.run(None)?;
+/// # Ok::<(), onstream::Error>(())
+/// ```
+pub struct Server {
+    handle: ServerHandle,
+}
+
+/// A cheap handle to a server, given to handlers (lua-http passes the server itself).
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Rc<Shared>,
+}
+
+struct Shared {
+    ctl: Controller,
+    /// Options that every connection reads.
+    h1: Rc<H1Config>,
+    max_concurrent: usize,
+    close_timeout: Duration,
+    handler: RefCell<Handler>,
+    onerror: RefCell<Option<OnError>>,
+    /// Handler errors waiting to be reported from `step`.
+    errors: RefCell<VecDeque<(&'static str, Error)>>,
+    listener: RefCell<ListenerState>,
+    paused: Cell<bool>,
+    closing: Cell<bool>,
+    /// The accept task, parked while paused or at `max_concurrent`.
+    accept_waker: Cell<Option<Waker>>,
+    /// Open connections, to close them on shutdown.
+    conns: RefCell<Slab<Weak<H1Conn>>>,
+}
+
+enum ListenerState {
+    /// Not bound yet (bind is lazy, as in lua-http): what to bind.
+    Unbound(Box<Options>),
+    /// Bound (or adopted) but not yet registered with the controller.
+    Bound(Listener),
+    /// Accepting; the address is kept for `local_addr`.
+    Running(LocalAddr),
+    /// `close()` was called, or `listen_now` failed.
+    Closed,
+}
+
+impl Server {
+    /// A server that binds according to `options` (on the first `step`, or on
+    /// [`Server::listen_now`]) and runs `onstream` for every request.
+    pub fn listen<F, Fut>(options: Options, onstream: F) -> Result<Server>
+    where
+        F: FnMut(ServerHandle, Stream) -> Fut + 'static,
+        Fut: Future<Output = Result<()>> + 'static,
+    {
+        let server = Server::build(&options, onstream)?;
+        *server.handle.shared.listener.borrow_mut() = ListenerState::Unbound(Box::new(options));
+        Ok(server)
+    }
+
+    /// A server accepting from an existing listening socket (lua-http's `server.new`).
+    pub fn new<F, Fut>(listener: impl Into<Listener>, options: Options, onstream: F) -> Result<Server>
+    where
+        F: FnMut(ServerHandle, Stream) -> Fut + 'static,
+        Fut: Future<Output = Result<()>> + 'static,
+    {
+        let server = Server::build(&options, onstream)?;
+        *server.handle.shared.listener.borrow_mut() = ListenerState::Bound(listener.into());
+        Ok(server)
+    }
+
+    fn build<F, Fut>(options: &Options, mut onstream: F) -> Result<Server>
+    where
+        F: FnMut(ServerHandle, Stream) -> Fut + 'static,
+        Fut: Future<Output = Result<()>> + 'static,
+    {
+        let ctl = match &options.controller {
+            Some(c) => c.clone(),
+            None => Controller::new()?,
+        };
+        let handler: Handler = Box::new(move |srv, stream| Box::pin(onstream(srv, stream)));
+        Ok(Server {
+            handle: ServerHandle {
+                shared: Rc::new(Shared {
+                    ctl,
+                    h1: Rc::new(H1Config {
+                        limits: options.limits.clone(),
+                        connection_setup_timeout: options.connection_setup_timeout,
+                        intra_stream_timeout: options.intra_stream_timeout,
+                        header_read_timeout: options.header_read_timeout,
+                    }),
+                    max_concurrent: options.max_concurrent,
+                    close_timeout: options.close_timeout,
+                    handler: RefCell::new(handler),
+                    onerror: RefCell::new(None),
+                    errors: RefCell::new(VecDeque::new()),
+                    listener: RefCell::new(ListenerState::Closed),
+                    paused: Cell::new(false),
+                    closing: Cell::new(false),
+                    accept_waker: Cell::new(None),
+                    conns: RefCell::new(Slab::new()),
+                }),
+            },
+        })
+    }
+
+    /// Binds now (lua-http's `server:listen()`), returning the error instead of leaving it
+    /// to the first `step`. Does nothing when already listening.
+    pub fn listen_now(&self) -> Result<()> {
+        self.handle.shared.start()
+    }
+
+    /// The address listened on; binds first if needed (lua-http's `localname`).
+    pub fn local_addr(&self) -> Result<LocalAddr> {
+        self.listen_now()?;
+        self.handle.local_addr()
+    }
+
+    /// Runs one turn of the loop (see [`Controller::step`]), then reports queued handler
+    /// errors to `onerror`; the first one it returns is returned here.
+    pub fn step(&self, timeout: Option<Duration>) -> Result<()> {
+        self.listen_now()?;
+        self.handle.shared.ctl.step(timeout)?;
+        self.handle.report_errors()
+    }
+
+    /// Steps until `timeout` passes, the server is paused, or it is closed and drained, or
+    /// `onerror` returns an error (lua-http's `:loop()`).
+    pub fn run(&self, timeout: Option<Duration>) -> Result<()> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let shared = &self.handle.shared;
+            if shared.paused.get() || (shared.closing.get() && self.empty()) {
+                return Ok(());
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(());
+            }
+            self.step(left)?;
+        }
+    }
+
+    /// The file descriptor an external loop waits on (readable means: call `step`).
+    pub fn pollfd(&self) -> RawFd {
+        self.handle.shared.ctl.pollfd()
+    }
+
+    /// Always `"r"`: wait for readability of [`Server::pollfd`].
+    pub fn events(&self) -> &'static str {
+        self.handle.shared.ctl.events()
+    }
+
+    /// The longest an external loop may wait before calling `step` (see
+    /// [`Controller::timeout`]). Zero while the server has not bound yet, so the first step
+    /// comes at once.
+    pub fn timeout(&self) -> Option<Duration> {
+        if matches!(
+            *self.handle.shared.listener.borrow(),
+            ListenerState::Unbound(_) | ListenerState::Bound(_)
+        ) {
+            return Some(Duration::ZERO);
+        }
+        self.handle.shared.ctl.timeout()
+    }
+
+    /// Replaces the error handler, returning the old one (`None`: the default, which
+    /// returns the error from `step`).
+    pub fn set_onerror(
+        &self,
+        onerror: impl FnMut(&ServerHandle, &str, Error) -> Result<()> + 'static,
+    ) -> Option<OnError> {
+        self.handle.shared.onerror.replace(Some(Box::new(onerror)))
+    }
+
+    /// Serves a connection accepted elsewhere: inetd, another thread's listener, a
+    /// descriptor received with `SCM_RIGHTS`.
+    pub fn add_socket(&self, socket: impl Into<Connected>) -> Result<()> {
+        let conn = Conn::adopt(&self.handle.shared.ctl, socket.into())?;
+        self.handle.shared.spawn_connection(conn);
+        Ok(())
+    }
+
+    /// A handle to give to other parts of the program.
+    pub fn handle(&self) -> ServerHandle {
+        self.handle.clone()
+    }
+
+    /// The loop this server runs on.
+    pub fn controller(&self) -> &Controller {
+        &self.handle.shared.ctl
+    }
+
+    /// A `Send` handle to wake the loop from other threads.
+    pub fn remote(&self) -> Remote {
+        self.handle.shared.ctl.remote()
+    }
+}
+
+impl std::ops::Deref for Server {
+    type Target = ServerHandle;
+    fn deref(&self) -> &ServerHandle {
+        &self.handle
+    }
+}
+
+impl ServerHandle {
+    /// Stops accepting new connections; open ones go on.
+    pub fn pause(&self) {
+        self.shared.paused.set(true);
+    }
+
+    /// Accepts again after [`ServerHandle::pause`].
+    pub fn resume(&self) {
+        self.shared.paused.set(false);
+        self.shared.wake_accept();
+    }
+
+    /// Stops accepting and closes the listener; in-flight requests are answered (for at
+    /// most the `close_timeout` option), idle connections close at once. A closed server
+    /// cannot be reused.
+    pub fn close(&self) {
+        let shared = &self.shared;
+        if shared.closing.replace(true) {
+            return;
+        }
+        *shared.listener.borrow_mut() = ListenerState::Closed;
+        shared.wake_accept();
+        let conns: Vec<_> = shared.conns.borrow().iter().filter_map(|(_, c)| c.upgrade()).collect();
+        for c in &conns {
+            c.close_gracefully();
+        }
+        if !conns.is_empty() {
+            let weak: Vec<_> = conns.iter().map(Rc::downgrade).collect();
+            let limit = shared.close_timeout;
+            shared
+                .ctl
+                .spawn(async move {
+                    sleep(limit).await;
+                    for c in weak.iter().filter_map(Weak::upgrade) {
+                        c.abort();
+                    }
+                })
+                .detach();
+        }
+    }
+
+    /// The number of open client connections.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.borrow().len()
+    }
+
+    /// Whether the listener and every connection are closed.
+    pub fn empty(&self) -> bool {
+        matches!(*self.shared.listener.borrow(), ListenerState::Closed) && self.connections() == 0
+    }
+
+    /// Whether the server is paused.
+    pub fn is_paused(&self) -> bool {
+        self.shared.paused.get()
+    }
+
+    /// The address listened on (without binding; see [`Server::local_addr`]).
+    pub fn local_addr(&self) -> Result<LocalAddr> {
+        match &*self.shared.listener.borrow() {
+            ListenerState::Running(addr) => Ok(addr.clone()),
+            ListenerState::Bound(l) => l.local_addr(),
+            ListenerState::Unbound(_) => Err(Error::usage("not listening yet")),
+            ListenerState::Closed => Err(Error::closed("server closed")),
+        }
+    }
+
+    fn report_errors(&self) -> Result<()> {
+        loop {
+            let Some((operation, err)) = self.shared.errors.borrow_mut().pop_front() else {
+                return Ok(());
+            };
+            let custom = self.shared.onerror.borrow_mut().take();
+            match custom {
+                Some(mut f) => {
+                    let r = f(self, operation, err);
+                    let mut slot = self.shared.onerror.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(f);
+                    }
+                    r?;
+                }
+                None => return Err(err.with_context(operation)),
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn start(self: &Rc<Self>) -> Result<()> {
+        let mut state = self.listener.borrow_mut();
+        let listener = match std::mem::replace(&mut *state, ListenerState::Closed) {
+            ListenerState::Unbound(opts) => match bind(&opts.listen, Some(80)) {
+                Ok(l) => l,
+                Err(e) => {
+                    *state = ListenerState::Unbound(opts);
+                    return Err(e);
+                }
+            },
+            ListenerState::Bound(l) => l,
+            other => {
+                *state = other;
+                return Ok(());
+            }
+        };
+        let addr = listener.local_addr()?;
+        let accepting = listener.register(&self.ctl)?;
+        *state = ListenerState::Running(addr);
+        drop(state);
+        self.ctl.spawn(Shared::accept_loop(self.clone(), accepting)).detach();
+        Ok(())
+    }
+
+    fn wake_accept(&self) {
+        if let Some(w) = self.accept_waker.take() {
+            w.wake();
+        }
+    }
+
+    async fn accept_loop(self: Rc<Self>, listener: Accepting) {
+        loop {
+            let mut n_accepted = 0;
+            let accepted = poll_fn(|cx| {
+                if self.closing.get() {
+                    return Poll::Ready(None);
+                }
+                if self.paused.get() || self.conns.borrow().len() >= self.max_concurrent {
+                    self.accept_waker.set(Some(cx.waker().clone()));
+                    return Poll::Pending;
+                }
+                if n_accepted >= ACCEPT_BUDGET {
+                    cx.waker().wake_by_ref();
+                    n_accepted = 0;
+                    return Poll::Pending;
+                }
+                listener.poll_accept(&self.ctl, cx).map(|r| {
+                    n_accepted += 1;
+                    Some(r)
+                })
+            })
+            .await;
+            match accepted {
+                None => return,
+                Some(Ok(conn)) => self.spawn_connection(conn),
+                Some(Err(e)) if is_resource_exhaustion(&e) => {
+                    tracing::warn!("accept: {e}; pausing accept for {ACCEPT_BACKOFF:?}");
+                    sleep(ACCEPT_BACKOFF).await;
+                }
+                // The client gave up before we accepted it, or a signal interrupted us.
+                Some(Err(e)) => tracing::debug!("accept: {e}"),
+            }
+        }
+    }
+
+    fn spawn_connection(self: &Rc<Self>, conn: Conn) {
+        let (peer, local) = (conn.peer_addr(), conn.local_addr());
+        let io: Box<dyn crate::upgrade::Io> = match conn {
+            Conn::Tcp(s) => Box::new(s),
+            Conn::Unix(s) => Box::new(s),
+        };
+        let h1 = H1Conn::new(io, peer, local, "http", self.h1.clone());
+        let key = self.conns.borrow_mut().insert(Rc::downgrade(&h1));
+        if self.closing.get() {
+            h1.close_gracefully();
+        }
+        let shared = self.clone();
+        let handle = ServerHandle {
+            shared: self.clone(),
+        };
+        self.ctl
+            .spawn(async move {
+                h1.drive(|stream| handle.spawn_handler(stream)).await;
+                shared.conns.borrow_mut().remove(key);
+                shared.wake_accept();
+            })
+            .detach();
+    }
+}
+
+impl ServerHandle {
+    fn spawn_handler(&self, stream: H1Stream) {
+        let stream = Rc::new(stream);
+        let fut = {
+            let mut handler = self.shared.handler.borrow_mut();
+            handler(self.clone(), Stream::new_h1(stream.clone()))
+        };
+        let shared = self.shared.clone();
+        let task = HandlerTask {
+            fut: AssertUnwindSafe(fut).catch_unwind(),
+            stream: stream.clone(),
+        };
+        self.shared
+            .ctl
+            .spawn(async move {
+                let failed = match task.await {
+                    Ok(Ok(())) => false,
+                    Ok(Err(e)) => {
+                        if e.is_disconnect() {
+                            tracing::debug!("handler ended by a disconnect: {e}");
+                        } else {
+                            shared.errors.borrow_mut().push_back(("onstream", e));
+                        }
+                        true
+                    }
+                    Err(panic) => {
+                        let msg = panic_message(&panic);
+                        shared
+                            .errors
+                            .borrow_mut()
+                            .push_back(("onstream", Error::handler(format!("handler panicked: {msg}"))));
+                        true
+                    }
+                };
+                stream.finish(failed).await;
+            })
+            .detach();
+    }
+}
+
+/// A handler's future, flushing the connection's output each time the handler yields.
+struct HandlerTask<F> {
+    fut: F,
+    stream: Rc<H1Stream>,
+}
+
+impl<F: Future + Unpin> Future for HandlerTask<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let r = Pin::new(&mut self.fut).poll(cx);
+        self.stream.after_poll(r.is_ready());
+        r
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".to_owned()
+    }
+}
+
+fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.handle.fmt(f)
+    }
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr().ok())
+            .field("connections", &self.connections())
+            .field("paused", &self.shared.paused.get())
+            .field("closing", &self.shared.closing.get())
+            .finish()
+    }
+}

@@ -1,0 +1,264 @@
+//! `Stream`: one request and its response, the object an `onstream` handler receives —
+//! the same API whatever the HTTP version (lua-http's `stream_common.lua` over
+//! `h1_stream`).
+//!
+//! The version-specific side (today `h1::H1Stream`) reads body chunks and writes heads and
+//! chunks; this module adds what every version shares on top: the `unget` buffer and the
+//! body helpers built on `get_next_chunk` (`get_body_until`, `get_body_chars`, files, a
+//! `futures::Stream` of chunks).
+
+use bytes::{Bytes, BytesMut};
+use std::{
+    cell::RefCell,
+    collections::VecDeque,
+    fmt,
+    fs::File,
+    future::poll_fn,
+    io::{Read, Write},
+    net::SocketAddr,
+    rc::Rc,
+};
+
+use crate::{
+    error::{Error, Result},
+    h1::H1Stream,
+    headers::Headers,
+    upgrade::Upgraded,
+};
+
+/// How much of a file is read per write when sending a file.
+const FILE_CHUNK: usize = 64 * 1024;
+
+/// One request/response exchange. Handlers receive it by value; every method takes
+/// `&self`, so a handler may read and write from two futures at once.
+///
+/// ```no_run
+/// # async fn handler(stream: onstream::Stream) -> onstream::Result<()> {
+/// let req = stream.get_headers().await?;
+/// let body = stream.get_body_as_string().await?;
+/// let mut res = onstream::Headers::new();
+/// res.append(":status", "200");
+/// stream.write_headers(&res, false).await?;
+/// stream.write_chunk(format!("{} {} sent {} bytes\n",
+///     req.get(":method").unwrap_or(""), req.get(":path").unwrap_or(""), body.len()), true).await
+/// # }
+/// ```
+pub struct Stream {
+    inner: Rc<H1Stream>,
+    /// Bytes given back with [`Stream::unget`], read before the body's next chunk.
+    ungot: RefCell<VecDeque<Bytes>>,
+}
+
+impl Stream {
+    pub(crate) fn new_h1(inner: Rc<H1Stream>) -> Stream {
+        Stream {
+            inner,
+            ungot: RefCell::new(VecDeque::new()),
+        }
+    }
+
+    /// The request head: pseudo-headers (`:method`, `:scheme`, `:path`, `:authority`) then
+    /// the fields in arrival order. Async and fallible to match lua-http (and HTTP/2,
+    /// where the head may still be arriving); for HTTP/1 it is already here.
+    pub async fn get_headers(&self) -> Result<Headers> {
+        Ok(self.inner.headers().clone())
+    }
+
+    /// The request's trailer fields, once the body has been read to its end.
+    pub async fn get_trailers(&self) -> Result<Option<Headers>> {
+        Ok(self.inner.trailers())
+    }
+
+    /// The HTTP version of the request.
+    pub fn version(&self) -> http::Version {
+        self.inner.version()
+    }
+
+    /// The client's address (`None` on a unix socket).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer_addr()
+    }
+
+    /// The server's address this request came in on (`None` on a unix socket).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    // ===== reading the body =====
+
+    /// The next piece of the request body, or `None` at its end. For a request that sent
+    /// `Expect: 100-continue`, the first call sends `100 Continue`.
+    pub async fn get_next_chunk(&self) -> Result<Option<Bytes>> {
+        if let Some(b) = self.ungot.borrow_mut().pop_front() {
+            return Ok(Some(b));
+        }
+        poll_fn(|cx| self.inner.poll_next_chunk(cx)).await
+    }
+
+    /// Puts bytes back in front of the body, to be read again.
+    pub fn unget(&self, bytes: impl Into<Bytes>) {
+        let bytes = bytes.into();
+        if !bytes.is_empty() {
+            self.ungot.borrow_mut().push_front(bytes);
+        }
+    }
+
+    /// The whole request body.
+    pub async fn get_body_as_bytes(&self) -> Result<Bytes> {
+        let Some(first) = self.get_next_chunk().await? else {
+            return Ok(Bytes::new());
+        };
+        let Some(second) = self.get_next_chunk().await? else {
+            return Ok(first);
+        };
+        let mut all = BytesMut::from(&first[..]);
+        all.extend_from_slice(&second);
+        while let Some(chunk) = self.get_next_chunk().await? {
+            all.extend_from_slice(&chunk);
+        }
+        Ok(all.freeze())
+    }
+
+    /// The whole request body as text; an error if it is not UTF-8.
+    pub async fn get_body_as_string(&self) -> Result<String> {
+        let bytes = self.get_body_as_bytes().await?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| Error::protocol(400, "request body is not UTF-8").with_source(e))
+    }
+
+    /// The next `n` bytes of the body (fewer at its end), or `None` at the end.
+    pub async fn get_body_chars(&self, n: usize) -> Result<Option<Bytes>> {
+        let mut got = BytesMut::new();
+        while got.len() < n {
+            match self.get_next_chunk().await? {
+                Some(mut chunk) => {
+                    let want = n - got.len();
+                    if chunk.len() > want {
+                        self.unget(chunk.split_off(want));
+                    }
+                    got.extend_from_slice(&chunk);
+                }
+                None => break,
+            }
+        }
+        Ok((!got.is_empty()).then(|| got.freeze()))
+    }
+
+    /// The body up to the next `pattern` (with it when `include`), or what is left if the
+    /// body ends first; `None` at the end.
+    pub async fn get_body_until(&self, pattern: &[u8], include: bool) -> Result<Option<Bytes>> {
+        assert!(!pattern.is_empty(), "get_body_until needs a non-empty pattern");
+        let mut got = BytesMut::new();
+        loop {
+            let searched_from = got.len().saturating_sub(pattern.len() - 1);
+            match self.get_next_chunk().await? {
+                Some(chunk) => got.extend_from_slice(&chunk),
+                None => return Ok((!got.is_empty()).then(|| got.freeze())),
+            }
+            if let Some(at) = find(&got[searched_from..], pattern) {
+                let end = searched_from + at + pattern.len();
+                let rest = got.split_off(end);
+                self.unget(rest.freeze());
+                if !include {
+                    got.truncate(got.len() - pattern.len());
+                }
+                return Ok(Some(got.freeze()));
+            }
+        }
+    }
+
+    /// Writes the rest of the body to `file`; returns the number of bytes written.
+    pub async fn save_body_to_file(&self, file: &mut File) -> Result<u64> {
+        let mut n = 0;
+        while let Some(chunk) = self.get_next_chunk().await? {
+            file.write_all(&chunk)?;
+            n += chunk.len() as u64;
+        }
+        Ok(n)
+    }
+
+    /// The body as a `futures::Stream` of chunks.
+    pub fn body(&self) -> impl futures_core::Stream<Item = Result<Bytes>> + '_ {
+        futures_util::stream::unfold(self, |s| async move {
+            match s.get_next_chunk().await {
+                Ok(Some(b)) => Some((Ok(b), s)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), s)),
+            }
+        })
+    }
+
+    // ===== writing the response =====
+
+    /// Writes the response head (it needs a `:status`). With `end_stream` the response
+    /// has no body. 1xx heads go out at once; a final head is held until the first body
+    /// write, so a body written whole gets a `content-length`.
+    pub async fn write_headers(&self, headers: &Headers, end_stream: bool) -> Result<()> {
+        self.inner.write_headers(headers, end_stream).await
+    }
+
+    /// Sends `100 Continue` now (it is otherwise sent when the body is first read).
+    pub async fn write_continue(&self) -> Result<()> {
+        self.inner.write_continue().await
+    }
+
+    /// Writes a piece of the body; `end_stream` ends the response. Waits while the client
+    /// is slower than the handler (backpressure).
+    pub async fn write_chunk(&self, data: impl AsRef<[u8]>, end_stream: bool) -> Result<()> {
+        self.inner.write_chunk(data.as_ref(), end_stream).await
+    }
+
+    /// Writes `data` as the whole remaining body and ends the response.
+    pub async fn write_body_from_bytes(&self, data: impl AsRef<[u8]>) -> Result<()> {
+        self.write_chunk(data, true).await
+    }
+
+    /// Writes `len` bytes of `file` (to its end when `None`) as the rest of the body and
+    /// ends the response.
+    pub async fn write_body_from_file(&self, mut file: File, len: Option<u64>) -> Result<()> {
+        let mut left = len.unwrap_or(u64::MAX);
+        let mut buf = vec![0; FILE_CHUNK];
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = file.read(&mut buf[..want])?;
+            if n == 0 {
+                if len.is_some() {
+                    return Err(Error::usage("file shorter than the length given"));
+                }
+                break;
+            }
+            left -= n as u64;
+            self.write_chunk(&buf[..n], left == 0).await?;
+        }
+        if left > 0 {
+            self.write_chunk([], true).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the exchange early from the handler's side (lua-http's `shutdown`): an unsent
+    /// response becomes an empty one, an open body is ended.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner.finish(false).await;
+        Ok(())
+    }
+
+    /// Takes the connection over after a `101` (lua-http's `take_socket`). The returned
+    /// socket starts with any bytes the client sent after the request.
+    pub fn take_socket(&self) -> Result<Upgraded> {
+        self.inner.take_socket()
+    }
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("version", &self.version())
+            .field("peer_addr", &self.peer_addr())
+            .finish()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

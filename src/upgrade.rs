@@ -1,0 +1,78 @@
+//! `Upgraded`: a connection taken over by a handler (lua-http's `stream:take_socket()`), as
+//! after a `101 Switching Protocols` answer. It is the socket plus whatever bytes the server
+//! had already read past the request, which must be read first.
+
+use bytes::{Buf, Bytes};
+use std::{
+    fmt, io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A byte stream the server's connections run on: TCP, unix, later TLS.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+
+/// A socket taken from its HTTP connection. Reads return the bytes the server had already
+/// buffered, then the socket's own.
+pub struct Upgraded {
+    io: Box<dyn Io>,
+    read_buf: Bytes,
+}
+
+impl Upgraded {
+    pub(crate) fn new(io: Box<dyn Io>, read_buf: Bytes) -> Upgraded {
+        Upgraded { io, read_buf }
+    }
+}
+
+impl fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("buffered", &self.read_buf.len())
+            .finish()
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read_buf.is_empty() {
+            let n = self.read_buf.len().min(buf.remaining());
+            buf.put_slice(&self.read_buf[..n]);
+            self.read_buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
