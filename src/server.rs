@@ -395,10 +395,18 @@ impl Shared {
                     n_accepted = 0;
                     return Poll::Pending;
                 }
-                listener.poll_accept(&self.ctl, cx).map(|r| {
-                    n_accepted += 1;
-                    Some(r)
-                })
+                match listener.poll_accept(&self.ctl, cx) {
+                    Poll::Ready(r) => {
+                        n_accepted += 1;
+                        Poll::Ready(Some(r))
+                    }
+                    Poll::Pending => {
+                        // `close()` must reach us while we wait for a client, so that the
+                        // listener is dropped (and the port refuses) at once.
+                        self.accept_waker.set(Some(cx.waker().clone()));
+                        Poll::Pending
+                    }
+                }
             })
             .await;
             match accepted {
