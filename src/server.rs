@@ -96,8 +96,13 @@ enum ListenerState {
     Unbound(Box<Options>),
     /// Bound (or adopted) but not yet registered with the controller.
     Bound(Listener),
-    /// Accepting; the address is kept for `local_addr`.
-    Running(LocalAddr),
+    /// Accepting; the address is kept for `local_addr`. The accept task borrows the
+    /// listener from here, so `close()` drops it (and the port refuses) at once.
+    Running {
+        addr: LocalAddr,
+        /// The one strong reference: the accept task holds a weak one.
+        _listener: Rc<Accepting>,
+    },
     /// `close()` was called, or `listen_now` failed.
     Closed,
 }
@@ -238,6 +243,12 @@ impl Server {
         Ok(())
     }
 
+    /// Runs the handler on a stream that came from elsewhere (lua-http's `add_stream`),
+    /// e.g. one a handler of another server decided this server should answer.
+    pub fn add_stream(&self, stream: Stream) {
+        self.handle.run_handler(stream);
+    }
+
     /// A handle to give to other parts of the program.
     pub fn handle(&self) -> ServerHandle {
         self.handle.clone()
@@ -251,6 +262,14 @@ impl Server {
     /// A `Send` handle to wake the loop from other threads.
     pub fn remote(&self) -> Remote {
         self.handle.shared.ctl.remote()
+    }
+}
+
+impl Drop for Server {
+    /// Dropping the server closes it: the listener at once, connections after their
+    /// in-flight requests (if the loop keeps running) or with the loop.
+    fn drop(&mut self) {
+        self.handle.close();
     }
 }
 
@@ -320,7 +339,7 @@ impl ServerHandle {
     /// The address listened on (without binding; see [`Server::local_addr`]).
     pub fn local_addr(&self) -> Result<LocalAddr> {
         match &*self.shared.listener.borrow() {
-            ListenerState::Running(addr) => Ok(addr.clone()),
+            ListenerState::Running { addr, .. } => Ok(addr.clone()),
             ListenerState::Bound(l) => l.local_addr(),
             ListenerState::Unbound(_) => Err(Error::usage("not listening yet")),
             ListenerState::Closed => Err(Error::closed("server closed")),
@@ -366,10 +385,13 @@ impl Shared {
             }
         };
         let addr = listener.local_addr()?;
-        let accepting = listener.register(&self.ctl)?;
-        *state = ListenerState::Running(addr);
+        let accepting = Rc::new(listener.register(&self.ctl)?);
+        *state = ListenerState::Running {
+            addr,
+            _listener: accepting.clone(),
+        };
         drop(state);
-        self.ctl.spawn(Shared::accept_loop(self.clone(), accepting)).detach();
+        self.ctl.spawn(Shared::accept_loop(Rc::downgrade(self), Rc::downgrade(&accepting))).detach();
         Ok(())
     }
 
@@ -379,15 +401,17 @@ impl Shared {
         }
     }
 
-    async fn accept_loop(self: Rc<Self>, listener: Accepting) {
+    /// Accepts until the server closes. It holds only weak references, so a dropped or
+    /// closed server's listener is closed at once, not when this task next runs.
+    async fn accept_loop(shared: Weak<Self>, listener: Weak<Accepting>) {
         loop {
             let mut n_accepted = 0;
             let accepted = poll_fn(|cx| {
-                if self.closing.get() {
+                let (Some(shared), Some(listener)) = (shared.upgrade(), listener.upgrade()) else {
                     return Poll::Ready(None);
-                }
-                if self.paused.get() || self.conns.borrow().len() >= self.max_concurrent {
-                    self.accept_waker.set(Some(cx.waker().clone()));
+                };
+                if shared.paused.get() || shared.conns.borrow().len() >= shared.max_concurrent {
+                    shared.accept_waker.set(Some(cx.waker().clone()));
                     return Poll::Pending;
                 }
                 if n_accepted >= ACCEPT_BUDGET {
@@ -395,15 +419,14 @@ impl Shared {
                     n_accepted = 0;
                     return Poll::Pending;
                 }
-                match listener.poll_accept(&self.ctl, cx) {
+                match listener.poll_accept(&shared.ctl, cx) {
                     Poll::Ready(r) => {
                         n_accepted += 1;
-                        Poll::Ready(Some(r))
+                        Poll::Ready(Some((shared, r)))
                     }
                     Poll::Pending => {
-                        // `close()` must reach us while we wait for a client, so that the
-                        // listener is dropped (and the port refuses) at once.
-                        self.accept_waker.set(Some(cx.waker().clone()));
+                        // `close()` wakes us through this to let the task end.
+                        shared.accept_waker.set(Some(cx.waker().clone()));
                         Poll::Pending
                     }
                 }
@@ -411,13 +434,13 @@ impl Shared {
             .await;
             match accepted {
                 None => return,
-                Some(Ok(conn)) => self.spawn_connection(conn),
-                Some(Err(e)) if is_resource_exhaustion(&e) => {
+                Some((shared, Ok(conn))) => shared.spawn_connection(conn),
+                Some((_, Err(e))) if is_resource_exhaustion(&e) => {
                     tracing::warn!("accept: {e}; pausing accept for {ACCEPT_BACKOFF:?}");
                     sleep(ACCEPT_BACKOFF).await;
                 }
                 // The client gave up before we accepted it, or a signal interrupted us.
-                Some(Err(e)) => tracing::debug!("accept: {e}"),
+                Some((_, Err(e))) => tracing::debug!("accept: {e}"),
             }
         }
     }
@@ -449,10 +472,14 @@ impl Shared {
 
 impl ServerHandle {
     fn spawn_handler(&self, stream: H1Stream) {
-        let stream = Rc::new(stream);
+        self.run_handler(Stream::new_h1(Rc::new(stream)));
+    }
+
+    fn run_handler(&self, public: Stream) {
+        let stream = public.h1().clone();
         let fut = {
             let mut handler = self.shared.handler.borrow_mut();
-            handler(self.clone(), Stream::new_h1(stream.clone()))
+            handler(self.clone(), public)
         };
         let shared = self.shared.clone();
         let task = HandlerTask {

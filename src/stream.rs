@@ -250,6 +250,12 @@ impl Stream {
     }
 }
 
+impl Stream {
+    pub(crate) fn h1(&self) -> &Rc<H1Stream> {
+        &self.inner
+    }
+}
+
 impl fmt::Debug for Stream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stream")
