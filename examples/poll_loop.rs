@@ -25,7 +25,9 @@ fn main() -> onstream::Result<()> {
             res.append("content-type", "text/plain");
             stream.write_headers(&res, false).await?;
             let path = req.get(":path").unwrap_or("/").to_owned();
-            stream.write_chunk(format!("served from a poll(2) loop: {path}\n"), true).await
+            stream
+                .write_chunk(format!("served from a poll(2) loop: {path}\n"), true)
+                .await
         },
     )?;
     server.listen_now()?;

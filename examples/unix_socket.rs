@@ -13,13 +13,19 @@ fn main() -> onstream::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "/tmp/onstream.sock".to_owned());
     let server = Server::listen(
-        Options::new().path(&path).mode(0o660).mask(true).unlink(true),
+        Options::new()
+            .path(&path)
+            .mode(0o660)
+            .mask(true)
+            .unlink(true),
         |_server, stream| async move {
             let mut res = Headers::new();
             res.append(":status", "200");
             res.append("content-type", "text/plain");
             stream.write_headers(&res, false).await?;
-            stream.write_chunk("Hello over a unix socket!\n", true).await
+            stream
+                .write_chunk("Hello over a unix socket!\n", true)
+                .await
         },
     )?;
     server.listen_now()?;

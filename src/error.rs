@@ -56,7 +56,10 @@ impl Error {
         self
     }
 
-    pub(crate) fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Error {
+    pub(crate) fn with_source(
+        mut self,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Error {
         self.source = Some(source.into());
         self
     }
@@ -208,6 +211,8 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_ref().map(|s| &**s as &(dyn StdError + 'static))
+        self.source
+            .as_ref()
+            .map(|s| &**s as &(dyn StdError + 'static))
     }
 }

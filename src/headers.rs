@@ -77,8 +77,12 @@ pub struct Headers {
 }
 
 /// Names whose values are credentials: HPACK must never index them (RFC 7541 §7.1.3).
-const NEVER_INDEX_BY_DEFAULT: [&str; 4] =
-    ["authorization", "cookie", "proxy-authorization", "set-cookie"];
+const NEVER_INDEX_BY_DEFAULT: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "proxy-authorization",
+    "set-cookie",
+];
 
 impl Headers {
     /// An empty header list.
@@ -108,7 +112,12 @@ impl Headers {
     }
 
     /// Appends a field with an explicit never-index flag. See [`Headers::append`].
-    pub fn append_with(&mut self, name: impl AsRef<str>, value: impl Into<Bytes>, never_index: bool) {
+    pub fn append_with(
+        &mut self,
+        name: impl AsRef<str>,
+        value: impl Into<Bytes>,
+        never_index: bool,
+    ) {
         let name = name.as_ref();
         assert!(valid_name(name.as_bytes()), "invalid header name {name:?}");
         let value = value.into();

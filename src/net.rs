@@ -197,7 +197,9 @@ fn bind_tcp(spec: &ListenSpec, host: &str, port: u16) -> Result<Listener> {
             Family::Inet => a.is_ipv4(),
             Family::Inet6 => a.is_ipv6(),
         })
-        .ok_or_else(|| Error::config(format!("{} has no address of the requested family", what())))?;
+        .ok_or_else(|| {
+            Error::config(format!("{} has no address of the requested family", what()))
+        })?;
     let listen = || -> io::Result<Socket> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
         if addr.is_ipv6() {
@@ -335,14 +337,12 @@ impl Accepting {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<Conn>> {
         match self {
-            Accepting::Tcp(l) => l
-                .poll_read_with(cx, |l| l.accept())
-                .map(|r| {
-                    let (s, _) = r?;
-                    // Responses are written whole; Nagle would only delay them.
-                    let _ = s.set_nodelay(true);
-                    Ok(Conn::Tcp(TcpStream::from_mio(ctl, s)?))
-                }),
+            Accepting::Tcp(l) => l.poll_read_with(cx, |l| l.accept()).map(|r| {
+                let (s, _) = r?;
+                // Responses are written whole; Nagle would only delay them.
+                let _ = s.set_nodelay(true);
+                Ok(Conn::Tcp(TcpStream::from_mio(ctl, s)?))
+            }),
             Accepting::Unix(l) => l
                 .poll_read_with(cx, |l| l.accept())
                 .map(|r| Ok(Conn::Unix(UnixStream::from_mio(ctl, r?.0)?))),

@@ -26,7 +26,7 @@ use std::{
 
 use crate::{
     error::{Error, Result},
-    h1::{H1Config, H1Conn, H1Stream},
+    h1::{H1Config, H1Conn, H1Stream, Outcome},
     net::{bind, Accepting, Conn, Connected, Listener, LocalAddr},
     options::Options,
     rt::{sleep, Controller, Remote},
@@ -121,7 +121,11 @@ impl Server {
     }
 
     /// A server accepting from an existing listening socket (lua-http's `server.new`).
-    pub fn new<F, Fut>(listener: impl Into<Listener>, options: Options, onstream: F) -> Result<Server>
+    pub fn new<F, Fut>(
+        listener: impl Into<Listener>,
+        options: Options,
+        onstream: F,
+    ) -> Result<Server>
     where
         F: FnMut(ServerHandle, Stream) -> Fut + 'static,
         Fut: Future<Output = Result<()>> + 'static,
@@ -302,7 +306,12 @@ impl ServerHandle {
         }
         *shared.listener.borrow_mut() = ListenerState::Closed;
         shared.wake_accept();
-        let conns: Vec<_> = shared.conns.borrow().iter().filter_map(|(_, c)| c.upgrade()).collect();
+        let conns: Vec<_> = shared
+            .conns
+            .borrow()
+            .iter()
+            .filter_map(|(_, c)| c.upgrade())
+            .collect();
         for c in &conns {
             c.close_gracefully();
         }
@@ -391,7 +400,12 @@ impl Shared {
             _listener: accepting.clone(),
         };
         drop(state);
-        self.ctl.spawn(Shared::accept_loop(Rc::downgrade(self), Rc::downgrade(&accepting))).detach();
+        self.ctl
+            .spawn(Shared::accept_loop(
+                Rc::downgrade(self),
+                Rc::downgrade(&accepting),
+            ))
+            .detach();
         Ok(())
     }
 
@@ -489,26 +503,29 @@ impl ServerHandle {
         self.shared
             .ctl
             .spawn(async move {
-                let failed = match task.await {
-                    Ok(Ok(())) => false,
+                let outcome = match task.await {
+                    Ok(Ok(())) => Outcome::Ok,
+                    // The client's fault, not the handler's: answered, logged, not reported.
+                    Ok(Err(e)) if e.status().is_some() => {
+                        tracing::debug!("request failed: {e}");
+                        Outcome::PeerError(e.status().unwrap_or(400))
+                    }
+                    Ok(Err(e)) if e.is_disconnect() => {
+                        tracing::debug!("handler ended by a disconnect: {e}");
+                        Outcome::Failed
+                    }
                     Ok(Err(e)) => {
-                        if e.is_disconnect() {
-                            tracing::debug!("handler ended by a disconnect: {e}");
-                        } else {
-                            shared.errors.borrow_mut().push_back(("onstream", e));
-                        }
-                        true
+                        shared.errors.borrow_mut().push_back(("onstream", e));
+                        Outcome::Failed
                     }
                     Err(panic) => {
                         let msg = panic_message(&panic);
-                        shared
-                            .errors
-                            .borrow_mut()
-                            .push_back(("onstream", Error::handler(format!("handler panicked: {msg}"))));
-                        true
+                        let e = Error::handler(format!("handler panicked: {msg}"));
+                        shared.errors.borrow_mut().push_back(("onstream", e));
+                        Outcome::Failed
                     }
                 };
-                stream.finish(failed).await;
+                stream.finish(outcome).await;
             })
             .detach();
     }

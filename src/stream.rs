@@ -147,7 +147,10 @@ impl Stream {
     /// The body up to the next `pattern` (with it when `include`), or what is left if the
     /// body ends first; `None` at the end.
     pub async fn get_body_until(&self, pattern: &[u8], include: bool) -> Result<Option<Bytes>> {
-        assert!(!pattern.is_empty(), "get_body_until needs a non-empty pattern");
+        assert!(
+            !pattern.is_empty(),
+            "get_body_until needs a non-empty pattern"
+        );
         let mut got = BytesMut::new();
         loop {
             let searched_from = got.len().saturating_sub(pattern.len() - 1);
@@ -239,7 +242,7 @@ impl Stream {
     /// Ends the exchange early from the handler's side (lua-http's `shutdown`): an unsent
     /// response becomes an empty one, an open body is ended.
     pub async fn shutdown(&self) -> Result<()> {
-        self.inner.finish(false).await;
+        self.inner.finish(crate::h1::Outcome::Ok).await;
         Ok(())
     }
 

@@ -201,7 +201,9 @@ impl H1Conn {
                 }
                 Err(HeadError::HeaderTimeout) => {
                     tracing::debug!(peer = ?self.peer_addr, "request head not received in time");
-                    break self.answer_error(408, "request head not received in time").await;
+                    break self
+                        .answer_error(408, "request head not received in time")
+                        .await;
                 }
                 Err(HeadError::Io(e)) => break Err(e),
             }
@@ -263,6 +265,16 @@ impl H1Conn {
                 st.keep_alive = false;
                 return Poll::Ready(Ok(()));
             }
+            if body
+                .decoder
+                .remaining_hint()
+                .is_some_and(|n| n > MAX_DISCARD)
+            {
+                // Known to be too long to throw away: close instead of reading it.
+                st.keep_alive = false;
+                st.body = None;
+                return Poll::Ready(Ok(()));
+            }
             let mut discarded = 0u64;
             loop {
                 match body.decoder.decode(&mut st.rbuf) {
@@ -286,14 +298,20 @@ impl H1Conn {
                     Ok(Decoded::NeedMore) => {
                         match poll_fill(&mut st.io, &mut st.rbuf, cx) {
                             Poll::Ready(Ok(0)) => {
-                                return Poll::Ready(Err(Error::closed("peer closed in a request body")))
+                                return Poll::Ready(Err(Error::closed(
+                                    "peer closed in a request body",
+                                )))
                             }
                             Poll::Ready(Ok(_)) => {}
                             Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                             Poll::Pending => {
                                 if Pin::new(&mut *timer).poll(cx).is_ready() {
-                                    return Poll::Ready(Err(Error::timeout("discarding a request body")));
+                                    return Poll::Ready(Err(Error::timeout(
+                                        "discarding a request body",
+                                    )));
                                 }
+                                // Earlier handlers may still write and need us to flush.
+                                st.driver = Some(cx.waker().clone());
                                 return Poll::Pending;
                             }
                         }
@@ -525,7 +543,11 @@ fn poll_fill(
     }
 }
 
-fn poll_fill_io(io: &mut Box<dyn Io>, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+fn poll_fill_io(
+    io: &mut Box<dyn Io>,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
     if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
         rbuf.reserve(READ_CHUNK);
     }

@@ -181,14 +181,24 @@ mod tests {
 
     #[test]
     fn a_known_length_gets_content_length_and_a_date() {
-        let s = head(200, &[("content-type", "text/plain")], Framing::Length(13), true);
+        let s = head(
+            200,
+            &[("content-type", "text/plain")],
+            Framing::Length(13),
+            true,
+        );
         assert!(s.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ndate: "));
         assert!(s.ends_with("GMT\r\ncontent-length: 13\r\n\r\n"));
     }
 
     #[test]
     fn chunked_framing_replaces_a_handler_transfer_encoding() {
-        let s = head(200, &[("transfer-encoding", "gzip")], Framing::Chunked, true);
+        let s = head(
+            200,
+            &[("transfer-encoding", "gzip")],
+            Framing::Chunked,
+            true,
+        );
         assert!(!s.contains("gzip"));
         assert!(s.contains("transfer-encoding: chunked\r\n"));
     }

@@ -16,4 +16,4 @@ mod stream;
 
 pub(crate) use conn::{H1Config, H1Conn};
 pub(crate) use parse::Limits;
-pub(crate) use stream::H1Stream;
+pub(crate) use stream::{H1Stream, Outcome};

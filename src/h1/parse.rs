@@ -43,7 +43,7 @@ const MAX_LEADING_EMPTY_LINES: usize = 4;
 const STACK_HEADERS: usize = 128;
 
 /// Size limits applied while parsing a request head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Limits {
     /// Longest request-line accepted, counting its line terminator; longer → 414
     /// (RFC 9112 §3: a server that receives a request-target longer than it wishes to parse
@@ -396,9 +396,10 @@ fn scan<'b>(
                 Ok(None)
             };
         }
-        // A complete request-line is in the window, so no error is "need more".
+        // The request-line's LF is in the window unless `max_head` cut it off, so an
+        // incomplete version can only mean the head is too large.
         Err(e) => {
-            return Err(map_httparse_error(e, head_window).unwrap_or(ParseError::InvalidRequestLine))
+            return Err(map_httparse_error(e, head_window).unwrap_or(ParseError::HeadTooLarge))
         }
     };
 
@@ -436,9 +437,10 @@ fn scan<'b>(
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => {
                 // RFC 9112 §3.2: more than one Host field → 400.
-                if host.replace(i).is_some() {
+                if host.is_some() {
                     return Err(ParseError::DuplicateHost);
                 }
+                host = Some(i);
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 // RFC 9110 §8.6: a list of identical values may be accepted as one value;
@@ -556,18 +558,21 @@ fn map_httparse_error(e: httparse::Error, window: &[u8]) -> Option<ParseError> {
             Some(ParseError::InvalidHeader)
         }
         httparse::Error::NewLine => {
-            // Either the request-line's terminator or a field line's is broken; a CR that is
-            // not right before the request-line's LF is in the request-line.
+            // Either the request-line's terminator or the empty line ending the header
+            // section is broken: it is the request-line's when that line does not end in a
+            // version followed directly by CRLF / LF.
             let line = match window.iter().position(|&b| b == b'\n') {
                 Some(lf) => &window[..lf],
                 None => window,
             };
-            let body = line.strip_suffix(b"\r").unwrap_or(line);
-            Some(if body.contains(&b'\r') {
-                ParseError::InvalidRequestLine
-            } else {
-                ParseError::InvalidHeader
-            })
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            Some(
+                if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") {
+                    ParseError::InvalidHeader
+                } else {
+                    ParseError::InvalidRequestLine
+                },
+            )
         }
         _ => Some(ParseError::InvalidRequestLine),
     }
@@ -677,4 +682,917 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
         s = rest;
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What a successful parse must produce.
+    #[derive(Debug, Clone)]
+    struct Want {
+        fields: Vec<(&'static str, &'static str)>,
+        version: http::Version,
+        body: BodyKind,
+        keep_alive: bool,
+        expect_continue: bool,
+        upgrade: bool,
+        /// What must be left in the buffer afterwards.
+        rest: &'static [u8],
+    }
+
+    /// An HTTP/1.1 keep-alive request without a body and nothing after it.
+    fn want(fields: &[(&'static str, &'static str)]) -> Want {
+        Want {
+            fields: fields.to_vec(),
+            version: http::Version::HTTP_11,
+            body: BodyKind::Empty,
+            keep_alive: true,
+            expect_continue: false,
+            upgrade: false,
+            rest: b"",
+        }
+    }
+
+    /// `GET / HTTP/1.1` with `Host: a` followed by `extra` fields.
+    fn get(extra: &[(&'static str, &'static str)]) -> Want {
+        let mut fields = vec![
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "a"),
+        ];
+        fields.extend_from_slice(extra);
+        want(&fields)
+    }
+
+    fn fields_of(head: &RequestHead) -> Vec<(String, String)> {
+        head.headers
+            .iter()
+            .map(|f| {
+                let value = String::from_utf8_lossy(f.value_bytes()).into_owned();
+                (f.name().to_owned(), value)
+            })
+            .collect()
+    }
+
+    fn assert_head(head: &RequestHead, want: &Want, input: &[u8]) {
+        let fields: Vec<(String, String)> = want
+            .fields
+            .iter()
+            .map(|&(n, v)| (n.to_owned(), v.to_owned()))
+            .collect();
+        let ctx = String::from_utf8_lossy(input);
+        assert_eq!(fields_of(head), fields, "fields of {ctx:?}");
+        assert_eq!(head.version, want.version, "version of {ctx:?}");
+        assert_eq!(head.body, want.body, "body of {ctx:?}");
+        assert_eq!(head.keep_alive, want.keep_alive, "keep_alive of {ctx:?}");
+        assert_eq!(
+            head.expect_continue, want.expect_continue,
+            "expect_continue of {ctx:?}"
+        );
+        assert_eq!(head.upgrade, want.upgrade, "upgrade of {ctx:?}");
+    }
+
+    fn verify(
+        got: Result<Option<RequestHead>, ParseError>,
+        rest: &[u8],
+        expected: &Result<Want, ParseError>,
+        input: &[u8],
+    ) {
+        let ctx = String::from_utf8_lossy(input);
+        match (got, expected) {
+            (Ok(Some(head)), Ok(want)) => {
+                assert_head(&head, want, input);
+                assert_eq!(rest, want.rest, "rest of {ctx:?}");
+            }
+            (Err(e), Err(want)) => assert_eq!(e, *want, "error for {ctx:?}"),
+            (got, _) => panic!("{ctx:?}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    fn check(input: &[u8], expected: Result<Want, ParseError>) {
+        check_with(&Limits::default(), input, expected);
+    }
+
+    /// Parses `input` whole, then split at every offset (prefix first, then the rest
+    /// appended): a prefix must give `Ok(None)` without consuming anything, or the same
+    /// result as the whole input.
+    fn check_with(limits: &Limits, input: &[u8], expected: Result<Want, ParseError>) {
+        let mut buf = BytesMut::from(input);
+        let got = parse_request(&mut buf, "http", limits);
+        verify(got, &buf, &expected, input);
+
+        for split in 0..input.len() {
+            let mut buf = BytesMut::from(&input[..split]);
+            match parse_request(&mut buf, "http", limits) {
+                Ok(None) => {
+                    assert_eq!(&buf[..], &input[..split], "Ok(None) consumed bytes");
+                    buf.extend_from_slice(&input[split..]);
+                    let got = parse_request(&mut buf, "http", limits);
+                    verify(got, &buf, &expected, input);
+                }
+                Ok(Some(head)) => {
+                    // The head was complete within the prefix (e.g. a body follows).
+                    let Ok(want) = &expected else {
+                        panic!("prefix {split} of {input:?} parsed, expected {expected:?}");
+                    };
+                    assert_head(&head, want, input);
+                    assert!(want.rest.starts_with(&buf), "rest after prefix {split}");
+                }
+                Err(e) => assert_eq!(
+                    Err::<(), _>(e),
+                    expected.as_ref().map(|_| ()).map_err(|e| *e),
+                    "prefix {split} of {:?}",
+                    String::from_utf8_lossy(input)
+                ),
+            }
+        }
+    }
+
+    fn err(e: ParseError) -> Result<Want, ParseError> {
+        Err(e)
+    }
+
+    #[test]
+    fn simple_get() {
+        check(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(get(&[])));
+    }
+
+    #[test]
+    fn names_are_lower_cased_and_order_is_kept() {
+        check(
+            b"GET /x?y=1 HTTP/1.1\r\nUser-Agent: t\r\nHOST: h:80\r\nAccept: */*\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+            Ok(want(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/x?y=1"),
+                (":authority", "h:80"),
+                ("user-agent", "t"),
+                ("accept", "*/*"),
+                ("x-a", "1"),
+                ("x-a", "2"),
+            ])),
+        );
+    }
+
+    #[test]
+    fn values_lose_surrounding_whitespace_and_may_be_empty() {
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX:  a b \t\r\nY:\r\nZ: \r\n\r\n",
+            Ok(get(&[("x", "a b"), ("y", ""), ("z", "")])),
+        );
+    }
+
+    #[test]
+    fn bare_lf_line_endings_are_accepted() {
+        // RFC 9112 §2.2: a recipient MAY recognise a single LF as a line terminator.
+        check(b"GET / HTTP/1.1\nHost: a\n\n", Ok(get(&[])));
+    }
+
+    #[test]
+    fn scheme_is_the_given_one() {
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..]);
+        let head = parse_request(&mut buf, "https", &Limits::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.headers.get(":scheme"), Some("https"));
+    }
+
+    #[test]
+    fn fields_are_slices_of_the_received_bytes() {
+        let mut buf = BytesMut::from(&b"GET /p HTTP/1.1\r\nHost: a\r\nX: v\r\n\r\n"[..]);
+        let at = buf.as_ptr() as usize;
+        let head = parse_request(&mut buf, "http", &Limits::default())
+            .unwrap()
+            .unwrap();
+        let offset = |name: &str| {
+            let f = head.headers.iter().find(|f| f.name() == name).unwrap();
+            f.value_bytes().as_ptr() as usize - at
+        };
+        assert_eq!(offset(":path"), 4);
+        assert_eq!(offset(":authority"), 23);
+        assert_eq!(offset("x"), 29);
+    }
+
+    #[test]
+    fn request_target_is_kept_as_sent() {
+        let targets: [(&[u8], &str, &str); 4] = [
+            (
+                b"GET http://a/b?c HTTP/1.1\r\nHost: a\r\n\r\n",
+                "GET",
+                "http://a/b?c",
+            ),
+            (
+                b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                "CONNECT",
+                "a:443",
+            ),
+            (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", "OPTIONS", "*"),
+            (b"PURGE /%20x HTTP/1.1\r\nHost: a\r\n\r\n", "PURGE", "/%20x"),
+        ];
+        for (input, method, path) in targets {
+            check(
+                input,
+                Ok(want(&[
+                    (":method", method),
+                    (":scheme", "http"),
+                    (":path", path),
+                    (":authority", "a"),
+                ])),
+            );
+        }
+    }
+
+    #[test]
+    fn http_1_0_needs_no_host_and_closes_by_default() {
+        check(
+            b"GET / HTTP/1.0\r\n\r\n",
+            Ok(Want {
+                version: http::Version::HTTP_10,
+                keep_alive: false,
+                ..want(&[(":method", "GET"), (":scheme", "http"), (":path", "/")])
+            }),
+        );
+    }
+
+    #[test]
+    fn http_1_0_keep_alive_persists() {
+        check(
+            b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\nHost: a\r\n\r\n",
+            Ok(Want {
+                version: http::Version::HTTP_10,
+                ..get(&[("connection", "Keep-Alive")])
+            }),
+        );
+    }
+
+    #[test]
+    fn connection_close_ends_keep_alive() {
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, CLOSE\r\n\r\n",
+            Ok(Want {
+                keep_alive: false,
+                ..get(&[("connection", "keep-alive, CLOSE")])
+            }),
+        );
+        check(
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+            Ok(Want {
+                version: http::Version::HTTP_10,
+                keep_alive: false,
+                ..want(&[
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", "/"),
+                    ("connection", "keep-alive"),
+                    ("connection", "close"),
+                ])
+            }),
+        );
+    }
+
+    #[test]
+    fn expect_100_continue_is_case_insensitive_and_1_1_only() {
+        check(
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n",
+            Ok(Want {
+                expect_continue: true,
+                body: BodyKind::Length(3),
+                ..want(&[
+                    (":method", "PUT"),
+                    (":scheme", "http"),
+                    (":path", "/"),
+                    (":authority", "a"),
+                    ("expect", "100-Continue"),
+                    ("content-length", "3"),
+                ])
+            }),
+        );
+        check(
+            b"GET / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n",
+            Ok(Want {
+                version: http::Version::HTTP_10,
+                keep_alive: false,
+                ..want(&[
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", "/"),
+                    ("expect", "100-continue"),
+                ])
+            }),
+        );
+    }
+
+    #[test]
+    fn upgrade_needs_the_field_and_the_connection_option() {
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            Ok(Want {
+                upgrade: true,
+                ..get(&[("connection", "Upgrade"), ("upgrade", "websocket")])
+            }),
+        );
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            Ok(get(&[("upgrade", "websocket")])),
+        );
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\n\r\n",
+            Ok(get(&[("connection", "upgrade")])),
+        );
+    }
+
+    #[test]
+    fn content_length_body_is_left_in_the_buffer() {
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+            Ok(Want {
+                body: BodyKind::Length(5),
+                rest: b"hello",
+                ..want(&[
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/"),
+                    (":authority", "a"),
+                    ("content-length", "5"),
+                ])
+            }),
+        );
+    }
+
+    #[test]
+    fn content_length_zero_is_empty() {
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 000\r\n\r\n",
+            Ok(get(&[("content-length", "000")])),
+        );
+    }
+
+    #[test]
+    fn largest_content_length_is_accepted() {
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n",
+            Ok(Want {
+                body: BodyKind::Length(u64::MAX),
+                ..get(&[("content-length", "18446744073709551615")])
+            }),
+        );
+    }
+
+    #[test]
+    fn chunked_is_case_insensitive_and_may_span_fields() {
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n",
+            Ok(Want {
+                body: BodyKind::Chunked,
+                rest: b"0\r\n",
+                ..want(&[
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/"),
+                    (":authority", "a"),
+                    ("transfer-encoding", "Chunked"),
+                ])
+            }),
+        );
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ,\r\nTransfer-Encoding: chunked ,\r\n\r\n",
+            Ok(Want {
+                body: BodyKind::Chunked,
+                ..get(&[("transfer-encoding", ","), ("transfer-encoding", "chunked ,")])
+            }),
+        );
+    }
+
+    #[test]
+    fn stray_crlf_before_request_is_ignored() {
+        check(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(get(&[])));
+        check(b"\n\r\n\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(get(&[])));
+        // Only empty lines so far: wait for the request.
+        let mut buf = BytesMut::from(&b"\r\n"[..]);
+        assert_eq!(
+            parse_request(&mut buf, "http", &Limits::default()),
+            Ok(None)
+        );
+        assert_eq!(&buf[..], b"\r\n");
+    }
+
+    #[test]
+    fn too_many_empty_lines_is_400() {
+        check(
+            b"\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            err(ParseError::LeadingEmptyLines),
+        );
+        check(
+            b"\rGET / HTTP/1.1\r\n\r\n",
+            err(ParseError::LeadingEmptyLines),
+        );
+    }
+
+    #[test]
+    fn pipelined_requests_parse_one_at_a_time() {
+        let mut buf = BytesMut::from(
+            &b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.0\r\n"[..],
+        );
+        let limits = Limits::default();
+        let first = parse_request(&mut buf, "http", &limits).unwrap().unwrap();
+        assert_eq!(first.headers.get(":path"), Some("/1"));
+        assert!(buf.starts_with(b"POST /2"));
+        let second = parse_request(&mut buf, "http", &limits).unwrap().unwrap();
+        assert_eq!(second.headers.get(":path"), Some("/2"));
+        assert_eq!(second.body, BodyKind::Length(2));
+        assert_eq!(&buf[..], b"hiGET /3 HTTP/1.0\r\n");
+        let _ = buf.split_to(2);
+        assert_eq!(parse_request(&mut buf, "http", &limits), Ok(None));
+        assert_eq!(&buf[..], b"GET /3 HTTP/1.0\r\n");
+    }
+
+    #[test]
+    fn request_line_at_the_limit_is_accepted_and_one_more_byte_is_414() {
+        let limits = Limits {
+            max_request_line: 24,
+            ..Limits::default()
+        };
+        // "GET /aaaaaaaa HTTP/1.1\r\n" is 24 bytes.
+        check_with(
+            &limits,
+            b"GET /aaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n",
+            Ok(Want {
+                fields: vec![
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", "/aaaaaaaa"),
+                    (":authority", "a"),
+                ],
+                ..get(&[])
+            }),
+        );
+        check_with(
+            &limits,
+            b"GET /aaaaaaaaa HTTP/1.1\r\nHost: a\r\n\r\n",
+            err(ParseError::RequestLineTooLong),
+        );
+        // No line end in sight at all.
+        check_with(&limits, &[b'a'; 40], err(ParseError::RequestLineTooLong));
+    }
+
+    #[test]
+    fn long_request_line_with_default_limits_is_414() {
+        let mut input = b"GET /".to_vec();
+        input.resize(DEFAULT_MAX_REQUEST_LINE + 10, b'a');
+        let mut buf = BytesMut::from(&input[..]);
+        assert_eq!(
+            parse_request(&mut buf, "http", &Limits::default()),
+            Err(ParseError::RequestLineTooLong)
+        );
+        assert_eq!(ParseError::RequestLineTooLong.status(), 414);
+    }
+
+    #[test]
+    fn garbage_in_a_long_request_line_is_400_before_the_limit() {
+        let limits = Limits {
+            max_request_line: 24,
+            ..Limits::default()
+        };
+        check_with(
+            &limits,
+            b"GET /a\x01aaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n",
+            err(ParseError::InvalidRequestLine),
+        );
+    }
+
+    #[test]
+    fn head_larger_than_max_head_is_431() {
+        let fits = b"GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789a\r\n\r\n";
+        let limits = Limits {
+            max_head: fits.len(),
+            ..Limits::default()
+        };
+        check_with(&limits, fits, Ok(get(&[("x", "0123456789a")])));
+        // One more byte: rejected, complete or not.
+        check_with(
+            &limits,
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789ab\r\n\r\n",
+            err(ParseError::HeadTooLarge),
+        );
+        check_with(
+            &limits,
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789abcdefghijklmnopqrstuvwxyz",
+            err(ParseError::HeadTooLarge),
+        );
+        // The limit does not count the empty lines skipped before the request.
+        let mut leading = b"\r\n".to_vec();
+        leading.extend_from_slice(fits);
+        check_with(&limits, &leading, Ok(get(&[("x", "0123456789a")])));
+    }
+
+    #[test]
+    fn max_head_below_the_request_line_is_431() {
+        let limits = Limits {
+            max_head: 10,
+            ..Limits::default()
+        };
+        check_with(
+            &limits,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            err(ParseError::HeadTooLarge),
+        );
+        check_with(
+            &limits,
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            err(ParseError::HeadTooLarge),
+        );
+    }
+
+    #[test]
+    fn broken_end_of_head_is_400() {
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\n\rX",
+            err(ParseError::InvalidHeader),
+        );
+    }
+
+    fn request_with_fields(n: usize) -> Vec<u8> {
+        let mut input = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 1..n {
+            input.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"\r\n");
+        input
+    }
+
+    #[test]
+    fn two_hundred_header_lines_is_431() {
+        check(&request_with_fields(200), err(ParseError::TooManyHeaders));
+    }
+
+    #[test]
+    fn max_headers_fields_are_accepted_and_one_more_is_431() {
+        let mut buf = BytesMut::from(&request_with_fields(DEFAULT_MAX_HEADERS)[..]);
+        let head = parse_request(&mut buf, "http", &Limits::default())
+            .unwrap()
+            .unwrap();
+        // 100 fields, Host became :authority, plus :method, :scheme, :path.
+        assert_eq!(head.headers.len(), DEFAULT_MAX_HEADERS + 3);
+        let mut buf = BytesMut::from(&request_with_fields(DEFAULT_MAX_HEADERS + 1)[..]);
+        assert_eq!(
+            parse_request(&mut buf, "http", &Limits::default()),
+            Err(ParseError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn limits_above_the_stack_slots_use_the_heap() {
+        let limits = Limits {
+            max_headers: 300,
+            ..Limits::default()
+        };
+        let mut buf = BytesMut::from(&request_with_fields(300)[..]);
+        let head = parse_request(&mut buf, "http", &limits).unwrap().unwrap();
+        assert_eq!(head.headers.len(), 303);
+        assert_eq!(head.headers.get("x-299"), Some("299"));
+        let mut buf = BytesMut::from(&request_with_fields(301)[..]);
+        assert_eq!(
+            parse_request(&mut buf, "http", &limits),
+            Err(ParseError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn invalid_request_line_is_400() {
+        let cases: [&[u8]; 10] = [
+            b"GARBAGE\r\n\r\n",
+            b"GET /\r\n\r\n",
+            b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n",
+            b"GET / http/1.1\r\nHost: a\r\n\r\n",
+            b"GE(T / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\rHost: a\r\n\r\n",
+            b" GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
+        ];
+        for input in cases {
+            check(input, err(ParseError::InvalidRequestLine));
+        }
+    }
+
+    #[test]
+    fn http_2_0_request_line_is_505() {
+        check(
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+            err(ParseError::UnsupportedVersion),
+        );
+        check(
+            b"GET / HTTP/1.2\r\n\r\n",
+            err(ParseError::UnsupportedVersion),
+        );
+        check(b"GET / HTTP/0.9\n\n", err(ParseError::UnsupportedVersion));
+        assert_eq!(ParseError::UnsupportedVersion.status(), 505);
+    }
+
+    #[test]
+    fn malformed_versions_are_400() {
+        let cases: [&[u8]; 5] = [
+            b"GET / HTTP/2\r\n\r\n",
+            b"GET / HTTP/10.0\r\n\r\n",
+            b"GET / HTTP/2.0x\r\n\r\n",
+            b"GET  / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/2.0\rX\r\n\r\n",
+        ];
+        for input in cases {
+            check(input, err(ParseError::InvalidRequestLine));
+        }
+    }
+
+    #[test]
+    fn whitespace_before_colon_is_400() {
+        // RFC 9112 §5.1: no whitespace between field name and colon; MUST reject with 400.
+        check(
+            b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            err(ParseError::InvalidHeader),
+        );
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX\t: 1\r\n\r\n",
+            err(ParseError::InvalidHeader),
+        );
+    }
+
+    #[test]
+    fn obs_fold_is_400() {
+        // RFC 9112 §5.2: a server MUST reject obs-fold with 400 (or unfold; we reject).
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n",
+            err(ParseError::InvalidHeader),
+        );
+        check(
+            b"GET / HTTP/1.1\r\n\tHost: a\r\n\r\n",
+            err(ParseError::InvalidHeader),
+        );
+    }
+
+    #[test]
+    fn bad_field_characters_are_400() {
+        let cases: [&[u8]; 5] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX(: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n",
+        ];
+        for input in cases {
+            check(input, err(ParseError::InvalidHeader));
+        }
+    }
+
+    #[test]
+    fn http_1_1_without_host_is_400() {
+        check(b"GET / HTTP/1.1\r\n\r\n", err(ParseError::MissingHost));
+    }
+
+    #[test]
+    fn two_host_fields_is_400() {
+        check(
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            err(ParseError::DuplicateHost),
+        );
+    }
+
+    #[test]
+    fn invalid_host_is_400_and_empty_host_is_kept() {
+        check(
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            err(ParseError::InvalidHost),
+        );
+        check(
+            b"GET / HTTP/1.1\r\nHost: a/b@c\r\n\r\n",
+            err(ParseError::InvalidHost),
+        );
+        check(
+            b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+            Ok(Want {
+                fields: vec![
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", "/"),
+                    (":authority", "[::1]:8080"),
+                ],
+                ..get(&[])
+            }),
+        );
+        check(
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+            Ok(Want {
+                fields: vec![
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", "/"),
+                    (":authority", ""),
+                ],
+                ..get(&[])
+            }),
+        );
+    }
+
+    #[test]
+    fn content_length_abc_is_400() {
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n",
+            err(ParseError::InvalidContentLength),
+        );
+    }
+
+    #[test]
+    fn negative_content_length_is_400() {
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            err(ParseError::InvalidContentLength),
+        );
+    }
+
+    #[test]
+    fn malformed_content_lengths_are_400() {
+        let values: [&str; 7] = [
+            "+5",
+            "5 5",
+            "",
+            "0x10",
+            "5,",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ];
+        for v in values {
+            let input = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {v}\r\n\r\n");
+            check(input.as_bytes(), err(ParseError::InvalidContentLength));
+        }
+    }
+
+    #[test]
+    fn differing_duplicate_content_length_is_400() {
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            err(ParseError::ConflictingContentLength),
+        );
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+            err(ParseError::ConflictingContentLength),
+        );
+    }
+
+    #[test]
+    fn equal_duplicate_content_length_is_accepted() {
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5, 05\r\n\r\nhello",
+            Ok(Want {
+                body: BodyKind::Length(5),
+                rest: b"hello",
+                ..want(&[
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/"),
+                    (":authority", "a"),
+                    ("content-length", "5"),
+                    ("content-length", "5, 05"),
+                ])
+            }),
+        );
+    }
+
+    #[test]
+    fn te_and_cl_together_is_400() {
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            err(ParseError::TransferEncodingWithContentLength),
+        );
+        check(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            err(ParseError::TransferEncodingWithContentLength),
+        );
+    }
+
+    #[test]
+    fn unknown_transfer_encoding_is_501() {
+        for te in ["gzip, chunked", "gzip", "x-custom,chunked", "chunked;q=1"] {
+            let input = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+            check(input.as_bytes(), err(ParseError::UnsupportedTransferCoding));
+        }
+        assert_eq!(ParseError::UnsupportedTransferCoding.status(), 501);
+    }
+
+    #[test]
+    fn chunked_not_last_is_400() {
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            err(ParseError::InvalidTransferEncoding),
+        );
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n",
+            err(ParseError::InvalidTransferEncoding),
+        );
+    }
+
+    #[test]
+    fn chunked_twice_is_400() {
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            err(ParseError::InvalidTransferEncoding),
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_without_codings_is_400() {
+        check(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , \r\n\r\n",
+            err(ParseError::InvalidTransferEncoding),
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_in_http_1_0_is_400() {
+        check(
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            err(ParseError::TransferEncodingInHttp10),
+        );
+    }
+
+    #[test]
+    fn every_error_has_a_status_and_a_message() {
+        use ParseError::*;
+        let all = [
+            LeadingEmptyLines,
+            InvalidRequestLine,
+            UnsupportedVersion,
+            RequestLineTooLong,
+            InvalidHeader,
+            HeadTooLarge,
+            TooManyHeaders,
+            MissingHost,
+            DuplicateHost,
+            InvalidHost,
+            InvalidContentLength,
+            ConflictingContentLength,
+            InvalidTransferEncoding,
+            TransferEncodingWithContentLength,
+            TransferEncodingInHttp10,
+            UnsupportedTransferCoding,
+            InvalidChunkSize,
+            ChunkSizeTooLarge,
+            ChunkSizeLineTooLong,
+            ChunkExtensionsTooLong,
+            InvalidChunkData,
+            InvalidTrailer,
+            TrailersTooLarge,
+            TooManyTrailers,
+        ];
+        for e in all {
+            assert!([400, 414, 431, 501, 505].contains(&e.status()));
+            assert!(!e.message().is_empty());
+            assert_eq!(e.to_string(), e.message());
+        }
+    }
+
+    /// Bytes that make up request heads, so random inputs get past the request-line.
+    fn head_byte() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            4 => prop::sample::select(b"GET /HTP1.0\r\n :,;HostContent-LngthTransfr-Encodig chunked 0123456789".to_vec()),
+            1 => any::<u8>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            for limits in [Limits::default(), Limits { max_request_line: 7, max_head: 20, max_headers: 2 }] {
+                let mut buf = BytesMut::from(&bytes[..]);
+                let _ = parse_request(&mut buf, "http", &limits);
+            }
+        }
+
+        #[test]
+        fn arbitrary_heads_never_panic_and_split_consistently(
+            tail in prop::collection::vec(head_byte(), 0..300),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let mut input = b"POST /x HTTP/1.1\r\nHost: a\r\n".to_vec();
+            input.extend_from_slice(&tail);
+            let limits = Limits { max_headers: 4, ..Limits::default() };
+            let mut whole = BytesMut::from(&input[..]);
+            let expected = parse_request(&mut whole, "http", &limits);
+            let at = split.index(input.len() + 1);
+            let mut buf = BytesMut::from(&input[..at]);
+            match parse_request(&mut buf, "http", &limits) {
+                Ok(None) => {
+                    prop_assert_eq!(&buf[..], &input[..at]);
+                    buf.extend_from_slice(&input[at..]);
+                    let got = parse_request(&mut buf, "http", &limits);
+                    prop_assert_eq!(got, expected);
+                    prop_assert_eq!(buf, whole);
+                }
+                Ok(Some(head)) => prop_assert_eq!(Ok(Some(head)), expected),
+                Err(e) => prop_assert_eq!(Err(e), expected),
+            }
+        }
+    }
 }

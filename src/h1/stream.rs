@@ -40,13 +40,29 @@ use crate::{
 enum Resp {
     NotStarted,
     /// `write_headers(.., false)` was called; the head is not on the wire yet.
-    HeadPending { status: u16, headers: Headers },
+    HeadPending {
+        status: u16,
+        headers: Headers,
+    },
     /// The head is written; the body goes out with `framing`. `remaining` counts down a
     /// declared `content-length`.
-    Body { framing: Framing, remaining: Option<u64> },
+    Body {
+        framing: Framing,
+        remaining: Option<u64>,
+    },
     Done,
     /// A `101` went out: the connection belongs to this stream's handler.
     Upgraded,
+}
+
+/// How a handler ended, for [`H1Stream::finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ok,
+    /// The handler failed on its own account.
+    Failed,
+    /// The handler gave up because the client broke the protocol (answered with this status).
+    PeerError(u16),
 }
 
 /// The HTTP/1 side of a [`Stream`](crate::Stream).
@@ -58,6 +74,9 @@ pub(crate) struct H1Stream {
     trailers: RefCell<Option<Headers>>,
     /// Set once the handler has ended and the stream was finished.
     finished: Cell<bool>,
+    /// The status of a protocol error the client made in the request body: an unanswered
+    /// stream is answered with it rather than 503, however the handler ended.
+    peer_error: Cell<Option<u16>>,
 }
 
 impl H1Stream {
@@ -69,6 +88,7 @@ impl H1Stream {
             resp: RefCell::new(Resp::NotStarted),
             trailers: RefCell::new(None),
             finished: Cell::new(false),
+            peer_error: Cell::new(None),
         }
     }
 
@@ -109,7 +129,10 @@ impl H1Stream {
         if st.body.as_ref().is_some_and(|b| b.continue_pending) {
             // RFC 9110 §10.1.1: the client waits for 100 (Continue) before sending the
             // body; send it once the handler shows it wants the body, in response order.
-            if matches!(*self.resp.borrow(), Resp::NotStarted | Resp::HeadPending { .. }) {
+            if matches!(
+                *self.resp.borrow(),
+                Resp::NotStarted | Resp::HeadPending { .. }
+            ) {
                 if st.write_seq != self.seq {
                     st.writers.push(cx.waker().clone());
                     return Poll::Pending;
@@ -135,6 +158,7 @@ impl H1Stream {
                     st.body = None;
                     st.keep_alive = false;
                     st.wake_driver();
+                    self.peer_error.set(Some(e.status()));
                     return Poll::Ready(Err(Error::protocol(e.status(), e.message())));
                 }
                 Ok(Decoded::NeedMore) => match st.poll_fill(cx) {
@@ -216,7 +240,10 @@ impl H1Stream {
     }
 
     pub(crate) async fn write_continue(&self) -> Result<()> {
-        if !matches!(*self.resp.borrow(), Resp::NotStarted | Resp::HeadPending { .. }) {
+        if !matches!(
+            *self.resp.borrow(),
+            Resp::NotStarted | Resp::HeadPending { .. }
+        ) {
             return Err(Error::usage("100 Continue after the final response head"));
         }
         self.my_turn().await?;
@@ -231,7 +258,9 @@ impl H1Stream {
     pub(crate) async fn write_chunk(&self, data: &[u8], end_stream: bool) -> Result<()> {
         match &*self.resp.borrow() {
             Resp::HeadPending { .. } | Resp::Body { .. } => {}
-            Resp::NotStarted => return Err(Error::usage("write_headers must come before the body")),
+            Resp::NotStarted => {
+                return Err(Error::usage("write_headers must come before the body"))
+            }
             Resp::Done => return Err(Error::usage("the response already ended")),
             Resp::Upgraded => return Err(Error::usage("the connection was upgraded")),
         }
@@ -286,13 +315,22 @@ impl H1Stream {
         }
         // A HEAD response announces the length a GET would have had, when it is known.
         let head_framing = match (framing, self.is_head_request(), known_length) {
-            (Framing::NoBody, true, Some(n)) if declared.is_none() && status != 204 && status != 304 => {
+            (Framing::NoBody, true, Some(n))
+                if declared.is_none() && status != 204 && status != 304 =>
+            {
                 Framing::Length(n)
             }
             (f, _, _) => f,
         };
         let keep_alive = st.keep_alive;
-        response_head(&mut st.wbuf, status, &headers, head_framing, keep_alive, http10);
+        response_head(
+            &mut st.wbuf,
+            status,
+            &headers,
+            head_framing,
+            keep_alive,
+            http10,
+        );
         let remaining = match framing {
             Framing::Length(n) => Some(n),
             _ => None,
@@ -355,7 +393,9 @@ impl H1Stream {
     pub(crate) fn take_socket(&self) -> Result<Upgraded> {
         let mut st = self.conn.st.borrow_mut();
         if st.write_seq != self.seq {
-            return Err(Error::usage("take_socket before earlier responses were written"));
+            return Err(Error::usage(
+                "take_socket before earlier responses were written",
+            ));
         }
         st.flush_now()?;
         if !st.wbuf.is_empty() {
@@ -398,20 +438,38 @@ impl H1Stream {
         }
     }
 
-    /// Ends the exchange after the handler returned: answers 503 if it never answered,
-    /// ends an open body (or closes the connection if the handler failed mid-body), and
-    /// lets the connection go on to the next request.
-    pub(crate) async fn finish(&self, failed: bool) {
-        let started = !matches!(*self.resp.borrow(), Resp::NotStarted | Resp::HeadPending { .. });
+    /// Ends the exchange after the handler returned: answers if it never answered (503,
+    /// or the status of the client's protocol error that ended it, as lua-http does), ends
+    /// an open body (or closes the connection if the handler failed mid-body), and lets the
+    /// connection go on to the next request.
+    pub(crate) async fn finish(&self, outcome: Outcome) {
         let upgraded = matches!(*self.resp.borrow(), Resp::Upgraded);
-        if !started {
-            let mut h = Headers::new();
-            if failed || matches!(*self.resp.borrow(), Resp::NotStarted) {
+        let head_sent = !matches!(
+            *self.resp.borrow(),
+            Resp::NotStarted | Resp::HeadPending { .. }
+        );
+        let failed = outcome != Outcome::Ok;
+        if !head_sent {
+            if failed
+                || self.peer_error.get().is_some()
+                || matches!(*self.resp.borrow(), Resp::NotStarted)
+            {
                 *self.resp.borrow_mut() = Resp::NotStarted;
-                h.append(":status", "503");
+                let status = match (outcome, self.peer_error.get()) {
+                    (Outcome::PeerError(status), _) | (_, Some(status)) => status,
+                    _ => 503,
+                };
+                let reason = http::StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("Error");
+                let mut h = Headers::new();
+                h.append(":status", status.to_string());
                 h.append("content-type", "text/plain; charset=utf-8");
                 let _ = self.write_headers(&h, false).await;
-                let _ = self.write_chunk(b"Service Unavailable\n", true).await;
+                let _ = self
+                    .write_chunk(format!("{reason}\n").as_bytes(), true)
+                    .await;
             } else {
                 let _ = self.write_chunk(&[], true).await;
             }

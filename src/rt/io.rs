@@ -90,9 +90,19 @@ macro_rules! async_io_impls {
                 cx: &mut Context<'_>,
                 buf: &mut ReadBuf<'_>,
             ) -> Poll<io::Result<()>> {
-                let n = ready!(self.0.poll_read_with(cx, |mut io| {
-                    io.read(buf.initialize_unfilled())
-                }))?;
+                // SAFETY: a socket's `read` only writes into the slice and reports how much
+                // it wrote; it never reads the (possibly uninitialised) bytes. This avoids
+                // zeroing the whole spare buffer on every read, as tokio's own sockets do.
+                #[allow(unsafe_code)]
+                let unfilled = unsafe {
+                    &mut *(buf.unfilled_mut() as *mut [std::mem::MaybeUninit<u8>] as *mut [u8])
+                };
+                let n = ready!(self.0.poll_read_with(cx, |mut io| io.read(unfilled)))?;
+                // SAFETY: `read` initialised the first `n` bytes of the unfilled part.
+                #[allow(unsafe_code)]
+                unsafe {
+                    buf.assume_init(n);
+                }
                 buf.advance(n);
                 Poll::Ready(Ok(()))
             }
@@ -172,7 +182,10 @@ pub struct UnixStream(Registered<mio::net::UnixStream>);
 
 impl UnixStream {
     /// Adopts a connected std socket (it is made non-blocking).
-    pub fn from_std(ctl: &Controller, stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+    pub fn from_std(
+        ctl: &Controller,
+        stream: std::os::unix::net::UnixStream,
+    ) -> io::Result<UnixStream> {
         stream.set_nonblocking(true)?;
         Ok(UnixStream(Registered::new(
             ctl,
@@ -180,7 +193,10 @@ impl UnixStream {
         )?))
     }
 
-    pub(crate) fn from_mio(ctl: &Controller, stream: mio::net::UnixStream) -> io::Result<UnixStream> {
+    pub(crate) fn from_mio(
+        ctl: &Controller,
+        stream: mio::net::UnixStream,
+    ) -> io::Result<UnixStream> {
         Ok(UnixStream(Registered::new(ctl, stream)?))
     }
 }

@@ -15,8 +15,8 @@ mod io;
 mod reactor;
 mod timer;
 
-pub use io::{TcpStream, UnixStream};
 pub(crate) use io::Registered;
+pub use io::{TcpStream, UnixStream};
 pub use timer::{sleep, sleep_until, timeout, Sleep, Timeout};
 
 use std::{
@@ -93,7 +93,10 @@ struct Shared {
 
 impl Shared {
     fn schedule(&self, runnable: Runnable) {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(runnable);
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(runnable);
         self.wake_if_sleeping();
     }
 
@@ -105,8 +108,16 @@ impl Shared {
     }
 
     fn has_work(&self) -> bool {
-        !self.queue.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-            || !self.jobs.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+        !self
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            || !self
+                .jobs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
     }
 }
 
@@ -187,7 +198,10 @@ impl Controller {
     /// When called from inside a task of the same controller.
     pub fn step(&self, timeout: Option<Duration>) -> Result<()> {
         let inner = &*self.inner;
-        assert!(!inner.in_step.get(), "onstream: Controller::step is not re-entrant");
+        assert!(
+            !inner.in_step.get(),
+            "onstream: Controller::step is not re-entrant"
+        );
         inner.in_step.set(true);
         let _exit = StepExit(self);
         let prev = CURRENT.with(|c| c.borrow_mut().replace(self.clone()));
@@ -214,7 +228,8 @@ impl Controller {
         inner.timers.borrow_mut().take_due(now, &mut due);
         due.into_iter().for_each(std::task::Waker::wake);
 
-        let jobs = std::mem::take(&mut *inner.shared.jobs.lock().unwrap_or_else(|e| e.into_inner()));
+        let jobs =
+            std::mem::take(&mut *inner.shared.jobs.lock().unwrap_or_else(|e| e.into_inner()));
         jobs.into_iter().for_each(|job| job());
 
         self.run_ready();
@@ -329,7 +344,9 @@ impl fmt::Debug for Controller {
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inner").field("step_no", &self.step_no.get()).finish()
+        f.debug_struct("Inner")
+            .field("step_no", &self.step_no.get())
+            .finish()
     }
 }
 
@@ -337,7 +354,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // Queued runnables hold `!Send` futures: drop them here, on the loop's thread, rather
         // than wherever the last `Remote` happens to go.
-        let queued = std::mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let queued =
+            std::mem::take(&mut *self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()));
         drop(queued);
     }
 }
