@@ -51,7 +51,7 @@ pub use headers::{Field, Headers};
 pub use net::{Connected, Family, Listener, LocalAddr};
 pub use options::{
     Options, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECTION_SETUP_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_INTRA_STREAM_TIMEOUT,
+    DEFAULT_INTRA_STREAM_TIMEOUT, DEFAULT_SEND_TIMEOUT,
 };
 pub use rt::{sleep, sleep_until, timeout, Controller, Remote, Task};
 pub use server::{OnError, Server, ServerHandle};

@@ -16,6 +16,9 @@ pub const DEFAULT_INTRA_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed from a request's first byte to the end of its head (nginx's
 /// `client_header_timeout` is 60 s; a slowloris client holds a slot for at most this).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long buffered output may wait for a client that reads nothing (nginx's
+/// `send_timeout` is 60 s): a client that stops reading cannot hold a connection forever.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `close()` lets in-flight requests finish before closing their connections.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,6 +39,7 @@ pub struct Options {
     pub(crate) connection_setup_timeout: Duration,
     pub(crate) intra_stream_timeout: Duration,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) send_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) limits: Limits,
     pub(crate) controller: Option<Controller>,
@@ -49,6 +53,7 @@ impl Default for Options {
             connection_setup_timeout: DEFAULT_CONNECTION_SETUP_TIMEOUT,
             intra_stream_timeout: DEFAULT_INTRA_STREAM_TIMEOUT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             limits: Limits::default(),
             controller: None,
@@ -151,6 +156,13 @@ impl Options {
     /// How long a request's head may take from its first byte to its end (slowloris).
     pub fn header_read_timeout(mut self, t: Duration) -> Options {
         self.header_read_timeout = t;
+        self
+    }
+
+    /// How long output may wait without a byte being taken by the client before the
+    /// connection is closed (default 60 s).
+    pub fn send_timeout(mut self, t: Duration) -> Options {
+        self.send_timeout = t;
         self
     }
 

@@ -154,6 +154,7 @@ impl Server {
                         connection_setup_timeout: options.connection_setup_timeout,
                         intra_stream_timeout: options.intra_stream_timeout,
                         header_read_timeout: options.header_read_timeout,
+                        send_timeout: options.send_timeout,
                     }),
                     max_concurrent: options.max_concurrent,
                     close_timeout: options.close_timeout,

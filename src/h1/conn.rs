@@ -67,6 +67,7 @@ pub(crate) struct H1Config {
     pub connection_setup_timeout: Duration,
     pub intra_stream_timeout: Duration,
     pub header_read_timeout: Duration,
+    pub send_timeout: Duration,
 }
 
 /// One HTTP/1 connection, shared by its driver task and its streams.
@@ -101,6 +102,8 @@ pub(crate) struct ConnState {
     closing: bool,
     /// The peer closed its side (read returned 0).
     read_eof: bool,
+    /// Bytes written so far: the send timeout measures progress by it.
+    n_written: u64,
     /// The driver task, to be woken when a body ends, a stream ends or output waits.
     driver: Option<Waker>,
     /// Streams waiting for their write turn or for buffer space.
@@ -142,6 +145,7 @@ impl H1Conn {
                 keep_alive: true,
                 closing: false,
                 read_eof: false,
+                n_written: 0,
                 driver: None,
                 writers: Vec::new(),
             }),
@@ -173,9 +177,10 @@ impl H1Conn {
     pub(crate) async fn drive(self: Rc<Self>, mut on_request: impl FnMut(H1Stream)) {
         let ctl = Controller::current();
         let mut timer = sleep(self.cfg.connection_setup_timeout);
+        let mut send = SendGuard::new(self.cfg.send_timeout);
         let mut first = true;
         let outcome: Result<()> = loop {
-            if let Err(e) = self.between_requests(&ctl, &mut timer).await {
+            if let Err(e) = self.between_requests(&ctl, &mut timer, &mut send).await {
                 break Err(e);
             }
             if !self.st.borrow().keep_alive {
@@ -188,7 +193,9 @@ impl H1Conn {
             };
             timer.reset(ctl.now() + idle);
             let mut started = false;
-            match poll_fn(|cx| self.poll_read_head(cx, &ctl, &mut timer, &mut started)).await {
+            match poll_fn(|cx| self.poll_read_head(cx, &ctl, &mut timer, &mut started, &mut send))
+                .await
+            {
                 Ok(Some(head)) => {
                     first = false;
                     let stream = self.start_stream(head);
@@ -213,7 +220,7 @@ impl H1Conn {
                 tracing::debug!(peer = ?self.peer_addr, "connection error: {e}");
             }
         }
-        self.finish().await;
+        self.finish(&ctl, &mut send).await;
     }
 
     fn start_stream(self: &Rc<Self>, head: RequestHead) -> H1Stream {
@@ -240,7 +247,12 @@ impl H1Conn {
 
     /// Waits until the previous request's body is finished (reading and throwing away what
     /// its handler left unread), flushing output meanwhile.
-    async fn between_requests(&self, ctl: &Controller, timer: &mut Sleep) -> Result<()> {
+    async fn between_requests(
+        &self,
+        ctl: &Controller,
+        timer: &mut Sleep,
+        send: &mut SendGuard,
+    ) -> Result<()> {
         timer.reset(ctl.now() + self.cfg.intra_stream_timeout);
         poll_fn(|cx| {
             let mut st = self.st.borrow_mut();
@@ -248,8 +260,8 @@ impl H1Conn {
             if st.io.is_none() {
                 return Poll::Ready(Err(Error::closed("connection closed")));
             }
-            if let Poll::Ready(Err(e)) = st.poll_flush(cx) {
-                return Poll::Ready(Err(e.into()));
+            if let Poll::Ready(Err(e)) = send.poll_flush(st, cx, ctl) {
+                return Poll::Ready(Err(e));
             }
             let Some(body) = &mut st.body else {
                 return Poll::Ready(Ok(()));
@@ -328,6 +340,7 @@ impl H1Conn {
         ctl: &Controller,
         timer: &mut Sleep,
         started: &mut bool,
+        send: &mut SendGuard,
     ) -> Poll<std::result::Result<Option<RequestHead>, HeadError>> {
         let mut st = self.st.borrow_mut();
         let st = &mut *st;
@@ -335,8 +348,8 @@ impl H1Conn {
             if st.io.is_none() {
                 return Poll::Ready(Ok(None));
             }
-            if let Poll::Ready(Err(e)) = st.poll_flush(cx) {
-                return Poll::Ready(Err(HeadError::Io(e.into())));
+            if let Poll::Ready(Err(e)) = send.poll_flush(st, cx, ctl) {
+                return Poll::Ready(Err(HeadError::Io(e)));
             }
             match parse_request(&mut st.rbuf, self.scheme, &self.cfg.limits) {
                 Ok(Some(head)) => return Poll::Ready(Ok(Some(head))),
@@ -392,7 +405,7 @@ impl H1Conn {
     }
 
     /// Waits for every stream to end, flushes, and closes the socket gracefully.
-    async fn finish(&self) {
+    async fn finish(&self, ctl: &Controller, send: &mut SendGuard) {
         {
             let mut st = self.st.borrow_mut();
             st.keep_alive = false;
@@ -406,10 +419,12 @@ impl H1Conn {
             if st.n_open_streams > 0 {
                 st.driver = Some(cx.waker().clone());
                 // Streams that ended left output: keep it moving.
-                let _ = st.poll_flush(cx);
+                if let Poll::Ready(Err(_)) = send.poll_flush(st, cx, ctl) {
+                    return Poll::Ready(Err(()));
+                }
                 return Poll::Pending;
             }
-            match st.poll_flush(cx) {
+            match send.poll_flush(st, cx, ctl) {
                 Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
                 Poll::Ready(Err(_)) => Poll::Ready(Err(())),
                 Poll::Pending => Poll::Pending,
@@ -446,6 +461,53 @@ impl H1Conn {
     }
 }
 
+/// Bounds how long buffered output may wait for a client that does not read (nginx's
+/// `send_timeout`): the clock restarts whenever any byte goes out.
+struct SendGuard {
+    limit: Duration,
+    sleep: Sleep,
+    /// `n_written` when the clock was last started; `None` while nothing is stuck.
+    armed_at: Option<u64>,
+}
+
+impl SendGuard {
+    fn new(limit: Duration) -> SendGuard {
+        SendGuard {
+            limit,
+            sleep: sleep(limit),
+            armed_at: None,
+        }
+    }
+
+    /// Flushes; `Ready(Err)` on a write error or when the client has taken no byte for
+    /// the whole limit (the connection is then closed).
+    fn poll_flush(
+        &mut self,
+        st: &mut ConnState,
+        cx: &mut Context<'_>,
+        ctl: &Controller,
+    ) -> Poll<Result<()>> {
+        match st.poll_flush(cx) {
+            Poll::Ready(r) => {
+                self.armed_at = None;
+                Poll::Ready(r.map_err(Error::from))
+            }
+            Poll::Pending => {
+                if self.armed_at != Some(st.n_written) {
+                    self.armed_at = Some(st.n_written);
+                    self.sleep.reset(ctl.now() + self.limit);
+                }
+                if Pin::new(&mut self.sleep).poll(cx).is_ready() {
+                    st.io = None;
+                    st.wake_writers();
+                    return Poll::Ready(Err(Error::timeout("the client stopped reading")));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
 enum HeadError {
     Parse(ParseError),
     HeaderTimeout,
@@ -477,6 +539,7 @@ impl ConnState {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     let _ = self.wbuf.split_to(n);
+                    self.n_written += n as u64;
                     if self.wbuf.len() < WRITE_BUFFER_HIGH {
                         self.wake_writers();
                     }
