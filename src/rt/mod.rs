@@ -215,8 +215,11 @@ impl Controller {
                 wait = Some(Duration::ZERO);
             }
         }
-        let polled = inner.reactor.poll(wait);
-        inner.shared.sleeping.store(false, Ordering::SeqCst);
+        // The flag drops before readiness wakes any task: wakes from this thread during
+        // dispatch must not write to the eventfd.
+        let polled = inner.reactor.poll(wait, || {
+            inner.shared.sleeping.store(false, Ordering::SeqCst)
+        });
         if let Err(e) = polled {
             CURRENT.with(|c| *c.borrow_mut() = prev);
             return Err(Error::io(e).with_context("epoll_wait"));

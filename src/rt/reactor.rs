@@ -143,9 +143,12 @@ impl Reactor {
 
     /// Waits for events for at most `timeout` and wakes the tasks waiting on them. Returns
     /// whether the cross-thread waker fired.
-    pub(crate) fn poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
+    /// `awake` runs as soon as the wait is over, before any task is woken.
+    pub(crate) fn poll(&self, timeout: Option<Duration>, awake: impl FnOnce()) -> io::Result<bool> {
         let mut events = self.events.borrow_mut();
-        match self.poll.borrow_mut().poll(&mut events, timeout) {
+        let waited = self.poll.borrow_mut().poll(&mut events, timeout);
+        awake();
+        match waited {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
             Err(e) => return Err(e),
