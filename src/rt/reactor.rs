@@ -18,8 +18,13 @@ use std::{
 /// The token of the cross-thread `mio::Waker`; sockets use slab indices below it.
 pub(crate) const WAKER_TOKEN: mio::Token = mio::Token(usize::MAX);
 
-const READABLE: u8 = 0b01;
-const WRITABLE: u8 = 0b10;
+const READABLE: u8 = 0b0001;
+const WRITABLE: u8 = 0b0010;
+/// The peer shut its side (EPOLLRDHUP) or the socket failed. Sticky: clearing
+/// `READABLE` after a short read must not hide an EOF that arrived with the data.
+const READ_CLOSED: u8 = 0b0100;
+/// The socket can no longer send (EPOLLHUP or an error). Sticky like `READ_CLOSED`.
+const WRITE_CLOSED: u8 = 0b1000;
 
 /// Readiness and waiting tasks of one registered socket.
 pub(crate) struct IoState {
@@ -46,11 +51,11 @@ impl std::fmt::Debug for IoState {
 impl IoState {
     /// `Ready` if the socket may be readable; otherwise stores the waker and is `Pending`.
     pub(crate) fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.poll_ready(READABLE, &self.read_waker, cx)
+        self.poll_ready(READABLE | READ_CLOSED, &self.read_waker, cx)
     }
 
     pub(crate) fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<()> {
-        self.poll_ready(WRITABLE, &self.write_waker, cx)
+        self.poll_ready(WRITABLE | WRITE_CLOSED, &self.write_waker, cx)
     }
 
     pub(crate) fn clear_readable(&self) {
@@ -61,8 +66,8 @@ impl IoState {
         self.ready.set(self.ready.get() & !WRITABLE);
     }
 
-    fn poll_ready(&self, bit: u8, slot: &Cell<Option<Waker>>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.ready.get() & bit != 0 {
+    fn poll_ready(&self, bits: u8, slot: &Cell<Option<Waker>>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ready.get() & bits != 0 {
             return Poll::Ready(());
         }
         let waker = match slot.take() {
@@ -75,12 +80,12 @@ impl IoState {
 
     fn set_ready(&self, bits: u8) {
         self.ready.set(self.ready.get() | bits);
-        if bits & READABLE != 0 {
+        if bits & (READABLE | READ_CLOSED) != 0 {
             if let Some(w) = self.read_waker.take() {
                 w.wake();
             }
         }
-        if bits & WRITABLE != 0 {
+        if bits & (WRITABLE | WRITE_CLOSED) != 0 {
             if let Some(w) = self.write_waker.take() {
                 w.wake();
             }
@@ -164,11 +169,17 @@ impl Reactor {
                 continue;
             };
             let mut bits = 0;
-            if event.is_readable() || event.is_read_closed() || event.is_error() {
+            if event.is_readable() {
                 bits |= READABLE;
             }
-            if event.is_writable() || event.is_write_closed() || event.is_error() {
+            if event.is_read_closed() || event.is_error() {
+                bits |= READABLE | READ_CLOSED;
+            }
+            if event.is_writable() {
                 bits |= WRITABLE;
+            }
+            if event.is_write_closed() || event.is_error() {
+                bits |= WRITABLE | WRITE_CLOSED;
             }
             state.set_ready(bits);
         }
