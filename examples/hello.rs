@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --release --example hello -- 8000
 //! curl http://127.0.0.1:8000/
+//! curl -k https://127.0.0.1:8000/
 //! ```
 
 use onstream::{Headers, Options, Server};
@@ -32,6 +33,12 @@ fn main() -> onstream::Result<()> {
         },
     )?;
     server.listen_now()?;
-    println!("listening on http://{}", server.local_addr()?);
+    // Tls::Auto (the default): cleartext and TLS on one port, with a self-signed
+    // certificate made at start.
+    let addr = server.local_addr()?;
+    println!("listening on http://{addr} and https://{addr}");
+    if let Some(fingerprint) = server.certificate_fingerprint() {
+        println!("self-signed certificate, SHA-256 {fingerprint}");
+    }
     server.run(None)
 }

@@ -43,7 +43,10 @@ mod net;
 mod options;
 pub mod rt;
 mod server;
+mod setup;
+mod sniff;
 mod stream;
+pub mod tls;
 mod upgrade;
 
 pub use error::{Error, ErrorKind, Result};
@@ -56,4 +59,5 @@ pub use options::{
 pub use rt::{sleep, sleep_until, timeout, Controller, Remote, Task};
 pub use server::{OnError, Server, ServerHandle};
 pub use stream::Stream;
+pub use tls::Tls;
 pub use upgrade::Upgraded;

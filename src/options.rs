@@ -3,10 +3,13 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use std::sync::Arc;
+
 use crate::{
     h1::Limits,
     net::{Family, ListenSpec},
     rt::Controller,
+    tls::Tls,
 };
 
 /// lua-http's default for both connection timeouts.
@@ -43,6 +46,8 @@ pub struct Options {
     pub(crate) close_timeout: Duration,
     pub(crate) limits: Limits,
     pub(crate) controller: Option<Controller>,
+    pub(crate) tls: Tls,
+    pub(crate) tls_config: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Options {
@@ -57,13 +62,15 @@ impl Default for Options {
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             limits: Limits::default(),
             controller: None,
+            tls: Tls::default(),
+            tls_config: None,
         }
     }
 }
 
 impl Options {
-    /// The defaults: no address yet, no connection limit, 10 s timeouts, nginx-like
-    /// request size limits.
+    /// The defaults: no address yet, `Tls::Auto`, no connection limit, 10 s timeouts,
+    /// nginx-like request size limits.
     pub fn new() -> Options {
         Options::default()
     }
@@ -74,7 +81,8 @@ impl Options {
         self
     }
 
-    /// The TCP port; 0 picks a free one. Without it, port 80 is used.
+    /// The TCP port; 0 picks a free one. Without it: 80 with `Tls::Off`, 443 with
+    /// `Tls::On`, and an error with `Tls::Auto` (as lua-http).
     pub fn port(mut self, port: u16) -> Options {
         self.listen.port = Some(port);
         self
@@ -189,6 +197,20 @@ impl Options {
     /// The most header fields in a request; more get `431` (default 100, as hyper).
     pub fn max_headers(mut self, n: usize) -> Options {
         self.limits.max_headers = n;
+        self
+    }
+
+    /// TLS on, off, or decided per connection by its first byte (`Tls::Auto`, the
+    /// default, as lua-http's `tls = nil`).
+    pub fn tls(mut self, tls: Tls) -> Options {
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS configuration (lua-http's `ctx`); without it, TLS uses a self-signed
+    /// certificate for the listen host. See [`crate::tls::config_from_pem_files`].
+    pub fn tls_config(mut self, config: Arc<rustls::ServerConfig>) -> Options {
+        self.tls_config = Some(config);
         self
     }
 

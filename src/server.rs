@@ -20,6 +20,7 @@ use std::{
     panic::AssertUnwindSafe,
     pin::Pin,
     rc::{Rc, Weak},
+    sync::Arc,
     task::{Poll, Waker},
     time::{Duration, Instant},
 };
@@ -30,7 +31,9 @@ use crate::{
     net::{bind, Accepting, Conn, Connected, Listener, LocalAddr},
     options::Options,
     rt::{sleep, Controller, Remote},
+    setup::Setup,
     stream::Stream,
+    tls::{self, Tls},
 };
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<()>>>>;
@@ -87,8 +90,17 @@ struct Shared {
     closing: Cell<bool>,
     /// The accept task, parked while paused or at `max_concurrent`.
     accept_waker: Cell<Option<Waker>>,
-    /// Open connections, to close them on shutdown.
-    conns: RefCell<Slab<Weak<H1Conn>>>,
+    /// Open connections, to close them on shutdown (`None` while still in setup).
+    conns: RefCell<Slab<Option<Weak<H1Conn>>>>,
+    /// How connections are set up (TLS or not); made when the server starts listening,
+    /// since a self-signed certificate names the listen host.
+    setup: RefCell<Option<Rc<Setup>>>,
+    /// The `tls` and `tls_config` options, until `start` turns them into `setup`.
+    tls: Tls,
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    connection_setup_timeout: Duration,
+    /// The SHA-256 fingerprint of the self-signed certificate, when one was made.
+    fingerprint: RefCell<Option<String>>,
 }
 
 enum ListenerState {
@@ -166,6 +178,11 @@ impl Server {
                     closing: Cell::new(false),
                     accept_waker: Cell::new(None),
                     conns: RefCell::new(Slab::new()),
+                    setup: RefCell::new(None),
+                    tls: options.tls,
+                    tls_config: options.tls_config.clone(),
+                    connection_setup_timeout: options.connection_setup_timeout,
+                    fingerprint: RefCell::new(None),
                 }),
             },
         })
@@ -243,6 +260,7 @@ impl Server {
     /// Serves a connection accepted elsewhere: inetd, another thread's listener, a
     /// descriptor received with `SCM_RIGHTS`.
     pub fn add_socket(&self, socket: impl Into<Connected>) -> Result<()> {
+        self.listen_now()?;
         let conn = Conn::adopt(&self.handle.shared.ctl, socket.into())?;
         self.handle.shared.spawn_connection(conn);
         Ok(())
@@ -311,7 +329,7 @@ impl ServerHandle {
             .conns
             .borrow()
             .iter()
-            .filter_map(|(_, c)| c.upgrade())
+            .filter_map(|(_, c)| c.as_ref()?.upgrade())
             .collect();
         for c in &conns {
             c.close_gracefully();
@@ -329,6 +347,12 @@ impl ServerHandle {
                 })
                 .detach();
         }
+    }
+
+    /// The SHA-256 fingerprint (`AB:CD:…`) of the self-signed certificate the server made
+    /// because TLS was on (or auto) and no `tls_config` was given; `None` otherwise.
+    pub fn certificate_fingerprint(&self) -> Option<String> {
+        self.shared.fingerprint.borrow().clone()
     }
 
     /// The number of open client connections.
@@ -380,20 +404,48 @@ impl ServerHandle {
 impl Shared {
     fn start(self: &Rc<Self>) -> Result<()> {
         let mut state = self.listener.borrow_mut();
+        let mut host = None;
         let listener = match std::mem::replace(&mut *state, ListenerState::Closed) {
-            ListenerState::Unbound(opts) => match bind(&opts.listen, Some(80)) {
-                Ok(l) => l,
-                Err(e) => {
-                    *state = ListenerState::Unbound(opts);
-                    return Err(e);
+            ListenerState::Unbound(opts) => {
+                let default_port = match self.tls {
+                    Tls::Off => Some(80),
+                    Tls::On => Some(443),
+                    Tls::Auto => None,
+                };
+                match bind(&opts.listen, default_port) {
+                    Ok(l) => {
+                        host = opts.listen.host.clone();
+                        l
+                    }
+                    Err(e) => {
+                        *state = ListenerState::Unbound(opts);
+                        return Err(e);
+                    }
                 }
-            },
+            }
             ListenerState::Bound(l) => l,
             other => {
                 *state = other;
                 return Ok(());
             }
         };
+        let config = match self.tls {
+            Tls::Off => None,
+            Tls::On | Tls::Auto => {
+                let name = host
+                    .as_deref()
+                    .filter(|h| !h.is_empty() && *h != "0.0.0.0" && *h != "::")
+                    .unwrap_or("localhost");
+                let (config, fingerprint) = tls::server_config(self.tls_config.as_ref(), name)?;
+                *self.fingerprint.borrow_mut() = fingerprint;
+                Some(config)
+            }
+        };
+        *self.setup.borrow_mut() = Some(Rc::new(Setup::new(
+            self.tls,
+            config,
+            self.connection_setup_timeout,
+        )));
         let addr = listener.local_addr()?;
         let accepting = Rc::new(listener.register(&self.ctl)?);
         *state = ListenerState::Running {
@@ -461,27 +513,40 @@ impl Shared {
     }
 
     fn spawn_connection(self: &Rc<Self>, conn: Conn) {
-        let (peer, local) = (conn.peer_addr(), conn.local_addr());
-        let io: Box<dyn crate::upgrade::Io> = match conn {
-            Conn::Tcp(s) => Box::new(s),
-            Conn::Unix(s) => Box::new(s),
-        };
-        let h1 = H1Conn::new(io, peer, local, "http", self.h1.clone());
-        let key = self.conns.borrow_mut().insert(Rc::downgrade(&h1));
-        if self.closing.get() {
-            h1.close_gracefully();
-        }
+        let key = self.conns.borrow_mut().insert(None);
         let shared = self.clone();
-        let handle = ServerHandle {
-            shared: self.clone(),
-        };
         self.ctl
             .spawn(async move {
-                h1.drive(|stream| handle.spawn_handler(stream)).await;
+                shared.serve_connection(key, conn).await;
                 shared.conns.borrow_mut().remove(key);
                 shared.wake_accept();
             })
             .detach();
+    }
+
+    async fn serve_connection(self: &Rc<Self>, key: usize, conn: Conn) {
+        let setup = self.setup.borrow().clone();
+        let Some(setup) = setup else {
+            return;
+        };
+        let transport = match setup.run(conn).await {
+            Ok(t) => t,
+            Err(e) => {
+                // A failed handshake or a silent client costs only this connection
+                // (lua-http's default onerror stopped the whole server here).
+                tracing::debug!("connection setup failed: {e}");
+                return;
+            }
+        };
+        let h1 = H1Conn::new(transport, self.h1.clone());
+        self.conns.borrow_mut()[key] = Some(Rc::downgrade(&h1));
+        if self.closing.get() {
+            h1.close_gracefully();
+        }
+        let handle = ServerHandle {
+            shared: self.clone(),
+        };
+        h1.drive(|stream| handle.spawn_handler(stream)).await;
     }
 }
 
@@ -492,6 +557,7 @@ impl ServerHandle {
 
     fn run_handler(&self, public: Stream) {
         let stream = public.h1().clone();
+        stream.claim();
         let fut = {
             let mut handler = self.shared.handler.borrow_mut();
             handler(self.clone(), public)
@@ -526,7 +592,11 @@ impl ServerHandle {
                         Outcome::Failed
                     }
                 };
-                stream.finish(outcome).await;
+                // A stream handed to another server with `add_stream` is finished by
+                // the handler that got it last.
+                if stream.unclaim() {
+                    stream.finish(outcome).await;
+                }
             })
             .detach();
     }

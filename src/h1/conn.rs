@@ -40,6 +40,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     rt::{sleep, Controller, Sleep},
+    setup::Transport,
     upgrade::Io,
 };
 
@@ -125,17 +126,18 @@ pub(crate) struct BodyRead {
 }
 
 impl H1Conn {
-    pub(crate) fn new(
-        io: Box<dyn Io>,
-        peer_addr: Option<SocketAddr>,
-        local_addr: Option<SocketAddr>,
-        scheme: &'static str,
-        cfg: Rc<H1Config>,
-    ) -> Rc<H1Conn> {
+    pub(crate) fn new(transport: Transport, cfg: Rc<H1Config>) -> Rc<H1Conn> {
+        let Transport {
+            io,
+            read_ahead,
+            peer_addr,
+            local_addr,
+            scheme,
+        } = transport;
         Rc::new(H1Conn {
             st: RefCell::new(ConnState {
                 io: Some(io),
-                rbuf: BytesMut::new(),
+                rbuf: read_ahead,
                 wbuf: BytesMut::new(),
                 body: None,
                 next_seq: 0,
@@ -552,10 +554,16 @@ impl ConnState {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if self.io.is_none() {
+        let Some(io) = &mut self.io else {
             return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        // TLS keeps encrypted records it could not send yet; a plain socket has nothing.
+        let flushed = Pin::new(&mut **io).poll_flush(cx);
+        if let Poll::Ready(Err(_)) = &flushed {
+            self.io = None;
+            self.wake_writers();
         }
-        Poll::Ready(Ok(()))
+        flushed
     }
 
     /// Writes what it can without waiting; if the socket is full, the driver takes over.

@@ -74,6 +74,9 @@ pub(crate) struct H1Stream {
     trailers: RefCell<Option<Headers>>,
     /// Set once the handler has ended and the stream was finished.
     finished: Cell<bool>,
+    /// Handler tasks that hold this stream: more than one after `add_stream` hands it to
+    /// another server, and only the last to end may finish it.
+    n_handlers: Cell<usize>,
     /// The status of a protocol error the client made in the request body: an unanswered
     /// stream is answered with it rather than 503, however the handler ended.
     peer_error: Cell<Option<u16>>,
@@ -89,6 +92,7 @@ impl H1Stream {
             trailers: RefCell::new(None),
             finished: Cell::new(false),
             peer_error: Cell::new(None),
+            n_handlers: Cell::new(0),
         }
     }
 
@@ -412,6 +416,17 @@ impl H1Stream {
     }
 
     // ===== the handler's lifecycle (called by the server's handler task) =====
+
+    /// A handler task takes the stream.
+    pub(crate) fn claim(&self) {
+        self.n_handlers.set(self.n_handlers.get() + 1);
+    }
+
+    /// A handler task is done with the stream; true when no other handler holds it.
+    pub(crate) fn unclaim(&self) -> bool {
+        self.n_handlers.set(self.n_handlers.get().saturating_sub(1));
+        self.n_handlers.get() == 0
+    }
 
     /// After each poll of the handler: note that it has run, send a head it left pending
     /// (it is now waiting on something else, so its body is not coming in this poll), and

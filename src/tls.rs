@@ -1,0 +1,149 @@
+//! TLS: lua-http's `tls` option (`Tls::On` / `Off` / `Auto`) and `ctx` (a
+//! `rustls::ServerConfig`), certificates from PEM files or made up on the spot, and the
+//! server side of a handshake.
+//!
+//! Choices: rustls with the `ring` provider; ALPN chosen by the *server's* preference
+//! (rustls walks the server's list, so the h2-first order wins where lua-http took the
+//! client's first choice); a self-signed certificate from `rcgen` when none is given, as
+//! lua-http does, with its SHA-256 fingerprint logged so a user can check what a client
+//! was shown. Sniffing which connections speak TLS is in `sniff.rs`.
+
+use rustls::ServerConfig;
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use std::{fmt::Write as _, path::Path, sync::Arc};
+
+use crate::error::{Error, Result};
+
+/// Whether connections use TLS (lua-http's `tls` option: `true`, `false`, `nil`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tls {
+    /// Cleartext only (lua-http `tls = false`; default port 80).
+    Off,
+    /// TLS only (lua-http `tls = true`; default port 443).
+    On,
+    /// Both on one port: each connection's first byte decides (lua-http `tls = nil`, the
+    /// default). A port must be given: there is no default port for a mixed listener.
+    #[default]
+    Auto,
+}
+
+/// The ALPN protocols onstream speaks, most preferred first.
+const ALPN: &[&[u8]] = &[b"http/1.1"];
+
+/// A TLS server configuration from a PEM certificate chain and a PEM private key (PKCS#8,
+/// PKCS#1 or SEC1), with onstream's ALPN protocols.
+///
+/// ```no_run
+/// let config = onstream::tls::config_from_pem_files("cert.pem", "key.pem")?;
+/// let opts = onstream::Options::new().tls(onstream::Tls::On).tls_config(config);
+/// # Ok::<(), onstream::Error>(())
+/// ```
+pub fn config_from_pem_files(
+    cert: impl AsRef<Path>,
+    key: impl AsRef<Path>,
+) -> Result<Arc<ServerConfig>> {
+    let (cert, key) = (cert.as_ref(), key.as_ref());
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| Error::config(format!("read certificates from {}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(Error::config(format!(
+            "no certificate in {}",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| Error::config(format!("read private key from {}: {e}", key.display())))?;
+    config_from_der(chain, key)
+}
+
+/// A TLS server configuration from DER certificates and key, with onstream's ALPN.
+pub fn config_from_der(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>> {
+    let mut config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+            .map_err(|e| Error::config(format!("TLS configuration: {e}")))?;
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// A new self-signed certificate for `host` (its CN and subject alternative name; an IP
+/// address becomes an IP SAN), its configuration, and its SHA-256 fingerprint.
+pub fn self_signed(host: &str) -> Result<(Arc<ServerConfig>, String)> {
+    let mut params = rcgen::CertificateParams::new(vec![host.to_owned()])
+        .map_err(|e| Error::config(format!("self-signed certificate for {host}: {e}")))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, host.to_owned());
+    let key =
+        rcgen::KeyPair::generate().map_err(|e| Error::config(format!("generate a key: {e}")))?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| Error::config(format!("self-signed certificate for {host}: {e}")))?;
+    let der = cert.der().clone();
+    let fingerprint = fingerprint(&der);
+    let key = PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| Error::config(format!("self-signed key: {e}")))?;
+    Ok((config_from_der(vec![der], key)?, fingerprint))
+}
+
+/// The SHA-256 fingerprint of a DER certificate, as `AB:CD:…` (what browsers show).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    let mut out = String::with_capacity(95);
+    for (i, b) in digest.as_ref().iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}
+
+/// The configuration a server uses: the caller's (given ALPN if it has none) or a fresh
+/// self-signed one for `host`. Returns the fingerprint when it made the certificate.
+pub(crate) fn server_config(
+    given: Option<&Arc<ServerConfig>>,
+    host: &str,
+) -> Result<(Arc<ServerConfig>, Option<String>)> {
+    match given {
+        Some(config) if config.alpn_protocols.is_empty() => {
+            let mut config = (**config).clone();
+            config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+            Ok((Arc::new(config), None))
+        }
+        Some(config) => Ok((config.clone(), None)),
+        None => {
+            let (config, fp) = self_signed(host)?;
+            tracing::info!("TLS: self-signed certificate for {host}, SHA-256 fingerprint {fp}");
+            Ok((config, Some(fp)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_self_signed_certificate_offers_http1_and_has_a_fingerprint() {
+        let (config, fp) = self_signed("127.0.0.1").unwrap();
+        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+        assert_eq!(fp.len(), 95);
+        assert!(fp.split(':').all(|b| b.len() == 2));
+    }
+
+    #[test]
+    fn a_given_config_without_alpn_gets_ours() {
+        let (config, _) = self_signed("localhost").unwrap();
+        let mut bare = (*config).clone();
+        bare.alpn_protocols.clear();
+        let (used, fp) = server_config(Some(&Arc::new(bare)), "localhost").unwrap();
+        assert_eq!(used.alpn_protocols, [b"http/1.1".to_vec()]);
+        assert!(fp.is_none());
+    }
+}

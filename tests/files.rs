@@ -1,0 +1,258 @@
+//! Bodies to and from files: `save_body_to_file`, `write_body_from_file` (with and without
+//! a length, with and without a handler-set `content-length`), and `shutdown` of a
+//! response whose handler wrote only its head.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use onstream::{Headers, ServerHandle, Stream};
+
+/// `n` bytes of a deterministic pseudo-random pattern (an LCG), so a misplaced or repeated
+/// piece shows up in a comparison.
+fn pattern(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Writes `data` to a fresh temp file and returns its path.
+fn temp_file_with(tag: &str, data: &[u8]) -> PathBuf {
+    let path = temp_path(tag);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+/// Asserts `body == expected` without printing megabytes when they differ.
+fn assert_same_bytes(body: &[u8], expected: &[u8], what: &str) {
+    assert_eq!(body.len(), expected.len(), "{what}: length differs");
+    if let Some(at) = body.iter().zip(expected).position(|(a, b)| a != b) {
+        panic!("{what}: first differing byte at offset {at}");
+    }
+}
+
+/// A server whose handler sends `file` with `write_body_from_file(file, len)` after a
+/// `200` head that carries `content-length` when `set_length` is given.
+fn file_server(path: PathBuf, len: Option<u64>, set_length: Option<u64>) -> TestServer {
+    TestServer::start(
+        |o| o,
+        move || {
+            move |_srv: ServerHandle, stream: Stream| {
+                let path = path.clone();
+                async move {
+                    stream.get_headers().await?;
+                    let mut h = status_headers("200");
+                    if let Some(n) = set_length {
+                        h.append("content-length", n.to_string());
+                    }
+                    stream.write_headers(&h, false).await?;
+                    let file = std::fs::File::open(&path)?;
+                    stream.write_body_from_file(file, len).await
+                }
+            }
+        },
+    )
+}
+
+/// `save_body_to_file` stores a 3 MiB chunked upload (chunks of uneven sizes) byte for
+/// byte, and returns the number of bytes it wrote.
+#[test]
+fn save_body_to_file_stores_a_chunked_upload_byte_exact() {
+    const SIZE: usize = 3 * 1024 * 1024;
+    let data = pattern(SIZE);
+    let dest = temp_path("upload");
+    let server = {
+        let dest = dest.clone();
+        TestServer::start(
+            |o| o,
+            move || {
+                move |_srv: ServerHandle, stream: Stream| {
+                    let dest = dest.clone();
+                    async move {
+                        stream.get_headers().await?;
+                        let mut file = std::fs::File::create(&dest)?;
+                        let n = stream.save_body_to_file(&mut file).await?;
+                        file.sync_all()?;
+                        respond(&stream, "200", n.to_string()).await
+                    }
+                }
+            },
+        )
+    };
+
+    let mut client = Client::connect(server.addr());
+    client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let sizes = [1usize, 4096, 65_535, 100_000, 7, 300_001, 1 << 20];
+    let (mut at, mut i) = (0, 0);
+    while at < SIZE {
+        let n = sizes[i % sizes.len()].min(SIZE - at);
+        let mut chunk = format!("{n:x}\r\n").into_bytes();
+        chunk.extend_from_slice(&data[at..at + n]);
+        chunk.extend_from_slice(b"\r\n");
+        client.send(&chunk);
+        at += n;
+        i += 1;
+    }
+    client.send(b"0\r\n\r\n");
+    let res = client.read_response();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body_str(), SIZE.to_string(), "bytes saved");
+
+    let saved = std::fs::read(&dest).expect("read the saved file");
+    assert_same_bytes(&saved, &data, "saved file");
+    let _ = std::fs::remove_file(&dest);
+}
+
+/// `write_body_from_file(file, Some(len))` for a `len` that fits one piece (64 KiB) sends
+/// exactly the file's first `len` bytes, written whole: `content-length: len`, no chunks.
+#[test]
+fn write_body_from_file_with_a_short_length_sends_that_prefix_with_content_length() {
+    let data = pattern(100_000);
+    let path = temp_file_with("short-prefix", &data);
+    let len = 10_000;
+    let server = file_server(path.clone(), Some(len as u64), None);
+
+    let mut client = Client::connect(server.addr());
+    let res = client.get("/");
+    assert_eq!(res.status, 200);
+    assert!(!res.chunked, "a body written whole was chunked");
+    assert_eq!(res.header("content-length"), Some("10000"));
+    assert_same_bytes(&res.body, &data[..len], "body");
+    // The framing was right: the connection carries a next request.
+    assert_same_bytes(&client.get("/again").body, &data[..len], "second body");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// `write_body_from_file(file, Some(len))` over several 64 KiB pieces, after a head where
+/// the handler set `content-length: len`, sends the first `len` bytes with that length and
+/// no chunked framing.
+#[test]
+fn write_body_from_file_with_handler_content_length_sends_exactly_len_bytes() {
+    let data = pattern(300_000);
+    let path = temp_file_with("long-prefix-cl", &data);
+    let len = 200_000;
+    let server = file_server(path.clone(), Some(len as u64), Some(len as u64));
+
+    let mut client = Client::connect(server.addr());
+    let res = client.get("/");
+    assert_eq!(res.status, 200);
+    assert!(!res.chunked, "chunked despite the handler's content-length");
+    assert_eq!(res.header("transfer-encoding"), None);
+    assert_eq!(res.header("content-length"), Some("200000"));
+    assert_same_bytes(&res.body, &data[..len], "body");
+    assert_same_bytes(&client.get("/again").body, &data[..len], "second body");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// `write_body_from_file(file, Some(len))` over several 64 KiB pieces without a
+/// handler-set length goes out chunked, and the chunks carry exactly the first `len`
+/// bytes.
+#[test]
+fn write_body_from_file_with_a_long_length_and_no_header_is_chunked_and_exact() {
+    let data = pattern(300_000);
+    let path = temp_file_with("long-prefix-chunked", &data);
+    let len = 200_000;
+    let server = file_server(path.clone(), Some(len as u64), None);
+
+    let mut client = Client::connect(server.addr());
+    let res = client.get("/");
+    assert_eq!(res.status, 200);
+    assert!(
+        res.chunked,
+        "a multi-piece body without a length was not chunked"
+    );
+    assert_eq!(res.header("content-length"), None);
+    assert_same_bytes(&res.body, &data[..len], "body");
+    assert_same_bytes(&client.get("/again").body, &data[..len], "second body");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// `write_body_from_file(file, None)` sends the whole file, to its end.
+#[test]
+fn write_body_from_file_without_a_length_sends_the_whole_file() {
+    let data = pattern(150_001);
+    let path = temp_file_with("whole", &data);
+    let server = file_server(path.clone(), None, None);
+
+    let mut client = Client::connect(server.addr());
+    let res = client.get("/");
+    assert_eq!(res.status, 200);
+    assert_same_bytes(&res.body, &data, "body");
+    assert_same_bytes(&client.get("/again").body, &data, "second body");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A handler that wrote only the response head, then called `shutdown()`, gives the
+/// client a complete (empty-bodied) response, and the connection serves the next
+/// keep-alive request.
+#[test]
+fn shutdown_after_headers_only_completes_the_response_and_keeps_the_connection() {
+    let server = TestServer::start(
+        |o| o,
+        || {
+            |_srv: ServerHandle, stream: Stream| async move {
+                let req = stream.get_headers().await?;
+                if req.get(":path") == Some("/next") {
+                    return respond(&stream, "200", "next").await;
+                }
+                let mut h = Headers::new();
+                h.append(":status", "200");
+                h.append("x-only", "headers");
+                stream.write_headers(&h, false).await?;
+                stream.shutdown().await
+            }
+        },
+    );
+    let mut client = Client::connect(server.addr());
+    let res = client.get("/headers-only");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.header("x-only"), Some("headers"));
+    assert!(res.body.is_empty(), "body: {:?}", res.body);
+    assert!(!res.closes(), "shutdown closed the connection");
+
+    let next = client.get("/next");
+    assert_eq!(next.status, 200);
+    assert_eq!(next.body_str(), "next");
+    assert!(
+        server.step_errors().is_empty(),
+        "{:?}",
+        server.step_errors()
+    );
+}
+
+/// `shutdown()` after part of a body ends the body cleanly (a terminated chunked
+/// response), and the connection serves the next keep-alive request.
+#[test]
+fn shutdown_mid_body_ends_the_body_and_keeps_the_connection() {
+    let server = TestServer::start(
+        |o| o,
+        || {
+            |_srv: ServerHandle, stream: Stream| async move {
+                let req = stream.get_headers().await?;
+                if req.get(":path") == Some("/next") {
+                    return respond(&stream, "200", "next").await;
+                }
+                stream.write_headers(&status_headers("200"), false).await?;
+                stream.write_chunk(b"part one, ", false).await?;
+                stream.write_chunk(b"part two", false).await?;
+                stream.shutdown().await
+            }
+        },
+    );
+    let mut client = Client::connect(server.addr());
+    let res = client.get("/partial");
+    assert_eq!(res.status, 200);
+    assert!(res.chunked);
+    assert_eq!(res.body_str(), "part one, part two");
+    assert_eq!(client.get("/next").body_str(), "next");
+    assert!(
+        server.step_errors().is_empty(),
+        "{:?}",
+        server.step_errors()
+    );
+}

@@ -1,0 +1,280 @@
+//! TLS over real loopback sockets with a rustls client: `Tls::On`, `Tls::Auto` (TLS and
+//! cleartext on one port), self-signed certificates and their fingerprint, certificates
+//! from PEM files, ALPN, and handshake failures that must cost only their connection
+//! (DESIGN.md §4 item 5: lua-http's default onerror stopped the server on one).
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::*;
+use onstream::{ErrorKind, Options, Server, Tls};
+use rustls::{
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime},
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A certificate for "localhost" and the server configuration that uses it.
+fn localhost_cert() -> (CertificateDer<'static>, Arc<rustls::ServerConfig>) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let der = ck.cert.der().clone();
+    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let config = onstream::tls::config_from_der(vec![der.clone()], key).unwrap();
+    (der, config)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client that trusts exactly `cert`.
+fn trusting(cert: &CertificateDer<'static>, alpn: &[&[u8]]) -> ClientConfig {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// Accepts any certificate and remembers the one it was shown (for self-signed servers).
+#[derive(Debug, Default)]
+struct RecordingVerifier {
+    seen: Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().unwrap() = Some(end_entity.clone().into_owned());
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+struct TlsReply {
+    alpn: Option<Vec<u8>>,
+    response: Response,
+}
+
+/// Sends one `Connection: close` GET over TLS and reads the whole answer.
+fn tls_get(addr: std::net::SocketAddr, config: ClientConfig, path: &str) -> TlsReply {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio::time::timeout(IO_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .expect("handshake timed out")
+            .expect("handshake failed");
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        tls.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        // A peer that closes without close_notify is an error for rustls; the bytes read
+        // before it still count.
+        let _ = tokio::time::timeout(IO_TIMEOUT, tls.read_to_end(&mut raw))
+            .await
+            .expect("response timed out");
+        TlsReply {
+            alpn,
+            response: parse_one(&raw),
+        }
+    })
+}
+
+/// A handler answering with the request's `:scheme` and `:path`.
+fn scheme_echo() -> impl FnMut(
+    onstream::ServerHandle,
+    onstream::Stream,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = onstream::Result<()>>>,
+> {
+    |_srv, stream| {
+        Box::pin(async move {
+            let req = stream.get_headers().await?;
+            let body = format!(
+                "{} {}",
+                req.get(":scheme").unwrap_or(""),
+                req.get(":path").unwrap_or("")
+            );
+            respond(&stream, "200", body).await
+        })
+    }
+}
+
+/// `Tls::On` with a given certificate serves HTTP/1.1 over TLS, with `:scheme` https.
+#[test]
+fn tls_on_serves_http1_with_a_given_certificate() {
+    let (cert, config) = localhost_cert();
+    let server = TestServer::start(move |o| o.tls(Tls::On).tls_config(config), scheme_echo);
+    let reply = tls_get(server.addr(), trusting(&cert, &[]), "/secure");
+    assert_eq!(reply.response.status, 200);
+    assert_eq!(reply.response.body_str(), "https /secure");
+    assert!(server.step_errors().is_empty());
+}
+
+/// `Tls::Auto` (the default) serves TLS and cleartext clients on the same port.
+#[test]
+fn auto_serves_tls_and_cleartext_on_one_port() {
+    let (cert, config) = localhost_cert();
+    let server = TestServer::start(move |o| o.tls_config(config), scheme_echo);
+    let tls = tls_get(server.addr(), trusting(&cert, &[]), "/a");
+    assert_eq!(tls.response.body_str(), "https /a");
+    let plain = raw_request(
+        server.addr(),
+        b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(parse_one(&plain).body_str(), "http /b");
+    let again = tls_get(server.addr(), trusting(&cert, &[]), "/c");
+    assert_eq!(again.response.body_str(), "https /c");
+}
+
+/// With TLS on and no configuration, the server makes a self-signed certificate and
+/// reports its SHA-256 fingerprint, which is the certificate clients are shown.
+#[test]
+fn a_self_signed_certificate_is_made_and_its_fingerprint_reported() {
+    let server = TestServer::start(|o| o.tls(Tls::On), scheme_echo);
+    let reported = server
+        .exec(|s| s.certificate_fingerprint())
+        .expect("no fingerprint for a self-signed certificate");
+    let verifier = Arc::new(RecordingVerifier::default());
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    let reply = tls_get(server.addr(), config, "/self-signed");
+    assert_eq!(reply.response.body_str(), "https /self-signed");
+    let seen = verifier.seen.lock().unwrap().clone().unwrap();
+    assert_eq!(onstream::tls::fingerprint(&seen), reported);
+}
+
+/// A configuration read from PEM files works, and ALPN negotiates http/1.1 even when
+/// the client prefers h2 (which this server does not speak yet).
+#[test]
+fn pem_files_configure_tls_and_alpn_picks_http1() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (temp_path("cert.pem"), temp_path("key.pem"));
+    std::fs::write(&cert_path, ck.cert.pem()).unwrap();
+    std::fs::write(&key_path, ck.signing_key.serialize_pem()).unwrap();
+    let config = onstream::tls::config_from_pem_files(&cert_path, &key_path).unwrap();
+    let server = TestServer::start(move |o| o.tls(Tls::On).tls_config(config), scheme_echo);
+    let cert = ck.cert.der().clone();
+    let reply = tls_get(
+        server.addr(),
+        trusting(&cert, &[b"h2", b"http/1.1"]),
+        "/pem",
+    );
+    assert_eq!(reply.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    assert_eq!(reply.response.body_str(), "https /pem");
+    let _ = std::fs::remove_file(cert_path);
+    let _ = std::fs::remove_file(key_path);
+}
+
+/// A missing PEM file is a configuration error, not a panic.
+#[test]
+fn a_missing_pem_file_is_a_config_error() {
+    let err = onstream::tls::config_from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+/// lua-http: a failed TLS handshake reached the default onerror and stopped the server.
+/// onstream: the connection is closed, nothing reaches onerror, others are served.
+#[test]
+fn a_failed_handshake_costs_only_its_connection() {
+    let (cert, config) = localhost_cert();
+    let server = TestServer::start(move |o| o.tls(Tls::On).tls_config(config), scheme_echo);
+    // A TLS record header followed by garbage.
+    let mut c = connect(server.addr());
+    c.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    // Cleartext HTTP on a TLS-only port fails its handshake too.
+    let plain = raw_request(server.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        !plain.starts_with(b"HTTP/1.1"),
+        "answered cleartext on a TLS port"
+    );
+    let reply = tls_get(server.addr(), trusting(&cert, &[]), "/still");
+    assert_eq!(reply.response.body_str(), "https /still");
+    assert!(server.wait_connections(0, Duration::from_secs(2)));
+    assert!(
+        server.step_errors().is_empty(),
+        "{:?}",
+        server.step_errors()
+    );
+}
+
+/// A client that connects to a TLS port and sends nothing is closed after
+/// `connection_setup_timeout`.
+#[test]
+fn a_silent_client_is_closed_after_the_setup_timeout() {
+    let server = TestServer::start(
+        |o| {
+            o.tls(Tls::On)
+                .connection_setup_timeout(Duration::from_millis(200))
+        },
+        scheme_echo,
+    );
+    let mut c = connect(server.addr());
+    let closed = read_to_close(&mut c, Duration::from_secs(3));
+    assert_eq!(closed.expect("the silent client was not closed"), b"");
+    assert!(server.wait_connections(0, Duration::from_secs(1)));
+}
+
+/// `Tls::Auto` has no default port (lua-http: the port is required when `tls` is nil).
+#[test]
+fn auto_without_a_port_is_a_config_error() {
+    let server = Server::listen(Options::new().host("127.0.0.1"), |_srv, _stream| async {
+        Ok(())
+    })
+    .unwrap();
+    let err = server.listen_now().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
