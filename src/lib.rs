@@ -36,8 +36,10 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_code)]
 
+mod date;
 mod error;
 mod h1;
+mod h2;
 mod headers;
 mod net;
 mod options;
@@ -53,8 +55,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use headers::{Field, Headers};
 pub use net::{Connected, Family, Listener, LocalAddr};
 pub use options::{
-    Options, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECTION_SETUP_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT,
-    DEFAULT_INTRA_STREAM_TIMEOUT, DEFAULT_SEND_TIMEOUT,
+    Options, Version, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECTION_SETUP_TIMEOUT,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_INTRA_STREAM_TIMEOUT, DEFAULT_SEND_TIMEOUT,
 };
 pub use rt::{sleep, sleep_until, timeout, Controller, Remote, Task};
 pub use server::{OnError, Server, ServerHandle};

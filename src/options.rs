@@ -25,6 +25,19 @@ pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `close()` lets in-flight requests finish before closing their connections.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Which HTTP versions a server speaks (lua-http's `version` option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    /// HTTP/1.0 and 1.1 only: ALPN offers `http/1.1`; a cleartext HTTP/2 preface is
+    /// answered as a (bad) HTTP/1 request.
+    Http1,
+    /// HTTP/2 only: ALPN offers `h2`; cleartext clients must send the preface.
+    Http2,
+    /// Both (the default): ALPN prefers `h2`, cleartext HTTP/2 by prior knowledge.
+    #[default]
+    Any,
+}
+
 /// Server options, built by chaining.
 ///
 /// ```
@@ -48,6 +61,38 @@ pub struct Options {
     pub(crate) controller: Option<Controller>,
     pub(crate) tls: Tls,
     pub(crate) tls_config: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) version: Version,
+    pub(crate) h2: H2Limits,
+}
+
+/// HTTP/2 limits (the h2 crate's settings), with hyper's defaults where it has them.
+#[derive(Debug, Clone)]
+pub(crate) struct H2Limits {
+    pub max_concurrent_streams: u32,
+    pub initial_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub max_send_buffer_size: usize,
+    pub max_pending_accept_reset_streams: usize,
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for H2Limits {
+    fn default() -> Self {
+        H2Limits {
+            // RFC 9113 §6.5.2 recommends at least 100; lua-http advertised no bound.
+            max_concurrent_streams: 100,
+            // 1 MiB per stream and per connection, as hyper: a 64 KiB window caps a
+            // stream at 64 KiB per round trip.
+            initial_window_size: 1024 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+            // Buffered output per stream (hyper's 400 KiB).
+            max_send_buffer_size: 400 * 1024,
+            // Rapid reset (CVE-2023-44487): streams reset by the client before the
+            // server took them, and streams the server had to reset, are bounded.
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+        }
+    }
 }
 
 impl Default for Options {
@@ -64,6 +109,8 @@ impl Default for Options {
             controller: None,
             tls: Tls::default(),
             tls_config: None,
+            version: Version::default(),
+            h2: H2Limits::default(),
         }
     }
 }
@@ -211,6 +258,40 @@ impl Options {
     /// certificate for the listen host. See [`crate::tls::config_from_pem_files`].
     pub fn tls_config(mut self, config: Arc<rustls::ServerConfig>) -> Options {
         self.tls_config = Some(config);
+        self
+    }
+
+    /// Which HTTP versions to speak (default: both).
+    pub fn version(mut self, version: Version) -> Options {
+        self.version = version;
+        self
+    }
+
+    /// HTTP/2: the most streams a client may have open at once (default 100).
+    pub fn max_concurrent_streams(mut self, n: u32) -> Options {
+        self.h2.max_concurrent_streams = n;
+        self
+    }
+
+    /// HTTP/2: the flow-control window per stream and per connection (default 1 MiB each).
+    pub fn h2_window_size(mut self, stream: u32, connection: u32) -> Options {
+        self.h2.initial_window_size = stream;
+        self.h2.initial_connection_window_size = connection;
+        self
+    }
+
+    /// HTTP/2: output buffered per stream before a writing handler waits (default 400 KiB).
+    pub fn h2_max_send_buffer_size(mut self, n: usize) -> Options {
+        self.h2.max_send_buffer_size = n;
+        self
+    }
+
+    /// HTTP/2 rapid-reset bounds (CVE-2023-44487): streams reset by the client before
+    /// being handled (default 20) and streams reset by the server for errors (default
+    /// 1024) before the connection is closed with GOAWAY.
+    pub fn h2_reset_limits(mut self, pending_accept: usize, local_error: usize) -> Options {
+        self.h2.max_pending_accept_reset_streams = pending_accept;
+        self.h2.max_local_error_reset_streams = local_error;
         self
     }
 

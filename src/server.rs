@@ -28,11 +28,13 @@ use std::{
 use crate::{
     error::{Error, Result},
     h1::{H1Config, H1Conn, H1Stream, Outcome},
+    h2::{H2Config, H2Shared, H2Stream},
     net::{bind, Accepting, Conn, Connected, Listener, LocalAddr},
     options::Options,
+    options::Version,
     rt::{sleep, Controller, Remote},
     setup::Setup,
-    stream::Stream,
+    stream::{Inner, Stream},
     tls::{self, Tls},
 };
 
@@ -79,6 +81,8 @@ struct Shared {
     ctl: Controller,
     /// Options that every connection reads.
     h1: Rc<H1Config>,
+    h2: H2Config,
+    version: Version,
     max_concurrent: usize,
     close_timeout: Duration,
     handler: RefCell<Handler>,
@@ -91,7 +95,7 @@ struct Shared {
     /// The accept task, parked while paused or at `max_concurrent`.
     accept_waker: Cell<Option<Waker>>,
     /// Open connections, to close them on shutdown (`None` while still in setup).
-    conns: RefCell<Slab<Option<Weak<H1Conn>>>>,
+    conns: RefCell<Slab<Option<ConnRef>>>,
     /// How connections are set up (TLS or not); made when the server starts listening,
     /// since a self-signed certificate names the listen host.
     setup: RefCell<Option<Rc<Setup>>>,
@@ -101,6 +105,35 @@ struct Shared {
     connection_setup_timeout: Duration,
     /// The SHA-256 fingerprint of the self-signed certificate, when one was made.
     fingerprint: RefCell<Option<String>>,
+}
+
+/// An open connection as the server sees it, to close it on shutdown.
+enum ConnRef {
+    H1(Weak<H1Conn>),
+    H2(Weak<H2Shared>),
+}
+
+impl ConnRef {
+    fn close_gracefully(&self) {
+        match self {
+            ConnRef::H1(c) => c.upgrade().into_iter().for_each(|c| c.close_gracefully()),
+            ConnRef::H2(c) => c.upgrade().into_iter().for_each(|c| c.close_gracefully()),
+        }
+    }
+
+    fn abort(&self) {
+        match self {
+            ConnRef::H1(c) => c.upgrade().into_iter().for_each(|c| c.abort()),
+            ConnRef::H2(c) => c.upgrade().into_iter().for_each(|c| c.abort()),
+        }
+    }
+
+    fn clone_weak(&self) -> ConnRef {
+        match self {
+            ConnRef::H1(c) => ConnRef::H1(c.clone()),
+            ConnRef::H2(c) => ConnRef::H2(c.clone()),
+        }
+    }
 }
 
 enum ListenerState {
@@ -168,6 +201,21 @@ impl Server {
                         header_read_timeout: options.header_read_timeout,
                         send_timeout: options.send_timeout,
                     }),
+                    h2: H2Config {
+                        max_concurrent_streams: options.h2.max_concurrent_streams,
+                        max_header_list_size: u32::try_from(options.limits.max_head)
+                            .unwrap_or(u32::MAX),
+                        initial_window_size: options.h2.initial_window_size,
+                        initial_connection_window_size: options.h2.initial_connection_window_size,
+                        max_send_buffer_size: options.h2.max_send_buffer_size,
+                        max_pending_accept_reset_streams: options
+                            .h2
+                            .max_pending_accept_reset_streams,
+                        max_local_error_reset_streams: options.h2.max_local_error_reset_streams,
+                        connection_setup_timeout: options.connection_setup_timeout,
+                        intra_stream_timeout: options.intra_stream_timeout,
+                    },
+                    version: options.version,
                     max_concurrent: options.max_concurrent,
                     close_timeout: options.close_timeout,
                     handler: RefCell::new(handler),
@@ -325,25 +373,22 @@ impl ServerHandle {
         }
         *shared.listener.borrow_mut() = ListenerState::Closed;
         shared.wake_accept();
-        let conns: Vec<_> = shared
+        let conns: Vec<ConnRef> = shared
             .conns
             .borrow()
             .iter()
-            .filter_map(|(_, c)| c.as_ref()?.upgrade())
+            .filter_map(|(_, c)| c.as_ref().map(ConnRef::clone_weak))
             .collect();
         for c in &conns {
             c.close_gracefully();
         }
         if !conns.is_empty() {
-            let weak: Vec<_> = conns.iter().map(Rc::downgrade).collect();
             let limit = shared.close_timeout;
             shared
                 .ctl
                 .spawn(async move {
                     sleep(limit).await;
-                    for c in weak.iter().filter_map(Weak::upgrade) {
-                        c.abort();
-                    }
+                    conns.iter().for_each(ConnRef::abort);
                 })
                 .detach();
         }
@@ -436,13 +481,15 @@ impl Shared {
                     .as_deref()
                     .filter(|h| !h.is_empty() && *h != "0.0.0.0" && *h != "::")
                     .unwrap_or("localhost");
-                let (config, fingerprint) = tls::server_config(self.tls_config.as_ref(), name)?;
+                let (config, fingerprint) =
+                    tls::server_config(self.tls_config.as_ref(), name, self.version)?;
                 *self.fingerprint.borrow_mut() = fingerprint;
                 Some(config)
             }
         };
         *self.setup.borrow_mut() = Some(Rc::new(Setup::new(
             self.tls,
+            self.version,
             config,
             self.connection_setup_timeout,
         )));
@@ -538,25 +585,37 @@ impl Shared {
                 return;
             }
         };
-        let h1 = H1Conn::new(transport, self.h1.clone());
-        self.conns.borrow_mut()[key] = Some(Rc::downgrade(&h1));
-        if self.closing.get() {
-            h1.close_gracefully();
-        }
         let handle = ServerHandle {
             shared: self.clone(),
         };
+        if transport.h2 {
+            let spawn =
+                |stream: H2Stream| handle.run_handler(Stream::new(Inner::H2(Rc::new(stream))));
+            let register = |h2: &Rc<H2Shared>| {
+                self.conns.borrow_mut()[key] = Some(ConnRef::H2(Rc::downgrade(h2)));
+                if self.closing.get() {
+                    h2.close_gracefully();
+                }
+            };
+            crate::h2::serve(transport, &self.h2, spawn, register).await;
+            return;
+        }
+        let h1 = H1Conn::new(transport, self.h1.clone());
+        self.conns.borrow_mut()[key] = Some(ConnRef::H1(Rc::downgrade(&h1)));
+        if self.closing.get() {
+            h1.close_gracefully();
+        }
         h1.drive(|stream| handle.spawn_handler(stream)).await;
     }
 }
 
 impl ServerHandle {
     fn spawn_handler(&self, stream: H1Stream) {
-        self.run_handler(Stream::new_h1(Rc::new(stream)));
+        self.run_handler(Stream::new(Inner::H1(Rc::new(stream))));
     }
 
     fn run_handler(&self, public: Stream) {
-        let stream = public.h1().clone();
+        let stream = public.inner().clone();
         stream.claim();
         let fut = {
             let mut handler = self.shared.handler.borrow_mut();
@@ -605,7 +664,7 @@ impl ServerHandle {
 /// A handler's future, flushing the connection's output each time the handler yields.
 struct HandlerTask<F> {
     fut: F,
-    stream: Rc<H1Stream>,
+    stream: Inner,
 }
 
 impl<F: Future + Unpin> Future for HandlerTask<F> {

@@ -1,6 +1,7 @@
 //! Connection setup, between accept and HTTP: wait for the first bytes, decide TLS or
-//! cleartext (`Tls::Auto`), run the TLS handshake — all within `connection_setup_timeout`,
-//! as lua-http's `wrap_socket`. A failure here costs only this connection.
+//! cleartext (`Tls::Auto`), run the TLS handshake, and choose HTTP/1 or HTTP/2 (ALPN over
+//! TLS, the preface in cleartext) — all within `connection_setup_timeout`, as lua-http's
+//! `wrap_socket`. A failure here costs only this connection.
 
 use bytes::BytesMut;
 use std::{future::poll_fn, net::SocketAddr, pin::Pin, sync::Arc, task::Poll, time::Duration};
@@ -9,6 +10,7 @@ use tokio::io::ReadBuf;
 use crate::{
     error::{Error, Result},
     net::Conn,
+    options::Version,
     rt::timeout,
     sniff,
     tls::Tls,
@@ -24,11 +26,14 @@ pub(crate) struct Transport {
     pub local_addr: Option<SocketAddr>,
     /// `"https"` over TLS, `"http"` otherwise: the requests' `:scheme`.
     pub scheme: &'static str,
+    /// HTTP/2: chosen by ALPN over TLS, or by the preface in cleartext.
+    pub h2: bool,
 }
 
 /// How connections are set up: the `tls` option and the handshake configuration.
 pub(crate) struct Setup {
     pub tls: Tls,
+    pub version: Version,
     pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     pub timeout: Duration,
 }
@@ -36,11 +41,13 @@ pub(crate) struct Setup {
 impl Setup {
     pub(crate) fn new(
         tls: Tls,
+        version: Version,
         config: Option<Arc<rustls::ServerConfig>>,
         timeout: Duration,
     ) -> Setup {
         Setup {
             tls,
+            version,
             acceptor: config.map(tokio_rustls::TlsAcceptor::from),
             timeout,
         }
@@ -53,7 +60,7 @@ impl Setup {
             Conn::Tcp(s) => Box::new(s),
             Conn::Unix(s) => Box::new(s),
         };
-        let (io, read_ahead, scheme) = timeout(self.timeout, self.negotiate(io))
+        let (io, read_ahead, scheme, h2) = timeout(self.timeout, self.negotiate(io))
             .await
             .map_err(|_| Error::timeout("connection setup"))??;
         Ok(Transport {
@@ -62,26 +69,36 @@ impl Setup {
             peer_addr,
             local_addr,
             scheme,
+            h2,
         })
     }
 
-    async fn negotiate(
-        &self,
-        mut io: Box<dyn Io>,
-    ) -> Result<(Box<dyn Io>, BytesMut, &'static str)> {
-        let use_tls = match self.tls {
-            Tls::Off => return Ok((io, BytesMut::new(), "http")),
-            Tls::On => true,
-            Tls::Auto => {
-                let first = read_some(&mut io).await?;
-                if sniff::is_tls(&first) != Some(true) {
-                    return Ok((io, first, "http"));
-                }
-                io = Box::new(Upgraded::new(io, first.freeze()));
-                true
+    async fn negotiate(&self, mut io: Box<dyn Io>) -> Result<Negotiated> {
+        let mut first = BytesMut::new();
+        if self.tls != Tls::On {
+            let sniff_h2 = self.version != Version::Http1;
+            if self.tls == Tls::Off && !sniff_h2 {
+                return Ok((io, first, "http", false));
             }
-        };
-        debug_assert!(use_tls);
+            read_more(&mut io, &mut first).await?;
+            if self.tls == Tls::Off || sniff::is_tls(&first) != Some(true) {
+                // Cleartext: HTTP/2 by prior knowledge if it starts with the preface.
+                let mut h2 = false;
+                if sniff_h2 {
+                    loop {
+                        match sniff::is_h2_preface(&first) {
+                            Some(yes) => break h2 = yes,
+                            None => read_more(&mut io, &mut first).await?,
+                        }
+                    }
+                }
+                if !h2 && self.version == Version::Http2 {
+                    return Err(Error::protocol(505, "HTTP/1 is not enabled on this server"));
+                }
+                return Ok((io, first, "http", h2));
+            }
+            io = Box::new(Upgraded::new(io, first.split().freeze()));
+        }
         let acceptor = self
             .acceptor
             .as_ref()
@@ -90,13 +107,19 @@ impl Setup {
             .accept(io)
             .await
             .map_err(|e| Error::io(e).with_context("TLS handshake"))?;
-        Ok((Box::new(tls), BytesMut::new(), "https"))
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        if !h2 && self.version == Version::Http2 {
+            return Err(Error::protocol(505, "the client did not choose h2 by ALPN"));
+        }
+        Ok((Box::new(tls), first, "https", h2))
     }
 }
 
-/// Reads what the client has sent so far (at least one byte); EOF is an error.
-async fn read_some(io: &mut Box<dyn Io>) -> Result<BytesMut> {
-    let mut buf = BytesMut::with_capacity(4096);
+type Negotiated = (Box<dyn Io>, BytesMut, &'static str, bool);
+
+/// Reads what the client has sent so far (at least one byte) onto `buf`; EOF is an error.
+async fn read_more(io: &mut Box<dyn Io>, buf: &mut BytesMut) -> Result<()> {
+    buf.reserve(4096);
     let n = poll_fn(|cx| {
         let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
         match Pin::new(&mut **io).poll_read(cx, &mut rb) {
@@ -107,12 +130,12 @@ async fn read_some(io: &mut Box<dyn Io>) -> Result<BytesMut> {
     })
     .await?;
     if n == 0 {
-        return Err(Error::closed("client closed before sending anything"));
+        return Err(Error::closed("client closed during connection setup"));
     }
     // SAFETY: `poll_read` filled the first `n` bytes of the spare capacity.
     #[allow(unsafe_code)]
     unsafe {
-        buf.set_len(n);
+        buf.set_len(buf.len() + n);
     }
-    Ok(buf)
+    Ok(())
 }

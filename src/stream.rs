@@ -21,7 +21,8 @@ use std::{
 
 use crate::{
     error::{Error, Result},
-    h1::H1Stream,
+    h1::{H1Stream, Outcome},
+    h2::H2Stream,
     headers::Headers,
     upgrade::Upgraded,
 };
@@ -44,13 +45,50 @@ const FILE_CHUNK: usize = 64 * 1024;
 /// # }
 /// ```
 pub struct Stream {
-    inner: Rc<H1Stream>,
+    inner: Inner,
     /// Bytes given back with [`Stream::unget`], read before the body's next chunk.
     ungot: RefCell<VecDeque<Bytes>>,
 }
 
+/// The version-specific exchange behind a `Stream`.
+#[derive(Clone)]
+pub(crate) enum Inner {
+    H1(Rc<H1Stream>),
+    H2(Rc<H2Stream>),
+}
+
+impl Inner {
+    pub(crate) fn claim(&self) {
+        match self {
+            Inner::H1(s) => s.claim(),
+            Inner::H2(s) => s.claim(),
+        }
+    }
+
+    pub(crate) fn unclaim(&self) -> bool {
+        match self {
+            Inner::H1(s) => s.unclaim(),
+            Inner::H2(s) => s.unclaim(),
+        }
+    }
+
+    pub(crate) async fn finish(&self, outcome: Outcome) {
+        match self {
+            Inner::H1(s) => s.finish(outcome).await,
+            Inner::H2(s) => s.finish(outcome).await,
+        }
+    }
+
+    /// After each poll of the handler (HTTP/1 flushes here; the h2 task flushes itself).
+    pub(crate) fn after_poll(&self, handler_done: bool) {
+        if let Inner::H1(s) = self {
+            s.after_poll(handler_done);
+        }
+    }
+}
+
 impl Stream {
-    pub(crate) fn new_h1(inner: Rc<H1Stream>) -> Stream {
+    pub(crate) fn new(inner: Inner) -> Stream {
         Stream {
             inner,
             ungot: RefCell::new(VecDeque::new()),
@@ -61,27 +99,42 @@ impl Stream {
     /// the fields in arrival order. Async and fallible to match lua-http (and HTTP/2,
     /// where the head may still be arriving); for HTTP/1 it is already here.
     pub async fn get_headers(&self) -> Result<Headers> {
-        Ok(self.inner.headers().clone())
+        Ok(match &self.inner {
+            Inner::H1(s) => s.headers().clone(),
+            Inner::H2(s) => s.headers().clone(),
+        })
     }
 
     /// The request's trailer fields, once the body has been read to its end.
     pub async fn get_trailers(&self) -> Result<Option<Headers>> {
-        Ok(self.inner.trailers())
+        Ok(match &self.inner {
+            Inner::H1(s) => s.trailers(),
+            Inner::H2(s) => s.trailers(),
+        })
     }
 
     /// The HTTP version of the request.
     pub fn version(&self) -> http::Version {
-        self.inner.version()
+        match &self.inner {
+            Inner::H1(s) => s.version(),
+            Inner::H2(_) => http::Version::HTTP_2,
+        }
     }
 
     /// The client's address (`None` on a unix socket).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.inner.peer_addr()
+        match &self.inner {
+            Inner::H1(s) => s.peer_addr(),
+            Inner::H2(s) => s.peer_addr(),
+        }
     }
 
     /// The server's address this request came in on (`None` on a unix socket).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.inner.local_addr()
+        match &self.inner {
+            Inner::H1(s) => s.local_addr(),
+            Inner::H2(s) => s.local_addr(),
+        }
     }
 
     // ===== reading the body =====
@@ -92,7 +145,10 @@ impl Stream {
         if let Some(b) = self.ungot.borrow_mut().pop_front() {
             return Ok(Some(b));
         }
-        poll_fn(|cx| self.inner.poll_next_chunk(cx)).await
+        match &self.inner {
+            Inner::H1(s) => poll_fn(|cx| s.poll_next_chunk(cx)).await,
+            Inner::H2(s) => s.get_next_chunk().await,
+        }
     }
 
     /// Puts bytes back in front of the body, to be read again.
@@ -197,18 +253,27 @@ impl Stream {
     /// has no body. 1xx heads go out at once; a final head is held until the first body
     /// write, so a body written whole gets a `content-length`.
     pub async fn write_headers(&self, headers: &Headers, end_stream: bool) -> Result<()> {
-        self.inner.write_headers(headers, end_stream).await
+        match &self.inner {
+            Inner::H1(s) => s.write_headers(headers, end_stream).await,
+            Inner::H2(s) => s.write_headers(headers, end_stream).await,
+        }
     }
 
     /// Sends `100 Continue` now (it is otherwise sent when the body is first read).
     pub async fn write_continue(&self) -> Result<()> {
-        self.inner.write_continue().await
+        match &self.inner {
+            Inner::H1(s) => s.write_continue().await,
+            Inner::H2(s) => s.write_continue().await,
+        }
     }
 
     /// Writes a piece of the body; `end_stream` ends the response. Waits while the client
     /// is slower than the handler (backpressure).
     pub async fn write_chunk(&self, data: impl AsRef<[u8]>, end_stream: bool) -> Result<()> {
-        self.inner.write_chunk(data.as_ref(), end_stream).await
+        match &self.inner {
+            Inner::H1(s) => s.write_chunk(data.as_ref(), end_stream).await,
+            Inner::H2(s) => s.write_chunk(data.as_ref(), end_stream).await,
+        }
     }
 
     /// Writes `data` as the whole remaining body and ends the response.
@@ -242,19 +307,24 @@ impl Stream {
     /// Ends the exchange early from the handler's side (lua-http's `shutdown`): an unsent
     /// response becomes an empty one, an open body is ended.
     pub async fn shutdown(&self) -> Result<()> {
-        self.inner.finish(crate::h1::Outcome::Ok).await;
+        self.inner.finish(Outcome::Ok).await;
         Ok(())
     }
 
     /// Takes the connection over after a `101` (lua-http's `take_socket`). The returned
     /// socket starts with any bytes the client sent after the request.
     pub fn take_socket(&self) -> Result<Upgraded> {
-        self.inner.take_socket()
+        match &self.inner {
+            Inner::H1(s) => s.take_socket(),
+            Inner::H2(_) => Err(Error::usage(
+                "take_socket is HTTP/1 only; HTTP/2 upgrades use extended CONNECT",
+            )),
+        }
     }
 }
 
 impl Stream {
-    pub(crate) fn h1(&self) -> &Rc<H1Stream> {
+    pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
 }

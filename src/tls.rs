@@ -4,7 +4,7 @@
 //!
 //! Choices: rustls with the `ring` provider; ALPN chosen by the *server's* preference
 //! (rustls walks the server's list, so the h2-first order wins where lua-http took the
-//! client's first choice); a self-signed certificate from `rcgen` when none is given, as
+//! client's first choice, DESIGN.md §4 item 7), set from the `version` option; a self-signed certificate from `rcgen` when none is given, as
 //! lua-http does, with its SHA-256 fingerprint logged so a user can check what a client
 //! was shown. Sniffing which connections speak TLS is in `sniff.rs`.
 
@@ -12,7 +12,10 @@ use rustls::ServerConfig;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use std::{fmt::Write as _, path::Path, sync::Arc};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    options::Version,
+};
 
 /// Whether connections use TLS (lua-http's `tls` option: `true`, `false`, `nil`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,8 +30,16 @@ pub enum Tls {
     Auto,
 }
 
-/// The ALPN protocols onstream speaks, most preferred first.
-const ALPN: &[&[u8]] = &[b"http/1.1"];
+/// The ALPN protocols for a `version` option, most preferred first: rustls picks the
+/// first of these that the client offers.
+fn alpn(version: Version) -> Vec<Vec<u8>> {
+    let protocols: &[&[u8]] = match version {
+        Version::Http1 => &[b"http/1.1"],
+        Version::Http2 => &[b"h2"],
+        Version::Any => &[b"h2", b"http/1.1"],
+    };
+    protocols.iter().map(|p| p.to_vec()).collect()
+}
 
 /// A TLS server configuration from a PEM certificate chain and a PEM private key (PKCS#8,
 /// PKCS#1 or SEC1), with onstream's ALPN protocols.
@@ -67,7 +78,7 @@ pub fn config_from_der(
             .with_safe_default_protocol_versions()
             .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
             .map_err(|e| Error::config(format!("TLS configuration: {e}")))?;
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    config.alpn_protocols = alpn(Version::Any);
     Ok(Arc::new(config))
 }
 
@@ -104,25 +115,29 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     out
 }
 
-/// The configuration a server uses: the caller's (given ALPN if it has none) or a fresh
-/// self-signed one for `host`. Returns the fingerprint when it made the certificate.
+/// The configuration a server uses: the caller's or a fresh self-signed one for `host`,
+/// offering the ALPN protocols of `version`. Returns the fingerprint when it made the
+/// certificate.
 pub(crate) fn server_config(
     given: Option<&Arc<ServerConfig>>,
     host: &str,
+    version: Version,
 ) -> Result<(Arc<ServerConfig>, Option<String>)> {
-    match given {
-        Some(config) if config.alpn_protocols.is_empty() => {
-            let mut config = (**config).clone();
-            config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-            Ok((Arc::new(config), None))
-        }
-        Some(config) => Ok((config.clone(), None)),
+    let (config, fingerprint) = match given {
+        Some(config) => (config.clone(), None),
         None => {
             let (config, fp) = self_signed(host)?;
             tracing::info!("TLS: self-signed certificate for {host}, SHA-256 fingerprint {fp}");
-            Ok((config, Some(fp)))
+            (config, Some(fp))
         }
+    };
+    let wanted = alpn(version);
+    if config.alpn_protocols == wanted {
+        return Ok((config, fingerprint));
     }
+    let mut config = (*config).clone();
+    config.alpn_protocols = wanted;
+    Ok((Arc::new(config), fingerprint))
 }
 
 #[cfg(test)]
@@ -130,20 +145,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_self_signed_certificate_offers_http1_and_has_a_fingerprint() {
+    fn a_self_signed_certificate_prefers_h2_and_has_a_fingerprint() {
         let (config, fp) = self_signed("127.0.0.1").unwrap();
-        assert_eq!(config.alpn_protocols, [b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         assert_eq!(fp.len(), 95);
         assert!(fp.split(':').all(|b| b.len() == 2));
     }
 
     #[test]
-    fn a_given_config_without_alpn_gets_ours() {
+    fn the_version_option_decides_alpn() {
         let (config, _) = self_signed("localhost").unwrap();
-        let mut bare = (*config).clone();
-        bare.alpn_protocols.clear();
-        let (used, fp) = server_config(Some(&Arc::new(bare)), "localhost").unwrap();
+        let (used, fp) = server_config(Some(&config), "localhost", Version::Http1).unwrap();
         assert_eq!(used.alpn_protocols, [b"http/1.1".to_vec()]);
         assert!(fp.is_none());
+        let (used, _) = server_config(Some(&config), "localhost", Version::Http2).unwrap();
+        assert_eq!(used.alpn_protocols, [b"h2".to_vec()]);
     }
 }

@@ -133,6 +133,7 @@ impl H1Conn {
             peer_addr,
             local_addr,
             scheme,
+            h2: _,
         } = transport;
         Rc::new(H1Conn {
             st: RefCell::new(ConnState {

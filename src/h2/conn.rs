@@ -1,0 +1,207 @@
+//! The HTTP/2 connection task: the `h2` crate's server connection driven on the step
+//! loop (lua-http's `h2_connection`), with onstream's limits and timeouts around it.
+//!
+//! The task polls `Connection::poll_accept`, which also moves every stream's frames, and
+//! hands each new request to the server. Around it: the handshake must finish within
+//! `connection_setup_timeout`; an idle connection (no open stream) gets GOAWAY after
+//! `intra_stream_timeout` (lua-http never times one out); a closing server sends GOAWAY
+//! and lets open streams finish. Frame-level defences — concurrent streams, header list
+//! size, rapid reset (CVE-2023-44487), CONTINUATION floods — are the h2 crate's, set here.
+
+use bytes::Bytes;
+use std::{
+    cell::Cell,
+    future::{poll_fn, Future},
+    net::SocketAddr,
+    pin::Pin,
+    rc::Rc,
+    task::{Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use super::stream::H2Stream;
+use crate::{
+    rt::{sleep, timeout, Controller},
+    setup::Transport,
+    upgrade::{Io, Upgraded},
+};
+
+/// Per-server HTTP/2 settings.
+#[derive(Debug, Clone)]
+pub(crate) struct H2Config {
+    pub max_concurrent_streams: u32,
+    pub max_header_list_size: u32,
+    pub initial_window_size: u32,
+    pub initial_connection_window_size: u32,
+    pub max_send_buffer_size: usize,
+    pub max_pending_accept_reset_streams: usize,
+    pub max_local_error_reset_streams: usize,
+    pub connection_setup_timeout: Duration,
+    pub intra_stream_timeout: Duration,
+}
+
+/// What the connection's streams and the server share with the connection task.
+pub(crate) struct H2Shared {
+    pub(crate) peer_addr: Option<SocketAddr>,
+    pub(crate) local_addr: Option<SocketAddr>,
+    pub(crate) scheme: &'static str,
+    /// Streams whose handlers have not ended: the connection is idle at zero.
+    n_open: Cell<usize>,
+    /// When the last stream ended (or the connection began), for the idle timeout.
+    idle_since: Cell<Instant>,
+    closing: Cell<bool>,
+    aborted: Cell<bool>,
+    driver: Cell<Option<Waker>>,
+}
+
+impl H2Shared {
+    pub(crate) fn stream_opened(&self) {
+        self.n_open.set(self.n_open.get() + 1);
+    }
+
+    pub(crate) fn stream_closed(&self) {
+        self.n_open.set(self.n_open.get().saturating_sub(1));
+        if self.n_open.get() == 0 {
+            self.idle_since
+                .set(Controller::try_current().map_or_else(Instant::now, |c| c.now()));
+            self.wake();
+        }
+    }
+
+    /// Sends GOAWAY; open streams finish, then the connection closes.
+    pub(crate) fn close_gracefully(&self) {
+        self.closing.set(true);
+        self.wake();
+    }
+
+    /// Closes the connection now.
+    pub(crate) fn abort(&self) {
+        self.aborted.set(true);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.driver.take() {
+            w.wake();
+        }
+    }
+}
+
+enum Next {
+    /// Boxed: a request head is large next to the other outcomes.
+    Request(
+        Box<(
+            http::Request<h2::RecvStream>,
+            h2::server::SendResponse<Bytes>,
+        )>,
+    ),
+    Closed,
+    Failed(h2::Error),
+}
+
+/// Runs an HTTP/2 connection until it closes, handing each request to `on_request`.
+pub(crate) async fn serve(
+    transport: Transport,
+    cfg: &H2Config,
+    mut on_request: impl FnMut(H2Stream),
+    on_shared: impl FnOnce(&Rc<H2Shared>),
+) {
+    let Transport {
+        io,
+        read_ahead,
+        peer_addr,
+        local_addr,
+        scheme,
+        h2: _,
+    } = transport;
+    let io: Box<dyn Io> = if read_ahead.is_empty() {
+        io
+    } else {
+        Box::new(Upgraded::new(io, read_ahead.freeze()))
+    };
+    let ctl = Controller::current();
+    let shared = Rc::new(H2Shared {
+        peer_addr,
+        local_addr,
+        scheme,
+        n_open: Cell::new(0),
+        idle_since: Cell::new(ctl.now()),
+        closing: Cell::new(false),
+        aborted: Cell::new(false),
+        driver: Cell::new(None),
+    });
+    on_shared(&shared);
+
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .max_header_list_size(cfg.max_header_list_size)
+        .initial_window_size(cfg.initial_window_size)
+        .initial_connection_window_size(cfg.initial_connection_window_size)
+        .max_send_buffer_size(cfg.max_send_buffer_size)
+        .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams));
+    let mut conn = match timeout(
+        cfg.connection_setup_timeout,
+        builder.handshake::<_, Bytes>(io),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = ?peer_addr, "HTTP/2 handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = ?peer_addr, "HTTP/2 preface not received in time");
+            return;
+        }
+    };
+
+    let mut idle = sleep(cfg.intra_stream_timeout);
+    let mut going_away = false;
+    loop {
+        let next = poll_fn(|cx| {
+            if shared.aborted.get() {
+                return Poll::Ready(Next::Closed);
+            }
+            if shared.closing.get() && !going_away {
+                going_away = true;
+                conn.graceful_shutdown();
+            }
+            match conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok(accepted))) => {
+                    return Poll::Ready(Next::Request(Box::new(accepted)))
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Next::Failed(e)),
+                Poll::Ready(None) => return Poll::Ready(Next::Closed),
+                Poll::Pending => {}
+            }
+            if shared.n_open.get() == 0 && !going_away {
+                idle.reset(shared.idle_since.get() + cfg.intra_stream_timeout);
+                if Pin::new(&mut idle).poll(cx).is_ready() {
+                    // Idle too long: GOAWAY, then accept returns None once it is out.
+                    going_away = true;
+                    conn.graceful_shutdown();
+                    cx.waker().wake_by_ref();
+                }
+            }
+            shared.driver.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await;
+        match next {
+            Next::Request(accepted) => {
+                let (req, respond) = *accepted;
+                on_request(H2Stream::new(shared.clone(), req, respond));
+            }
+            Next::Closed => break,
+            Next::Failed(e) => {
+                if !(e.is_io() || e.is_go_away()) {
+                    tracing::debug!(peer = ?peer_addr, "HTTP/2 connection error: {e}");
+                }
+                break;
+            }
+        }
+    }
+}

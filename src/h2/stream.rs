@@ -1,0 +1,385 @@
+//! One HTTP/2 exchange (lua-http's `h2_stream`) over the `h2` crate's `RecvStream` and
+//! `SendResponse`/`SendStream`: the same operations as `h1::H1Stream`, so `Stream` can
+//! offer one API.
+//!
+//! Flow control: received DATA is released back to the peer as the handler takes it,
+//! so a handler that stops reading stops the client (per stream and, through the
+//! connection window, per connection). Sent DATA waits for send capacity, so a handler
+//! writing faster than the client reads waits too.
+
+use bytes::Bytes;
+use std::{
+    cell::{Cell, RefCell},
+    future::poll_fn,
+    net::SocketAddr,
+    rc::Rc,
+    task::Poll,
+};
+
+use h2::{server::SendResponse, RecvStream, SendStream};
+
+use super::conn::H2Shared;
+use crate::{
+    error::{Error, Result},
+    h1::Outcome,
+    headers::Headers,
+};
+
+/// Where the response is.
+enum Resp {
+    NotStarted,
+    /// Headers sent without END_STREAM: DATA and trailers may follow.
+    Body(SendStream<Bytes>),
+    Done,
+}
+
+/// The HTTP/2 side of a [`Stream`](crate::Stream).
+pub(crate) struct H2Stream {
+    conn: Rc<H2Shared>,
+    headers: Headers,
+    recv: RefCell<RecvStream>,
+    respond: RefCell<Option<SendResponse<Bytes>>>,
+    resp: RefCell<Resp>,
+    trailers: RefCell<Option<Headers>>,
+    /// The request body ended (END_STREAM seen, trailers taken).
+    body_done: Cell<bool>,
+    /// The client sent `expect: 100-continue` and no response went out yet.
+    continue_pending: Cell<bool>,
+    n_handlers: Cell<usize>,
+    finished: Cell<bool>,
+}
+
+impl H2Stream {
+    pub(crate) fn new(
+        conn: Rc<H2Shared>,
+        request: http::Request<RecvStream>,
+        respond: SendResponse<Bytes>,
+    ) -> H2Stream {
+        let (parts, recv) = request.into_parts();
+        let headers = request_headers(&parts, conn.scheme);
+        conn.stream_opened();
+        let expects_continue = headers
+            .get("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+        H2Stream {
+            continue_pending: Cell::new(expects_continue && !recv.is_end_stream()),
+            conn,
+            headers,
+            body_done: Cell::new(recv.is_end_stream()),
+            recv: RefCell::new(recv),
+            respond: RefCell::new(Some(respond)),
+            resp: RefCell::new(Resp::NotStarted),
+            trailers: RefCell::new(None),
+            n_handlers: Cell::new(0),
+            finished: Cell::new(false),
+        }
+    }
+
+    pub(crate) fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        self.conn.peer_addr
+    }
+
+    pub(crate) fn local_addr(&self) -> Option<SocketAddr> {
+        self.conn.local_addr
+    }
+
+    pub(crate) fn trailers(&self) -> Option<Headers> {
+        self.trailers.borrow().clone()
+    }
+
+    // ===== reading =====
+
+    pub(crate) async fn get_next_chunk(&self) -> Result<Option<Bytes>> {
+        if self.body_done.get() {
+            return Ok(None);
+        }
+        if self.continue_pending.replace(false) && matches!(*self.resp.borrow(), Resp::NotStarted) {
+            // RFC 9110 §10.1.1, as over HTTP/1: the client may wait for 100 (Continue).
+            self.write_continue().await?;
+        }
+        let data = poll_fn(|cx| self.recv.borrow_mut().poll_data(cx)).await;
+        match data {
+            Some(Ok(bytes)) => {
+                // The handler has the bytes: let the client send as many again.
+                let _ = self
+                    .recv
+                    .borrow_mut()
+                    .flow_control()
+                    .release_capacity(bytes.len());
+                Ok(Some(bytes))
+            }
+            Some(Err(e)) => Err(h2_error(e, "reading the request body")),
+            None => {
+                let trailers = poll_fn(|cx| self.recv.borrow_mut().poll_trailers(cx)).await;
+                self.body_done.set(true);
+                match trailers {
+                    Ok(Some(map)) => {
+                        *self.trailers.borrow_mut() = Some(Headers::from_header_map(&map))
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(h2_error(e, "reading the request trailers")),
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    // ===== writing =====
+
+    pub(crate) async fn write_headers(&self, headers: &Headers, end_stream: bool) -> Result<()> {
+        let status = parse_status(headers)?;
+        let is_trailers = matches!(*self.resp.borrow(), Resp::Body(_));
+        if is_trailers {
+            // Headers after the body are trailers (lua-http's write_headers semantics).
+            if !end_stream {
+                return Err(Error::usage("trailers must end the stream"));
+            }
+            let map = field_map(headers);
+            let mut resp = self.resp.borrow_mut();
+            if let Resp::Body(send) = &mut *resp {
+                send.send_trailers(map)
+                    .map_err(|e| h2_error(e, "sending trailers"))?;
+            }
+            *resp = Resp::Done;
+            return Ok(());
+        }
+        let Some(status) = status else {
+            return Err(Error::usage("response headers need a :status"));
+        };
+        if !matches!(*self.resp.borrow(), Resp::NotStarted) {
+            return Err(Error::usage("the response already ended"));
+        }
+        let mut response = http::Response::new(());
+        *response.status_mut() =
+            http::StatusCode::from_u16(status).map_err(|_| Error::usage("invalid :status"))?;
+        *response.headers_mut() = field_map(headers);
+        if status >= 200 && !response.headers().contains_key(http::header::DATE) {
+            if let Ok(date) = http::HeaderValue::from_bytes(&crate::date::now()) {
+                response.headers_mut().insert(http::header::DATE, date);
+            }
+        }
+        let mut respond = self.respond.borrow_mut();
+        let Some(responder) = respond.as_mut() else {
+            return Err(Error::usage("the response already ended"));
+        };
+        if (100..200).contains(&status) {
+            if status == 101 {
+                return Err(Error::usage("101 does not exist in HTTP/2"));
+            }
+            return responder
+                .send_informational(response)
+                .map_err(|e| h2_error(e, "sending an informational response"));
+        }
+        let send = responder
+            .send_response(response, end_stream)
+            .map_err(|e| h2_error(e, "sending the response head"))?;
+        respond.take();
+        *self.resp.borrow_mut() = if end_stream {
+            Resp::Done
+        } else {
+            Resp::Body(send)
+        };
+        Ok(())
+    }
+
+    pub(crate) async fn write_continue(&self) -> Result<()> {
+        let mut h = Headers::new();
+        h.append(":status", "100");
+        self.write_headers(&h, false).await
+    }
+
+    pub(crate) async fn write_chunk(&self, data: &[u8], end_stream: bool) -> Result<()> {
+        if matches!(*self.resp.borrow(), Resp::NotStarted) {
+            return Err(Error::usage("write_headers must come before the body"));
+        }
+        if matches!(*self.resp.borrow(), Resp::Done) {
+            return Err(Error::usage("the response already ended"));
+        }
+        // A HEAD response carries no DATA; its END_STREAM still has to go out.
+        let data = if self.headers.get(":method") == Some("HEAD") {
+            &[][..]
+        } else {
+            data
+        };
+        let mut rest = Bytes::copy_from_slice(data);
+        loop {
+            if rest.is_empty() {
+                if end_stream {
+                    self.with_send(|send| send.send_data(Bytes::new(), true))?;
+                    *self.resp.borrow_mut() = Resp::Done;
+                }
+                return Ok(());
+            }
+            self.with_send(|send| {
+                send.reserve_capacity(rest.len());
+                Ok(())
+            })?;
+            let granted = poll_fn(|cx| match &mut *self.resp.borrow_mut() {
+                Resp::Body(send) => send.poll_capacity(cx),
+                _ => Poll::Ready(None),
+            })
+            .await;
+            let n = match granted {
+                Some(Ok(n)) if n > 0 => n.min(rest.len()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(h2_error(e, "waiting to send")),
+                None => return Err(Error::closed("the stream was reset")),
+            };
+            let piece = rest.split_to(n);
+            let last = end_stream && rest.is_empty();
+            self.with_send(|send| send.send_data(piece, last))?;
+            if last {
+                *self.resp.borrow_mut() = Resp::Done;
+                return Ok(());
+            }
+        }
+    }
+
+    fn with_send(
+        &self,
+        f: impl FnOnce(&mut SendStream<Bytes>) -> std::result::Result<(), h2::Error>,
+    ) -> Result<()> {
+        match &mut *self.resp.borrow_mut() {
+            Resp::Body(send) => f(send).map_err(|e| h2_error(e, "sending the body")),
+            _ => Err(Error::usage("the response already ended")),
+        }
+    }
+
+    // ===== lifecycle =====
+
+    pub(crate) fn claim(&self) {
+        self.n_handlers.set(self.n_handlers.get() + 1);
+    }
+
+    pub(crate) fn unclaim(&self) -> bool {
+        self.n_handlers.set(self.n_handlers.get().saturating_sub(1));
+        self.n_handlers.get() == 0
+    }
+
+    /// Ends the exchange after the handler returned: 503 if it never answered, the end of
+    /// an open body, or RST_STREAM(INTERNAL_ERROR) when it failed part-way.
+    pub(crate) async fn finish(&self, outcome: Outcome) {
+        if self.finished.replace(true) {
+            return;
+        }
+        let not_started = matches!(*self.resp.borrow(), Resp::NotStarted);
+        if not_started {
+            if self.respond.borrow().is_none() {
+                return;
+            }
+            let status = match outcome {
+                Outcome::PeerError(status) => status,
+                _ => 503,
+            };
+            let mut h = Headers::new();
+            h.append(":status", status.to_string());
+            h.append("content-type", "text/plain; charset=utf-8");
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error");
+            if self.write_headers(&h, false).await.is_ok() {
+                let _ = self
+                    .write_chunk(format!("{reason}\n").as_bytes(), true)
+                    .await;
+            }
+        } else if matches!(*self.resp.borrow(), Resp::Body(_)) {
+            if outcome == Outcome::Ok {
+                let _ = self.write_chunk(&[], true).await;
+            } else if let Resp::Body(send) = &mut *self.resp.borrow_mut() {
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+            }
+        }
+        // An unread rest of the request body is dropped with the `RecvStream`; h2 then
+        // gives its flow-control credit back to the connection.
+        *self.resp.borrow_mut() = Resp::Done;
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        if !self.finished.get() {
+            if let Some(respond) = self.respond.get_mut() {
+                respond.send_reset(h2::Reason::INTERNAL_ERROR);
+            } else if let Resp::Body(send) = self.resp.get_mut() {
+                send.send_reset(h2::Reason::INTERNAL_ERROR);
+            }
+        }
+        self.conn.stream_closed();
+    }
+}
+
+/// The request's pseudo-headers and fields as a `Headers` list.
+fn request_headers(parts: &http::request::Parts, scheme: &'static str) -> Headers {
+    let mut h = Headers::with_capacity(parts.headers.len() + 5);
+    h.append(":method", parts.method.as_str().to_owned());
+    h.append(
+        ":scheme",
+        parts
+            .uri
+            .scheme_str()
+            .map_or_else(|| scheme.to_owned(), str::to_owned),
+    );
+    if let Some(authority) = parts.uri.authority() {
+        h.append(":authority", authority.as_str().to_owned());
+    }
+    h.append(
+        ":path",
+        parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+    );
+    if let Some(protocol) = parts.extensions.get::<h2::ext::Protocol>() {
+        h.append(":protocol", protocol.as_str().to_owned());
+    }
+    for (name, value) in &parts.headers {
+        h.append_with(
+            name.as_str(),
+            Bytes::copy_from_slice(value.as_bytes()),
+            value.is_sensitive(),
+        );
+    }
+    h
+}
+
+/// Regular fields for the h2 encoder: pseudo-headers and connection-specific fields
+/// (RFC 9113 §8.2.2 forbids them) are left out.
+fn field_map(headers: &Headers) -> http::HeaderMap {
+    let mut map = headers.to_header_map();
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        map.remove(name);
+    }
+    map
+}
+
+/// `Some(status)` for a head, `None` for a trailer block (no `:status`).
+fn parse_status(headers: &Headers) -> Result<Option<u16>> {
+    match headers.get(":status") {
+        None => Ok(None),
+        Some(s) => match s.parse::<u16>() {
+            Ok(n) if s.len() == 3 && (100..1000).contains(&n) => Ok(Some(n)),
+            _ => Err(Error::usage("invalid :status")),
+        },
+    }
+}
+
+fn h2_error(e: h2::Error, what: &'static str) -> Error {
+    if e.is_io() || e.is_reset() || e.is_go_away() {
+        Error::closed(what).with_source(e)
+    } else {
+        Error::new(crate::error::ErrorKind::Io)
+            .with_context(what)
+            .with_source(e)
+    }
+}
