@@ -55,7 +55,7 @@ enum Resp {
     Upgraded,
 }
 
-/// How a handler ended, for [`H1Stream::finish`].
+/// How a handler ended, for the streams' `finish`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Ok,
@@ -63,6 +63,25 @@ pub(crate) enum Outcome {
     Failed,
     /// The handler gave up because the client broke the protocol (answered with this status).
     PeerError(u16),
+}
+
+impl Outcome {
+    /// The answer for a request its handler never answered: the client's protocol error
+    /// status, else 503 (lua-http's automatic response on shutdown).
+    pub(crate) fn automatic_response(self) -> (Headers, String) {
+        let status = match self {
+            Outcome::PeerError(status) => status,
+            _ => 503,
+        };
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let mut head = Headers::new();
+        head.append(":status", status.to_string());
+        head.append("content-type", "text/plain; charset=utf-8");
+        (head, format!("{reason}\n"))
+    }
 }
 
 /// The HTTP/1 side of a [`Stream`](crate::Stream).
@@ -470,21 +489,13 @@ impl H1Stream {
                 || matches!(*self.resp.borrow(), Resp::NotStarted)
             {
                 *self.resp.borrow_mut() = Resp::NotStarted;
-                let status = match (outcome, self.peer_error.get()) {
-                    (Outcome::PeerError(status), _) | (_, Some(status)) => status,
-                    _ => 503,
+                let outcome = match self.peer_error.get() {
+                    Some(status) => Outcome::PeerError(status),
+                    None => outcome,
                 };
-                let reason = http::StatusCode::from_u16(status)
-                    .ok()
-                    .and_then(|s| s.canonical_reason())
-                    .unwrap_or("Error");
-                let mut h = Headers::new();
-                h.append(":status", status.to_string());
-                h.append("content-type", "text/plain; charset=utf-8");
-                let _ = self.write_headers(&h, false).await;
-                let _ = self
-                    .write_chunk(format!("{reason}\n").as_bytes(), true)
-                    .await;
+                let (head, body) = outcome.automatic_response();
+                let _ = self.write_headers(&head, false).await;
+                let _ = self.write_chunk(body.as_bytes(), true).await;
             } else {
                 let _ = self.write_chunk(&[], true).await;
             }

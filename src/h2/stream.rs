@@ -271,21 +271,9 @@ impl H2Stream {
             if self.respond.borrow().is_none() {
                 return;
             }
-            let status = match outcome {
-                Outcome::PeerError(status) => status,
-                _ => 503,
-            };
-            let mut h = Headers::new();
-            h.append(":status", status.to_string());
-            h.append("content-type", "text/plain; charset=utf-8");
-            let reason = http::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("Error");
-            if self.write_headers(&h, false).await.is_ok() {
-                let _ = self
-                    .write_chunk(format!("{reason}\n").as_bytes(), true)
-                    .await;
+            let (head, body) = outcome.automatic_response();
+            if self.write_headers(&head, false).await.is_ok() {
+                let _ = self.write_chunk(body.as_bytes(), true).await;
             }
         } else if matches!(*self.resp.borrow(), Resp::Body(_)) {
             if outcome == Outcome::Ok {
