@@ -347,3 +347,31 @@ fn simple_exchanges_work_over_every_transport_and_version() {
     drop(unix);
     let _ = std::fs::remove_file(&path);
 }
+
+/// Headers written after the body has started are trailers (lua-http's `write_headers`
+/// semantics): on HTTP/1.1 they end the chunked body.
+#[test]
+fn headers_after_the_body_are_sent_as_chunked_trailers() {
+    let server = TestServer::start(
+        |o| o,
+        || {
+            |_srv, stream: onstream::Stream| async move {
+                stream.write_headers(&status_headers("200"), false).await?;
+                stream.write_chunk("part one, ", false).await?;
+                onstream::sleep(std::time::Duration::from_millis(5)).await;
+                stream.write_chunk("part two", false).await?;
+                let mut trailers = onstream::Headers::new();
+                trailers.append("x-checksum", "abc123");
+                stream.write_headers(&trailers, true).await
+            }
+        },
+    );
+    let raw = raw_request(
+        server.addr(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+    assert!(text.ends_with("0\r\nx-checksum: abc123\r\n\r\n"), "{text}");
+    assert_eq!(parse_one(&raw).body_str(), "part one, part two");
+}

@@ -239,6 +239,9 @@ impl H1Stream {
     }
 
     pub(crate) async fn write_headers(&self, headers: &Headers, end_stream: bool) -> Result<()> {
+        if !headers.has(":status") && matches!(*self.resp.borrow(), Resp::Body { .. }) {
+            return self.write_trailers(headers, end_stream);
+        }
         let status = parse_status(headers)?;
         if !matches!(*self.resp.borrow(), Resp::NotStarted) {
             return Err(Error::usage("response headers were already written"));
@@ -260,6 +263,32 @@ impl H1Stream {
             self.write_chunk(&[], true).await?;
         }
         Ok(())
+    }
+
+    /// Headers after the body are trailers (lua-http's `write_headers` semantics): they end
+    /// a chunked body; other framings cannot carry them, so the body just ends.
+    fn write_trailers(&self, trailers: &Headers, end_stream: bool) -> Result<()> {
+        if !end_stream {
+            return Err(Error::usage("trailers must end the stream"));
+        }
+        let resp = self.resp.borrow();
+        let Resp::Body { framing, remaining } = &*resp else {
+            return Ok(());
+        };
+        if *framing == Framing::Chunked {
+            let mut st = self.conn.st.borrow_mut();
+            encode_last_chunk(&mut st.wbuf, Some(trailers));
+            drop(resp);
+            self.end_response(&mut st);
+            return Ok(());
+        }
+        if remaining.is_some_and(|n| n > 0) {
+            return Err(Error::usage(
+                "trailers before the declared body length was written",
+            ));
+        }
+        drop(resp);
+        self.put_body(&[], true)
     }
 
     pub(crate) async fn write_continue(&self) -> Result<()> {
