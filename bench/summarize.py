@@ -5,10 +5,11 @@ usage: bench/summarize.py [--baseline hyper] RESULTS.tsv
 
 Columns: test, server, median req/s, ratio to the baseline's median, median
 server CPU (% of one CPU), median requests per server CPU-second (req/s divided
-by the server's CPU share: meaningful even when the one wrk core is the
-bottleneck), and the ratio of that to the baseline; then the median CPU of wrk
-and of other processes, the number of runs, and the notes of runs that had
-errors (non-2xx answers, socket errors, ...).
+by the server's CPU share: meaningful even when the one client core is the
+bottleneck), and the ratio of that to the baseline; then the median CPU of the
+client (wrk or h2load) and of other processes, the number of runs, and the
+notes of runs that had errors (non-2xx answers, socket errors, h2load
+failed/errored requests, ...).
 """
 import argparse
 import csv
@@ -54,7 +55,7 @@ def main():
         return spec.format(v) if v is not None else "n/a"
 
     head = ["test", "server", "req/s (median)", "vs " + args.baseline, "server CPU%",
-            "req per server CPU-s", "vs " + args.baseline, "wrk CPU%", "other CPU%", "runs", "notes"]
+            "req per server CPU-s", "vs " + args.baseline, "client CPU%", "other CPU%", "runs", "notes"]
     rows = []
     for t in tests:
         base_rps = med(t, args.baseline, "req_s")
