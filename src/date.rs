@@ -32,6 +32,28 @@ pub(crate) fn now() -> HttpDate {
     })
 }
 
+thread_local! {
+    static HEADER_VALUE: std::cell::RefCell<(u64, Option<http::HeaderValue>)> =
+        const { std::cell::RefCell::new((u64::MAX, None)) };
+}
+
+/// The current date as an `http::HeaderValue` (for HTTP/2 responses), also built once a
+/// second; cloning it shares the bytes.
+pub(crate) fn header_value() -> Option<http::HeaderValue> {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    HEADER_VALUE.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        if cache.0 != secs || cache.1.is_none() {
+            let value =
+                http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&now())).ok();
+            *cache = (secs, value);
+        }
+        cache.1.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

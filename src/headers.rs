@@ -122,7 +122,9 @@ impl Headers {
         assert!(valid_name(name.as_bytes()), "invalid header name {name:?}");
         let value = value.into();
         assert!(valid_value(&value), "invalid header value for {name:?}");
-        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        let name = if let Some(known) = common_name(name) {
+            Bytes::from_static(known.as_bytes())
+        } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
             Bytes::from(name.to_ascii_lowercase())
         } else {
             Bytes::copy_from_slice(name.as_bytes())
@@ -137,9 +139,16 @@ impl Headers {
     /// Appends a field whose name is already known to be lower-case and valid, and whose
     /// value is valid: the parsers use it to avoid checking twice.
     pub(crate) fn push_unchecked(&mut self, name: Bytes, value: Bytes) {
-        let never_index = NEVER_INDEX_BY_DEFAULT
-            .iter()
-            .any(|n| n.as_bytes() == &name[..]);
+        self.push_unchecked_with(name, value, false);
+    }
+
+    /// [`Headers::push_unchecked`] for a field the peer marked sensitive (HPACK
+    /// never-indexed), which stays never-index.
+    pub(crate) fn push_unchecked_with(&mut self, name: Bytes, value: Bytes, sensitive: bool) {
+        let never_index = sensitive
+            || NEVER_INDEX_BY_DEFAULT
+                .iter()
+                .any(|n| n.as_bytes() == &name[..]);
         self.push_field(Field {
             name,
             value,
@@ -287,6 +296,32 @@ impl<'a> IntoIterator for &'a Headers {
     fn into_iter(self) -> Self::IntoIter {
         self.fields.iter()
     }
+}
+
+/// The static spelling of names nearly every message has, so appending them allocates
+/// nothing (a handler building a response appends two or three of them per request).
+pub(crate) fn common_name(name: &str) -> Option<&'static str> {
+    Some(match name {
+        ":status" => ":status",
+        ":method" => ":method",
+        ":path" => ":path",
+        ":scheme" => ":scheme",
+        ":authority" => ":authority",
+        ":protocol" => ":protocol",
+        "content-type" => "content-type",
+        "content-length" => "content-length",
+        "date" => "date",
+        "server" => "server",
+        "host" => "host",
+        "user-agent" => "user-agent",
+        "accept" => "accept",
+        "accept-encoding" => "accept-encoding",
+        "cache-control" => "cache-control",
+        "location" => "location",
+        "etag" => "etag",
+        "last-modified" => "last-modified",
+        _ => return None,
+    })
 }
 
 fn eq_name(stored: &[u8], wanted: &str) -> bool {

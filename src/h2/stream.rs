@@ -7,7 +7,7 @@
 //! connection window, per connection). Sent DATA waits for send capacity, so a handler
 //! writing faster than the client reads waits too.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::{
     cell::{Cell, RefCell},
     future::poll_fn,
@@ -158,7 +158,7 @@ impl H2Stream {
             http::StatusCode::from_u16(status).map_err(|_| Error::usage("invalid :status"))?;
         *response.headers_mut() = field_map(headers);
         if status >= 200 && !response.headers().contains_key(http::header::DATE) {
-            if let Ok(date) = http::HeaderValue::from_bytes(&crate::date::now()) {
+            if let Some(date) = crate::date::header_value() {
                 response.headers_mut().insert(http::header::DATE, date);
             }
         }
@@ -301,36 +301,73 @@ impl Drop for H2Stream {
     }
 }
 
-/// The request's pseudo-headers and fields as a `Headers` list.
+/// The request's pseudo-headers and fields as a `Headers` list. The values are copied
+/// into one buffer and shared from it, so the list costs two allocations however many
+/// fields it has, and cloning it (as `get_headers` does) shares rather than copies.
 fn request_headers(parts: &http::request::Parts, scheme: &'static str) -> Headers {
-    let mut h = Headers::with_capacity(parts.headers.len() + 5);
-    h.append(":method", parts.method.as_str().to_owned());
-    h.append(
-        ":scheme",
-        parts
-            .uri
-            .scheme_str()
-            .map_or_else(|| scheme.to_owned(), str::to_owned),
+    let uri = &parts.uri;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let authority = uri.authority().map(|a| a.as_str());
+    let protocol = parts
+        .extensions
+        .get::<h2::ext::Protocol>()
+        .map(|p| p.as_str());
+    let mut buf = BytesMut::with_capacity(
+        path.len()
+            + authority.map_or(0, str::len)
+            + protocol.map_or(0, str::len)
+            + parts.method.as_str().len()
+            + parts
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>(),
     );
-    if let Some(authority) = parts.uri.authority() {
-        h.append(":authority", authority.as_str().to_owned());
-    }
-    h.append(
-        ":path",
-        parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
-    );
-    if let Some(protocol) = parts.extensions.get::<h2::ext::Protocol>() {
-        h.append(":protocol", protocol.as_str().to_owned());
-    }
+    // Where each name and value sits in `buf`; names that are common stay static.
+    let mut spans = Vec::with_capacity(parts.headers.len() + 5);
+    let put = |buf: &mut BytesMut, bytes: &[u8]| {
+        let start = buf.len();
+        buf.extend_from_slice(bytes);
+        start..buf.len()
+    };
+    let method = put(&mut buf, parts.method.as_str().as_bytes());
+    let path = put(&mut buf, path.as_bytes());
+    let authority = authority.map(|a| put(&mut buf, a.as_bytes()));
+    let protocol = protocol.map(|p| put(&mut buf, p.as_bytes()));
     for (name, value) in &parts.headers {
-        h.append_with(
-            name.as_str(),
-            Bytes::copy_from_slice(value.as_bytes()),
-            value.is_sensitive(),
-        );
+        let name = match crate::headers::common_name(name.as_str()) {
+            Some(known) => Err(known),
+            None => Ok(put(&mut buf, name.as_str().as_bytes())),
+        };
+        spans.push((name, put(&mut buf, value.as_bytes()), value.is_sensitive()));
+    }
+    let buf = buf.freeze();
+    let mut h = Headers::with_capacity(parts.headers.len() + 5);
+    h.push_unchecked(Bytes::from_static(b":method"), buf.slice(method));
+    let scheme = uri.scheme_str().unwrap_or(scheme);
+    h.push_unchecked(
+        Bytes::from_static(b":scheme"),
+        if scheme == "https" {
+            Bytes::from_static(b"https")
+        } else if scheme == "http" {
+            Bytes::from_static(b"http")
+        } else {
+            Bytes::copy_from_slice(scheme.as_bytes())
+        },
+    );
+    if let Some(a) = authority {
+        h.push_unchecked(Bytes::from_static(b":authority"), buf.slice(a));
+    }
+    h.push_unchecked(Bytes::from_static(b":path"), buf.slice(path));
+    if let Some(p) = protocol {
+        h.push_unchecked(Bytes::from_static(b":protocol"), buf.slice(p));
+    }
+    for (name, value, sensitive) in spans {
+        let name = match name {
+            Err(known) => Bytes::from_static(known.as_bytes()),
+            Ok(span) => buf.slice(span),
+        };
+        h.push_unchecked_with(name, buf.slice(value), sensitive);
     }
     h
 }
