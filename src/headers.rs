@@ -39,6 +39,11 @@ impl Field {
         &self.value
     }
 
+    /// The value as a shared `Bytes` (a reference count, no copy).
+    pub(crate) fn value_shared(&self) -> Bytes {
+        self.value.clone()
+    }
+
     /// Whether a compressing encoder (HPACK) must never index this field.
     pub fn never_index(&self) -> bool {
         self.never_index
@@ -261,7 +266,7 @@ impl Headers {
         for f in self.fields.iter().filter(|f| f.name.first() != Some(&b':')) {
             if let (Ok(n), Ok(mut v)) = (
                 http::HeaderName::from_bytes(&f.name),
-                http::HeaderValue::from_maybe_shared(f.value.clone()),
+                http::HeaderValue::from_maybe_shared(f.value_shared()),
             ) {
                 v.set_sensitive(f.never_index);
                 map.append(n, v);

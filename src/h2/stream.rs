@@ -157,7 +157,7 @@ impl H2Stream {
         *response.status_mut() =
             http::StatusCode::from_u16(status).map_err(|_| Error::usage("invalid :status"))?;
         *response.headers_mut() = field_map(headers);
-        if status >= 200 && !response.headers().contains_key(http::header::DATE) {
+        if status >= 200 && !headers.has("date") {
             if let Some(date) = crate::date::header_value() {
                 response.headers_mut().insert(http::header::DATE, date);
             }
@@ -372,18 +372,27 @@ fn request_headers(parts: &http::request::Parts, scheme: &'static str) -> Header
     h
 }
 
-/// Regular fields for the h2 encoder: pseudo-headers and connection-specific fields
-/// (RFC 9113 §8.2.2 forbids them) are left out.
+/// Regular fields for the h2 encoder, in one pass: pseudo-headers and connection-specific
+/// fields (RFC 9113 §8.2.2 forbids them) are left out.
 fn field_map(headers: &Headers) -> http::HeaderMap {
-    let mut map = headers.to_header_map();
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        map.remove(name);
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for field in headers {
+        let name = field.name();
+        if name.starts_with(':')
+            || matches!(
+                name,
+                "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
+            )
+        {
+            continue;
+        }
+        if let (Ok(name), Ok(mut value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_maybe_shared(field.value_shared()),
+        ) {
+            value.set_sensitive(field.never_index());
+            map.append(name, value);
+        }
     }
     map
 }
