@@ -586,6 +586,59 @@ fn a_client_reset_mid_upload_fails_the_body_read_and_the_connection_lives_on() {
     );
 }
 
+/// Found by h2spec (generic/3.4/1, http2/5.1/8): a client that resets a stream before
+/// its handler answers made the handler's write fail with an h2 misuse error, which
+/// reached the default onerror and stopped the example server. A reset is the client's
+/// doing: the write fails as a disconnect, nothing reaches onerror, the server goes on.
+#[test]
+fn a_reset_before_the_answer_fails_the_write_as_a_disconnect_not_a_step_error() {
+    let outcome: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let outcome2 = outcome.clone();
+    let server = TestServer::start(
+        |o| o,
+        move || {
+            move |_srv, stream: Stream| {
+                let outcome = outcome2.clone();
+                async move {
+                    let req = stream.get_headers().await?;
+                    if req.get(":path") != Some("/reset-me") {
+                        return respond(&stream, "200", "other").await;
+                    }
+                    onstream::sleep(Duration::from_millis(100)).await;
+                    let written = respond(&stream, "200", "too late").await;
+                    *outcome.lock().unwrap() = Some(match &written {
+                        Ok(()) => "written".to_owned(),
+                        Err(e) => format!("disconnect={} {e}", e.is_disconnect()),
+                    });
+                    written
+                }
+            }
+        },
+    );
+    let addr = server.addr();
+    let other = block_on(async {
+        let client = h2c(addr).await;
+        let mut send = ready(&client).await;
+        let (_response, mut up) = send
+            .send_request(request(&client, "POST", "/reset-me"), false)
+            .expect("send_request");
+        up.send_reset(Reason::CANCEL);
+        assert!(
+            eventually(Duration::from_secs(2), || outcome.lock().unwrap().is_some()).await,
+            "the handler never finished"
+        );
+        get(&client, "/other").await
+    });
+    let outcome = outcome.lock().unwrap().clone().unwrap();
+    assert!(outcome.starts_with("disconnect=true"), "{outcome}");
+    assert_eq!(other.text(), "other");
+    assert!(
+        server.step_errors().is_empty(),
+        "a client reset reached onerror: {:?}",
+        server.step_errors()
+    );
+}
+
 /// A handler that fails before writing headers gets its client a 503, and its error
 /// reaches onerror (the default one: out of `step`) once.
 #[test]

@@ -141,8 +141,10 @@ impl H2Stream {
             let map = field_map(headers);
             let mut resp = self.resp.borrow_mut();
             if let Resp::Body(send) = &mut *resp {
-                send.send_trailers(map)
-                    .map_err(|e| h2_error(e, "sending trailers"))?;
+                if let Err(e) = send.send_trailers(map) {
+                    let reset = send.poll_reset(&mut noop_context()).is_ready();
+                    return Err(send_error(e, reset, "sending trailers"));
+                }
             }
             *resp = Resp::Done;
             return Ok(());
@@ -170,13 +172,18 @@ impl H2Stream {
             if status == 101 {
                 return Err(Error::usage("101 does not exist in HTTP/2"));
             }
-            return responder
-                .send_informational(response)
-                .map_err(|e| h2_error(e, "sending an informational response"));
+            return responder.send_informational(response).map_err(|e| {
+                let reset = responder.poll_reset(&mut noop_context()).is_ready();
+                send_error(e, reset, "sending an informational response")
+            });
         }
-        let send = responder
-            .send_response(response, end_stream)
-            .map_err(|e| h2_error(e, "sending the response head"))?;
+        let send = match responder.send_response(response, end_stream) {
+            Ok(send) => send,
+            Err(e) => {
+                let reset = responder.poll_reset(&mut noop_context()).is_ready();
+                return Err(send_error(e, reset, "sending the response head"));
+            }
+        };
         respond.take();
         *self.resp.borrow_mut() = if end_stream {
             Resp::Done
@@ -226,7 +233,7 @@ impl H2Stream {
             let n = match granted {
                 Some(Ok(n)) if n > 0 => n.min(rest.len()),
                 Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(h2_error(e, "waiting to send")),
+                Some(Err(e)) => return Err(self.body_send_error(e, "waiting to send")),
                 None => return Err(Error::closed("the stream was reset")),
             };
             let piece = rest.split_to(n);
@@ -244,9 +251,20 @@ impl H2Stream {
         f: impl FnOnce(&mut SendStream<Bytes>) -> std::result::Result<(), h2::Error>,
     ) -> Result<()> {
         match &mut *self.resp.borrow_mut() {
-            Resp::Body(send) => f(send).map_err(|e| h2_error(e, "sending the body")),
+            Resp::Body(send) => f(send).map_err(|e| {
+                let reset = send.poll_reset(&mut noop_context()).is_ready();
+                send_error(e, reset, "sending the body")
+            }),
             _ => Err(Error::usage("the response already ended")),
         }
+    }
+
+    fn body_send_error(&self, e: h2::Error, what: &'static str) -> Error {
+        let reset = match &mut *self.resp.borrow_mut() {
+            Resp::Body(send) => send.poll_reset(&mut noop_context()).is_ready(),
+            _ => false,
+        };
+        send_error(e, reset, what)
     }
 
     // ===== lifecycle =====
@@ -406,6 +424,22 @@ fn parse_status(headers: &Headers) -> Result<Option<u16>> {
             _ => Err(Error::usage("invalid :status")),
         },
     }
+}
+
+/// A send that failed because the client reset the stream (h2 then reports a misuse such
+/// as `UnexpectedFrameType`) is a disconnect, not a handler fault: it must not reach
+/// `onerror` (found by h2spec, where a reset before the response stopped the example).
+fn send_error(e: h2::Error, peer_reset: bool, what: &'static str) -> Error {
+    if peer_reset {
+        return Error::closed(what).with_source(e);
+    }
+    h2_error(e, what)
+}
+
+/// A context whose waker does nothing, to ask h2 whether a stream was reset without
+/// registering interest.
+fn noop_context() -> std::task::Context<'static> {
+    std::task::Context::from_waker(futures_util::task::noop_waker_ref())
 }
 
 fn h2_error(e: h2::Error, what: &'static str) -> Error {
