@@ -50,6 +50,7 @@ mod sniff;
 mod stream;
 pub mod tls;
 mod upgrade;
+pub mod websocket;
 
 pub use error::{Error, ErrorKind, Result};
 pub use headers::{Field, Headers};
