@@ -250,8 +250,10 @@ impl Stream {
     // ===== writing the response =====
 
     /// Writes the response head (it needs a `:status`). With `end_stream` the response
-    /// has no body. 1xx heads go out at once; a final head is held until the first body
-    /// write, so a body written whole gets a `content-length`.
+    /// has no body. 1xx heads go out at once; over HTTP/1 a final head is held until the
+    /// first body write, so a body written whole gets a `content-length`. Called again
+    /// after the body has started, with fields and no `:status`, it writes trailers and
+    /// must end the stream (lua-http's semantics).
     pub async fn write_headers(&self, headers: &Headers, end_stream: bool) -> Result<()> {
         match &self.inner {
             Inner::H1(s) => s.write_headers(headers, end_stream).await,
