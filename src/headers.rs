@@ -402,6 +402,35 @@ mod tests {
         assert!(appended.is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever the order of appends: pseudo-headers come first, each group keeps its
+        /// arrival order, and every value is found again under its name.
+        #[test]
+        fn appends_keep_order_with_pseudo_headers_first(
+            fields in proptest::collection::vec(
+                (proptest::bool::ANY, "[a-z][a-z0-9-]{0,8}", "[ -~]{0,12}"),
+                0..20,
+            )
+        ) {
+            let mut h = Headers::new();
+            for (pseudo, name, value) in &fields {
+                let name = if *pseudo { format!(":{name}") } else { name.clone() };
+                h.append(&name, value.clone());
+            }
+            let got: Vec<(String, String)> = h
+                .iter()
+                .map(|f| (f.name().to_owned(), f.value().unwrap().to_owned()))
+                .collect();
+            let mut want: Vec<(String, String)> = fields
+                .iter()
+                .filter(|f| f.0)
+                .map(|(_, n, v)| (format!(":{n}"), v.clone()))
+                .collect();
+            want.extend(fields.iter().filter(|f| !f.0).map(|(_, n, v)| (n.clone(), v.clone())));
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn round_trips_through_http_header_map() {
         let mut h = Headers::new();
