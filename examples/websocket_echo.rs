@@ -21,7 +21,10 @@ fn main() -> onstream::Result<()> {
         Options::new().host("127.0.0.1").port(port).tls(Tls::Off),
         |_server, stream| async move {
             let req = stream.get_headers().await?;
-            if req.get("upgrade").is_none() {
+            // HTTP/1.1 asks with `Upgrade: websocket`, HTTP/2 with an extended CONNECT.
+            let wants_websocket =
+                req.get("upgrade").is_some() || req.get(":protocol") == Some("websocket");
+            if !wants_websocket {
                 let mut res = Headers::new();
                 res.append(":status", "200");
                 res.append("content-type", "text/plain; charset=utf-8");

@@ -314,13 +314,13 @@ impl Stream {
     }
 
     /// Takes the connection over after a `101` (lua-http's `take_socket`). The returned
-    /// socket starts with any bytes the client sent after the request.
+    /// socket starts with any bytes the client sent after the request. Over HTTP/2 the
+    /// stream of an extended CONNECT (RFC 8441) answered with a `2xx` head becomes the
+    /// byte stream instead; the connection's other streams go on.
     pub fn take_socket(&self) -> Result<Upgraded> {
         match &self.inner {
             Inner::H1(s) => s.take_socket(),
-            Inner::H2(_) => Err(Error::usage(
-                "take_socket is HTTP/1 only; HTTP/2 upgrades use extended CONNECT",
-            )),
+            Inner::H2(s) => s.take_tunnel(),
         }
     }
 }

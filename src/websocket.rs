@@ -1,12 +1,13 @@
 //! WebSocket (RFC 6455) for handlers: [`accept`] checks a request's upgrade, answers
 //! `101 Switching Protocols`, takes the connection over and runs `tungstenite`'s codec on
-//! it (lua-http's `websocket.new_from_stream` + `accept`).
+//! it (lua-http's `websocket.new_from_stream` + `accept`). Over HTTP/2 the same call
+//! accepts an extended CONNECT (RFC 8441) and runs the codec on that one stream.
 //!
 //! What this module owns: the server side of the opening handshake (validation with a
 //! clear 400/426 answer, subprotocol choice by the handler) and the limits a server needs
 //! that lua-http lacked (message and frame size). Frame parsing, masking, UTF-8 checks,
-//! ping/pong and the close handshake are tungstenite's. Not yet here: WebSocket over
-//! HTTP/2 (RFC 8441 extended CONNECT) and permessage-deflate (RFC 7692).
+//! ping/pong and the close handshake are tungstenite's. Not yet here: permessage-deflate
+//! (RFC 7692).
 
 use futures_util::{SinkExt, StreamExt};
 use std::fmt;
@@ -95,7 +96,8 @@ impl fmt::Debug for Options {
     }
 }
 
-/// An open WebSocket connection, taken over from an HTTP/1.1 stream.
+/// An open WebSocket connection, taken over from an HTTP/1.1 connection or carried by
+/// one HTTP/2 stream.
 pub struct WebSocket {
     inner: WebSocketStream<Upgraded>,
     protocol: Option<String>,
@@ -159,10 +161,17 @@ pub async fn accept(stream: &Stream, options: Options) -> Result<WebSocket> {
     }
 
     let mut res = Headers::new();
-    res.append(":status", "101");
-    res.append("upgrade", "websocket");
-    res.append("connection", "upgrade");
-    res.append("sec-websocket-accept", derive_accept_key(key.as_bytes()));
+    match &key {
+        // HTTP/1.1: 101 and the accept key (RFC 6455 §4.2.2).
+        Some(key) => {
+            res.append(":status", "101");
+            res.append("upgrade", "websocket");
+            res.append("connection", "upgrade");
+            res.append("sec-websocket-accept", derive_accept_key(key.as_bytes()));
+        }
+        // HTTP/2 extended CONNECT: a 200 opens the tunnel (RFC 8441 §5).
+        None => res.append(":status", "200"),
+    }
     if let Some(p) = &protocol {
         res.append("sec-websocket-protocol", p.clone());
     }
@@ -175,17 +184,26 @@ pub async fn accept(stream: &Stream, options: Options) -> Result<WebSocket> {
     Ok(WebSocket { inner, protocol })
 }
 
-/// Checks the upgrade request (RFC 6455 §4.2.1); the key, or the status and reason to
-/// refuse it with.
+/// Checks the upgrade request (RFC 6455 §4.2.1, or RFC 8441 §5 over HTTP/2); the key
+/// (`None` over HTTP/2, which has none), or the status and reason to refuse it with.
 fn validate(
     req: &Headers,
     version: http::Version,
-) -> std::result::Result<String, (u16, &'static str)> {
+) -> std::result::Result<Option<String>, (u16, &'static str)> {
+    if version == http::Version::HTTP_2 {
+        if req.get(":method") != Some("CONNECT") || req.get(":protocol") != Some("websocket") {
+            return Err((
+                400,
+                "WebSocket over HTTP/2 is an extended CONNECT with :protocol websocket",
+            ));
+        }
+        if req.get("sec-websocket-version").map(str::trim) != Some("13") {
+            return Err((426, "only WebSocket version 13 is supported"));
+        }
+        return Ok(None);
+    }
     if version != http::Version::HTTP_11 {
-        return Err((
-            400,
-            "WebSocket needs HTTP/1.1 (or HTTP/2 extended CONNECT, not yet supported)",
-        ));
+        return Err((400, "WebSocket needs HTTP/1.1 or HTTP/2"));
     }
     if req.get(":method") != Some("GET") {
         return Err((400, "a WebSocket upgrade must be a GET"));
@@ -212,7 +230,7 @@ fn validate(
         .map(str::trim)
         .filter(|k| is_websocket_key(k))
         .ok_or((400, "Sec-WebSocket-Key must be 16 bytes in base64"))?;
-    Ok(key.to_owned())
+    Ok(Some(key.to_owned()))
 }
 
 /// A base64 encoding of 16 bytes: 22 characters and `==`.

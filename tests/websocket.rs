@@ -276,3 +276,131 @@ fn websocket_over_tls() {
         assert_eq!(ws.next().await.unwrap().unwrap(), M::text("over tls"));
     });
 }
+
+/// A client side of an HTTP/2 stream as a byte stream, for tungstenite (the test's
+/// mirror of the server's tunnel).
+struct ClientTunnel {
+    recv: h2::RecvStream,
+    send: h2::SendStream<bytes::Bytes>,
+    pending: bytes::Bytes,
+}
+
+impl tokio::io::AsyncRead for ClientTunnel {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use bytes::Buf;
+        use std::task::Poll;
+        if self.pending.is_empty() {
+            match self.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.pending = data;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(std::io::Error::other(e)));
+                }
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = self.pending.len().min(buf.remaining());
+        buf.put_slice(&self.pending[..n]);
+        self.pending.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for ClientTunnel {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        // Small test messages fit the initial window; no capacity dance needed.
+        let data = bytes::Bytes::copy_from_slice(buf);
+        std::task::Poll::Ready(
+            self.send
+                .send_data(data, false)
+                .map(|()| buf.len())
+                .map_err(std::io::Error::other),
+        )
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let _ = self.send.send_data(bytes::Bytes::new(), true);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// WebSocket over HTTP/2 (RFC 8441): the server advertises SETTINGS_ENABLE_CONNECT_PROTOCOL,
+/// an extended CONNECT with `:protocol websocket` gets a 200, and messages echo over that
+/// one stream while the connection's other streams go on.
+#[test]
+fn websocket_over_http2_extended_connect() {
+    let server = TestServer::start(|o| o, || echo(websocket::Options::new));
+    let addr = server.addr();
+    block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send_request, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut send_request = send_request.ready().await.unwrap();
+        // The server's SETTINGS arrive just after the handshake: wait for them.
+        for _ in 0..200 {
+            if send_request.is_extended_connect_protocol_enabled() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            send_request.is_extended_connect_protocol_enabled(),
+            "the server did not send SETTINGS_ENABLE_CONNECT_PROTOCOL"
+        );
+        let req = http::Request::builder()
+            .method("CONNECT")
+            .uri(format!("http://{addr}/echo"))
+            .header("sec-websocket-version", "13")
+            .extension(h2::ext::Protocol::from("websocket"))
+            .body(())
+            .unwrap();
+        let (response, send) = send_request.send_request(req, false).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        let tunnel = ClientTunnel {
+            recv: response.into_body(),
+            send,
+            pending: bytes::Bytes::new(),
+        };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            tunnel,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        ws.send(M::text("over h2")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), M::text("over h2"));
+        ws.send(M::binary(vec![9u8; 3000])).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            M::binary(vec![9u8; 3000])
+        );
+        ws.close(None).await.unwrap();
+    });
+    assert!(
+        server.step_errors().is_empty(),
+        "{:?}",
+        server.step_errors()
+    );
+}

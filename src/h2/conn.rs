@@ -140,7 +140,9 @@ pub(crate) async fn serve(
         .initial_connection_window_size(cfg.initial_connection_window_size)
         .max_send_buffer_size(cfg.max_send_buffer_size)
         .max_pending_accept_reset_streams(cfg.max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams));
+        .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams))
+        // SETTINGS_ENABLE_CONNECT_PROTOCOL: clients may open WebSockets (RFC 8441).
+        .enable_connect_protocol();
     let mut conn = match timeout(
         cfg.connection_setup_timeout,
         builder.handshake::<_, Bytes>(io),

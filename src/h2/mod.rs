@@ -1,11 +1,15 @@
 //! HTTP/2 on the `h2` crate: `conn.rs` drives a server connection as a task on the step
 //! loop; `stream.rs` gives each request the same `Stream` operations as HTTP/1.
 //!
+//! `tunnel.rs` turns a stream into a byte stream for extended CONNECT (RFC 8441), which
+//! carries WebSocket over HTTP/2.
+//!
 //! Not offered: `Upgrade: h2c` (deprecated by RFC 9113; cleartext HTTP/2 is by prior
 //! knowledge only) and server push (browsers removed it).
 
 mod conn;
 mod stream;
+mod tunnel;
 
 pub(crate) use conn::{serve, H2Config, H2Shared};
 pub(crate) use stream::H2Stream;

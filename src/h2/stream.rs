@@ -23,6 +23,7 @@ use crate::{
     error::{Error, Result},
     h1::Outcome,
     headers::Headers,
+    upgrade::Upgraded,
 };
 
 /// Where the response is.
@@ -31,13 +32,16 @@ enum Resp {
     /// Headers sent without END_STREAM: DATA and trailers may follow.
     Body(SendStream<Bytes>),
     Done,
+    /// The stream became a tunnel (extended CONNECT) owned by the handler.
+    Tunnel,
 }
 
 /// The HTTP/2 side of a [`Stream`](crate::Stream).
 pub(crate) struct H2Stream {
     conn: Rc<H2Shared>,
     headers: Headers,
-    recv: RefCell<RecvStream>,
+    /// `None` once the stream became a tunnel.
+    recv: RefCell<Option<RecvStream>>,
     respond: RefCell<Option<SendResponse<Bytes>>>,
     resp: RefCell<Resp>,
     trailers: RefCell<Option<Headers>>,
@@ -66,7 +70,7 @@ impl H2Stream {
             conn,
             headers,
             body_done: Cell::new(recv.is_end_stream()),
-            recv: RefCell::new(recv),
+            recv: RefCell::new(Some(recv)),
             respond: RefCell::new(Some(respond)),
             resp: RefCell::new(Resp::NotStarted),
             trailers: RefCell::new(None),
@@ -101,20 +105,26 @@ impl H2Stream {
             // RFC 9110 §10.1.1, as over HTTP/1: the client may wait for 100 (Continue).
             self.write_continue().await?;
         }
-        let data = poll_fn(|cx| self.recv.borrow_mut().poll_data(cx)).await;
+        let data = poll_fn(|cx| match &mut *self.recv.borrow_mut() {
+            Some(recv) => recv.poll_data(cx),
+            None => Poll::Ready(None),
+        })
+        .await;
         match data {
             Some(Ok(bytes)) => {
                 // The handler has the bytes: let the client send as many again.
-                let _ = self
-                    .recv
-                    .borrow_mut()
-                    .flow_control()
-                    .release_capacity(bytes.len());
+                if let Some(recv) = &mut *self.recv.borrow_mut() {
+                    let _ = recv.flow_control().release_capacity(bytes.len());
+                }
                 Ok(Some(bytes))
             }
             Some(Err(e)) => Err(h2_error(e, "reading the request body")),
             None => {
-                let trailers = poll_fn(|cx| self.recv.borrow_mut().poll_trailers(cx)).await;
+                let trailers = poll_fn(|cx| match &mut *self.recv.borrow_mut() {
+                    Some(recv) => recv.poll_trailers(cx),
+                    None => Poll::Ready(Ok(None)),
+                })
+                .await;
                 self.body_done.set(true);
                 match trailers {
                     Ok(Some(map)) => {
@@ -265,6 +275,27 @@ impl H2Stream {
             _ => false,
         };
         send_error(e, reset, what)
+    }
+
+    /// Turns the stream into a byte tunnel after a `2xx` answer to an extended CONNECT
+    /// (RFC 8441): the HTTP/2 counterpart of HTTP/1's `take_socket`.
+    pub(crate) fn take_tunnel(&self) -> Result<Upgraded> {
+        if self.headers.get(":method") != Some("CONNECT") {
+            return Err(Error::usage("only a CONNECT stream can become a tunnel"));
+        }
+        let Resp::Body(send) = std::mem::replace(&mut *self.resp.borrow_mut(), Resp::Tunnel) else {
+            return Err(Error::usage(
+                "answer the CONNECT with a 2xx head (not ended) first",
+            ));
+        };
+        let recv = self
+            .recv
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| Error::usage("the stream is already a tunnel"))?;
+        self.body_done.set(true);
+        let tunnel = super::tunnel::H2Tunnel::new(recv, send);
+        Ok(Upgraded::new(Box::new(tunnel), Bytes::new()))
     }
 
     // ===== lifecycle =====
