@@ -10,7 +10,7 @@
 //! (RFC 7692).
 
 use futures_util::{SinkExt, StreamExt};
-use std::fmt;
+use std::{fmt, time::Duration};
 use tokio_tungstenite::{
     tungstenite::{
         handshake::derive_accept_key,
@@ -24,9 +24,12 @@ pub use tokio_tungstenite::tungstenite::{Bytes as Payload, Message, Utf8Bytes};
 use crate::{
     error::{Error, Result},
     headers::Headers,
+    rt::timeout,
     stream::Stream,
     upgrade::Upgraded,
 };
+
+type WsError = tokio_tungstenite::tungstenite::Error;
 
 /// Chooses a subprotocol from those the client offers (in its order); `None` for none.
 pub type ProtocolChooser = Box<dyn Fn(&[&str]) -> Option<String>>;
@@ -42,6 +45,8 @@ pub struct Options {
     max_message_size: usize,
     max_frame_size: usize,
     choose_protocol: Option<ProtocolChooser>,
+    ping_interval: Option<Duration>,
+    close_timeout: Duration,
 }
 
 /// The largest message a peer may send by default: 64 MiB (tungstenite's default;
@@ -49,6 +54,8 @@ pub struct Options {
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 /// The largest frame by default: 16 MiB (tungstenite's default).
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
+/// How long [`WebSocket::close`] waits for the peer's close frame.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Default for Options {
     fn default() -> Self {
@@ -56,6 +63,8 @@ impl Default for Options {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             choose_protocol: None,
+            ping_interval: None,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
         }
     }
 }
@@ -76,6 +85,21 @@ impl Options {
     /// The largest single frame a client may send.
     pub fn max_frame_size(mut self, n: usize) -> Options {
         self.max_frame_size = n;
+        self
+    }
+
+    /// Keepalive: while [`WebSocket::recv`] waits, a ping goes out after this long without
+    /// any frame from the client, and the connection is dropped if another interval
+    /// passes in silence (a half-open TCP connection otherwise lingers forever). Off by
+    /// default.
+    pub fn ping_interval(mut self, interval: Duration) -> Options {
+        self.ping_interval = Some(interval);
+        self
+    }
+
+    /// How long [`WebSocket::close`] waits for the client's close frame (default 5 s).
+    pub fn close_timeout(mut self, timeout: Duration) -> Options {
+        self.close_timeout = timeout;
         self
     }
 
@@ -101,6 +125,8 @@ impl fmt::Debug for Options {
 pub struct WebSocket {
     inner: WebSocketStream<Upgraded>,
     protocol: Option<String>,
+    ping_interval: Option<Duration>,
+    close_timeout: Duration,
 }
 
 impl fmt::Debug for WebSocket {
@@ -181,7 +207,12 @@ pub async fn accept(stream: &Stream, options: Options) -> Result<WebSocket> {
         .max_message_size(Some(options.max_message_size))
         .max_frame_size(Some(options.max_frame_size));
     let inner = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
-    Ok(WebSocket { inner, protocol })
+    Ok(WebSocket {
+        inner,
+        protocol,
+        ping_interval: options.ping_interval,
+        close_timeout: options.close_timeout,
+    })
 }
 
 /// Checks the upgrade request (RFC 6455 §4.2.1, or RFC 8441 §5 over HTTP/2); the key
@@ -258,7 +289,14 @@ impl WebSocket {
     /// close frames acknowledged by the codec; they are still returned for the handler
     /// to see.
     pub async fn recv(&mut self) -> Result<Option<Message>> {
-        match self.inner.next().await {
+        let next = match self.ping_interval {
+            None => self.inner.next().await,
+            Some(interval) => match self.next_with_keepalive(interval).await? {
+                Some(next) => next,
+                None => return Err(Error::timeout("the WebSocket peer stopped answering pings")),
+            },
+        };
+        match next {
             Some(Ok(msg)) => Ok(Some(msg)),
             Some(Err(e)) => {
                 // Tell the client why before the connection goes (RFC 6455 §7.4.1).
@@ -283,13 +321,35 @@ impl WebSocket {
         }
     }
 
-    /// Starts the close handshake with `code` and `reason`.
+    /// The next frame, pinging after `interval` of silence; `None` when a second
+    /// interval passes without any frame.
+    async fn next_with_keepalive(
+        &mut self,
+        interval: Duration,
+    ) -> Result<Option<Option<std::result::Result<Message, WsError>>>> {
+        match timeout(interval, self.inner.next()).await {
+            Ok(next) => return Ok(Some(next)),
+            Err(_) => self
+                .inner
+                .send(Message::Ping(Payload::from_static(b"onstream")))
+                .await
+                .map_err(ws_error)?,
+        }
+        Ok(timeout(interval, self.inner.next()).await.ok())
+    }
+
+    /// Closes with `code` and `reason`, then waits (at most the `close_timeout` option)
+    /// for the client's close frame, discarding messages that arrive meanwhile.
     pub async fn close(&mut self, code: u16, reason: &str) -> Result<()> {
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: Utf8Bytes::from(reason.to_owned()),
         };
-        self.inner.close(Some(frame)).await.map_err(ws_error)
+        self.inner.close(Some(frame)).await.map_err(ws_error)?;
+        let drain = async { while let Some(Ok(_)) = self.inner.next().await {} };
+        // A client that never answers is simply dropped when the time is up.
+        let _ = timeout(self.close_timeout, drain).await;
+        Ok(())
     }
 
     /// The underlying `futures` `Sink + Stream`, e.g. to `split()` into halves used by

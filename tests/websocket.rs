@@ -404,3 +404,74 @@ fn websocket_over_http2_extended_connect() {
         server.step_errors()
     );
 }
+
+/// Completes a WebSocket handshake on a raw socket and returns it (for silent clients).
+fn raw_websocket(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let mut c = connect(addr);
+    c.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "));
+    c
+}
+
+/// With `ping_interval`, a silent client is pinged, and dropped when it stays silent for
+/// another interval (a half-open connection would otherwise hold its handler forever).
+#[test]
+fn a_silent_client_is_pinged_then_dropped() {
+    let server = TestServer::start(
+        |o| o,
+        || echo(|| websocket::Options::new().ping_interval(Duration::from_millis(150))),
+    );
+    let mut c = raw_websocket(server.addr());
+    let start = std::time::Instant::now();
+    let rest = read_to_close(&mut c, Duration::from_secs(3)).expect("never dropped");
+    let waited = start.elapsed();
+    // A ping frame (FIN + opcode 9) came first.
+    assert_eq!(rest.first(), Some(&0x89), "{rest:?}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "dropped after {waited:?}"
+    );
+    assert!(server.wait_connections(0, Duration::from_secs(1)));
+    assert!(
+        server.step_errors().is_empty(),
+        "{:?}",
+        server.step_errors()
+    );
+}
+
+/// `close()` waits for the client's close frame at most `close_timeout`; a client that
+/// never answers is dropped then.
+#[test]
+fn close_gives_up_on_a_client_that_never_answers() {
+    let server = TestServer::start(
+        |o| o,
+        || {
+            |_srv, stream: Stream| async move {
+                let options = websocket::Options::new().close_timeout(Duration::from_millis(200));
+                let mut ws = websocket::accept(&stream, options).await?;
+                ws.close(1001, "going away").await
+            }
+        },
+    );
+    let mut c = raw_websocket(server.addr());
+    let start = std::time::Instant::now();
+    let rest = read_to_close(&mut c, Duration::from_secs(3)).expect("never dropped");
+    assert_eq!(
+        rest.first(),
+        Some(&0x88),
+        "a close frame comes first: {rest:?}"
+    );
+    assert_eq!(u16::from_be_bytes([rest[2], rest[3]]), 1001);
+    assert!(start.elapsed() >= Duration::from_millis(150));
+    assert!(server.wait_connections(0, Duration::from_secs(1)));
+}
