@@ -4,8 +4,7 @@
 //! `wrap_socket`. A failure here costs only this connection.
 
 use bytes::BytesMut;
-use std::{future::poll_fn, net::SocketAddr, pin::Pin, sync::Arc, task::Poll, time::Duration};
-use tokio::io::ReadBuf;
+use std::{future::poll_fn, net::SocketAddr, sync::Arc, time::Duration};
 
 use crate::{
     error::{Error, Result},
@@ -14,7 +13,7 @@ use crate::{
     rt::timeout,
     sniff,
     tls::Tls,
-    upgrade::{Io, Upgraded},
+    upgrade::{poll_read_buf, Io, Upgraded},
 };
 
 /// A connection ready for HTTP: its (possibly TLS) byte stream and what was read ahead.
@@ -120,22 +119,9 @@ type Negotiated = (Box<dyn Io>, BytesMut, &'static str, bool);
 /// Reads what the client has sent so far (at least one byte) onto `buf`; EOF is an error.
 async fn read_more(io: &mut Box<dyn Io>, buf: &mut BytesMut) -> Result<()> {
     buf.reserve(4096);
-    let n = poll_fn(|cx| {
-        let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
-        match Pin::new(&mut **io).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => Poll::Ready(Ok(rb.filled().len())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await?;
+    let n = poll_fn(|cx| poll_read_buf(io, buf, cx)).await?;
     if n == 0 {
         return Err(Error::closed("client closed during connection setup"));
-    }
-    // SAFETY: `poll_read` filled the first `n` bytes of the spare capacity.
-    #[allow(unsafe_code)]
-    unsafe {
-        buf.set_len(buf.len() + n);
     }
     Ok(())
 }

@@ -14,6 +14,30 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 
+/// Reads into the spare capacity of `buf` (which the caller has reserved) without zeroing
+/// it first, and extends `buf` by what was read. `Ok(0)` is EOF.
+pub(crate) fn poll_read_buf(
+    io: &mut Box<dyn Io>,
+    buf: &mut bytes::BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
+    match Pin::new(&mut **io).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) => {
+            let n = rb.filled().len();
+            // SAFETY: `poll_read` initialised and filled the first `n` bytes of the spare
+            // capacity, as `ReadBuf::filled` reports.
+            #[allow(unsafe_code)]
+            unsafe {
+                buf.set_len(buf.len() + n);
+            }
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 /// A socket taken from its HTTP connection. Reads return the bytes the server had already
 /// buffered, then the socket's own.
 pub struct Upgraded {

@@ -30,7 +30,7 @@ use std::{
     task::{Context, Poll, Waker},
     time::Duration,
 };
-use tokio::io::{AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 
 use super::{
     body::{Decoded, Decoder},
@@ -41,7 +41,7 @@ use crate::{
     error::{Error, Result},
     rt::{sleep, Controller, Sleep},
     setup::Transport,
-    upgrade::Io,
+    upgrade::{poll_read_buf, Io},
 };
 
 /// Past this many buffered output bytes a writing stream waits for the socket.
@@ -454,7 +454,8 @@ impl H1Conn {
                 return Poll::Ready(());
             }
             scratch.clear();
-            match poll_fill_io(&mut io, &mut scratch, cx) {
+            scratch.reserve(READ_CHUNK);
+            match poll_read_buf(&mut io, &mut scratch, cx) {
                 Poll::Ready(Ok(n)) if n > 0 && drained + n < LINGER_BYTES => drained += n,
                 Poll::Ready(_) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
@@ -610,33 +611,12 @@ fn poll_fill(
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     match io {
-        Some(io) => poll_fill_io(io, rbuf, cx),
-        None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-    }
-}
-
-fn poll_fill_io(
-    io: &mut Box<dyn Io>,
-    rbuf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
-        rbuf.reserve(READ_CHUNK);
-    }
-    let spare = rbuf.spare_capacity_mut();
-    let mut buf = ReadBuf::uninit(spare);
-    match Pin::new(&mut **io).poll_read(cx, &mut buf) {
-        Poll::Ready(Ok(())) => {
-            let n = buf.filled().len();
-            // SAFETY: `poll_read` initialised and filled the first `n` bytes of the spare
-            // capacity, as `ReadBuf::filled` reports.
-            #[allow(unsafe_code)]
-            unsafe {
-                rbuf.set_len(rbuf.len() + n);
+        Some(io) => {
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK / 2 {
+                rbuf.reserve(READ_CHUNK);
             }
-            Poll::Ready(Ok(n))
+            poll_read_buf(io, rbuf, cx)
         }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => Poll::Pending,
+        None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
     }
 }
