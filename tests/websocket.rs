@@ -207,20 +207,7 @@ fn bad_upgrades_are_refused_with_400_or_426() {
 #[test]
 fn invalid_utf8_text_is_closed_with_1007() {
     let server = TestServer::start(|o| o, || echo(websocket::Options::new));
-    let mut c = connect(server.addr());
-    c.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let (mut c, head) = raw_websocket(server.addr());
     assert!(
         head.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
         "{head}"
@@ -405,8 +392,8 @@ fn websocket_over_http2_extended_connect() {
     );
 }
 
-/// Completes a WebSocket handshake on a raw socket and returns it (for silent clients).
-fn raw_websocket(addr: std::net::SocketAddr) -> std::net::TcpStream {
+/// Completes a WebSocket handshake on a raw socket; returns it and the 101 head.
+fn raw_websocket(addr: std::net::SocketAddr) -> (std::net::TcpStream, String) {
     let mut c = connect(addr);
     c.write_all(
         b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -419,8 +406,9 @@ Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n
         c.read_exact(&mut byte).unwrap();
         head.push(byte[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101 "));
-    c
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    (c, head)
 }
 
 /// With `ping_interval`, a silent client is pinged, and dropped when it stays silent for
@@ -431,7 +419,7 @@ fn a_silent_client_is_pinged_then_dropped() {
         |o| o,
         || echo(|| websocket::Options::new().ping_interval(Duration::from_millis(150))),
     );
-    let mut c = raw_websocket(server.addr());
+    let (mut c, _) = raw_websocket(server.addr());
     let start = std::time::Instant::now();
     let rest = read_to_close(&mut c, Duration::from_secs(3)).expect("never dropped");
     let waited = start.elapsed();
@@ -463,7 +451,7 @@ fn close_gives_up_on_a_client_that_never_answers() {
             }
         },
     );
-    let mut c = raw_websocket(server.addr());
+    let (mut c, _) = raw_websocket(server.addr());
     let start = std::time::Instant::now();
     let rest = read_to_close(&mut c, Duration::from_secs(3)).expect("never dropped");
     assert_eq!(
