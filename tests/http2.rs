@@ -20,10 +20,7 @@ use bytes::{Bytes, BytesMut};
 use common::*;
 use h2::{client::SendRequest, Reason, RecvStream, SendStream};
 use onstream::{ErrorKind, Headers, Stream, Tls, Version};
-use rustls::{
-    pki_types::{CertificateDer, PrivateKeyDer, ServerName},
-    ClientConfig, RootCertStore,
-};
+use rustls::{pki_types::ServerName, ClientConfig};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     task::JoinHandle,
@@ -201,29 +198,6 @@ impl Reply {
 }
 
 // ===== TLS =====
-
-/// A certificate for "localhost" and the server configuration that uses it.
-fn localhost_cert() -> (CertificateDer<'static>, Arc<rustls::ServerConfig>) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let der = ck.cert.der().clone();
-    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
-    let config = onstream::tls::config_from_der(vec![der.clone()], key).unwrap();
-    (der, config)
-}
-
-/// A client that trusts exactly `cert` and offers `alpn`, in that order.
-fn trusting(cert: &CertificateDer<'static>, alpn: &[&[u8]]) -> ClientConfig {
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.clone()).unwrap();
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
-}
 
 // ===== handlers =====
 

@@ -15,36 +15,10 @@ use common::*;
 use onstream::{ErrorKind, Options, Server, Tls};
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
-    pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime},
-    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    pki_types::{CertificateDer, ServerName, UnixTime},
+    ClientConfig, DigitallySignedStruct, SignatureScheme,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A certificate for "localhost" and the server configuration that uses it.
-fn localhost_cert() -> (CertificateDer<'static>, Arc<rustls::ServerConfig>) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let der = ck.cert.der().clone();
-    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
-    let config = onstream::tls::config_from_der(vec![der.clone()], key).unwrap();
-    (der, config)
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// A client that trusts exactly `cert`.
-fn trusting(cert: &CertificateDer<'static>, alpn: &[&[u8]]) -> ClientConfig {
-    let mut roots = RootCertStore::empty();
-    roots.add(cert.clone()).unwrap();
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
-}
 
 /// Accepts any certificate and remembers the one it was shown (for self-signed servers).
 #[derive(Debug, Default)]
@@ -84,7 +58,7 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
+        tls_provider()
             .signature_verification_algorithms
             .supported_schemes()
     }
@@ -181,7 +155,7 @@ fn a_self_signed_certificate_is_made_and_its_fingerprint_reported() {
         .exec(|s| s.certificate_fingerprint())
         .expect("no fingerprint for a self-signed certificate");
     let verifier = Arc::new(RecordingVerifier::default());
-    let config = ClientConfig::builder_with_provider(provider())
+    let config = ClientConfig::builder_with_provider(tls_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()

@@ -16,7 +16,7 @@ use onstream::{
     websocket::{self, Message},
     Stream,
 };
-use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio_tungstenite::tungstenite::{
     client::IntoClientRequest, protocol::frame::coding::CloseCode, Message as M,
 };
@@ -230,26 +230,14 @@ fn invalid_utf8_text_is_closed_with_1007() {
 /// WebSocket works over TLS (`wss://`) with the same handler.
 #[test]
 fn websocket_over_tls() {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert = ck.cert.der().clone();
-    let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
-    let config = onstream::tls::config_from_der(vec![cert.clone()], key).unwrap();
+    let (cert, config) = localhost_cert();
     let server = TestServer::start(
         move |o| o.tls(onstream::Tls::On).tls_config(config),
         || echo(websocket::Options::new),
     );
     let addr = server.addr();
     block_on(async move {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert).unwrap();
-        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = trusting(&cert, &[b"http/1.1"]);
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)

@@ -654,3 +654,38 @@ pub fn temp_path(tag: &str) -> std::path::PathBuf {
         N.fetch_add(1, Ordering::SeqCst)
     ))
 }
+
+// ===== TLS =====
+
+/// rustls's ring provider, the one the server uses too.
+pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate for "localhost" and the server configuration that uses it.
+pub fn localhost_cert() -> (
+    rustls::pki_types::CertificateDer<'static>,
+    std::sync::Arc<rustls::ServerConfig>,
+) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let der = ck.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let config = onstream::tls::config_from_der(vec![der.clone()], key).unwrap();
+    (der, config)
+}
+
+/// A client configuration that trusts exactly `cert` and offers `alpn`, in that order.
+pub fn trusting(
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(tls_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
