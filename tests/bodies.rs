@@ -152,6 +152,22 @@ fn an_unread_small_body_does_not_block_the_next_keep_alive_request() {
     assert_eq!(res.body_str(), "/next");
 }
 
+/// An unread body too large to throw away (over 1 MiB) is not read at all: the handler's
+/// answer still arrives, then the connection closes instead of reading megabytes.
+#[test]
+fn an_unread_large_body_closes_the_connection_after_the_answer() {
+    let server = TestServer::start(|o| o, path_echo);
+    let mut c = Client::connect(server.addr());
+    c.send(b"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\nonly a little");
+    let res = c.read_response();
+    assert_eq!(res.body_str(), "/big");
+    assert!(
+        c.read_to_close(Duration::from_secs(3)).is_ok(),
+        "the connection stayed open to read a body nobody wants"
+    );
+    assert!(server.wait_connections(0, Duration::from_secs(2)));
+}
+
 /// A client that disconnects in the middle of its body makes the handler's body read fail
 /// (it does not hang).
 #[test]
