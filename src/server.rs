@@ -150,6 +150,9 @@ enum ListenerState {
     },
     /// `close()` was called, or `listen_now` failed.
     Closed,
+    /// No listener at all ([`Server::without_listener`]): connections come only from
+    /// `add_socket`.
+    Detached,
 }
 
 impl Server {
@@ -177,6 +180,21 @@ impl Server {
     {
         let server = Server::build(&options, onstream)?;
         *server.handle.shared.listener.borrow_mut() = ListenerState::Bound(listener.into());
+        Ok(server)
+    }
+
+    /// A server with no listening socket that serves only the connections given to
+    /// [`Server::add_socket`]: inetd's `nowait` mode (the connection is on standard
+    /// input), or a worker fed by an acceptor thread. `options`' listen settings are
+    /// ignored; with `Tls::Auto` or `Tls::On` and no `tls_config` the self-signed
+    /// certificate is made for `localhost`.
+    pub fn without_listener<F, Fut>(options: Options, onstream: F) -> Result<Server>
+    where
+        F: FnMut(ServerHandle, Stream) -> Fut + 'static,
+        Fut: Future<Output = Result<()>> + 'static,
+    {
+        let server = Server::build(&options, onstream)?;
+        *server.handle.shared.listener.borrow_mut() = ListenerState::Detached;
         Ok(server)
     }
 
@@ -407,7 +425,10 @@ impl ServerHandle {
 
     /// Whether the listener and every connection are closed.
     pub fn empty(&self) -> bool {
-        matches!(*self.shared.listener.borrow(), ListenerState::Closed) && self.connections() == 0
+        matches!(
+            *self.shared.listener.borrow(),
+            ListenerState::Closed | ListenerState::Detached
+        ) && self.connections() == 0
     }
 
     /// Whether the server is paused.
@@ -422,6 +443,7 @@ impl ServerHandle {
             ListenerState::Bound(l) => l.local_addr(),
             ListenerState::Unbound(_) => Err(Error::usage("not listening yet")),
             ListenerState::Closed => Err(Error::closed("server closed")),
+            ListenerState::Detached => Err(Error::usage("the server has no listener")),
         }
     }
 
@@ -469,16 +491,39 @@ impl Shared {
                 }
             }
             ListenerState::Bound(l) => l,
+            ListenerState::Detached if self.setup.borrow().is_none() => {
+                *state = ListenerState::Detached;
+                drop(state);
+                return self.make_setup(None);
+            }
             other => {
                 *state = other;
                 return Ok(());
             }
         };
+        drop(state);
+        self.make_setup(host.as_deref())?;
+        let addr = listener.local_addr()?;
+        let accepting = Rc::new(listener.register(&self.ctl)?);
+        *self.listener.borrow_mut() = ListenerState::Running {
+            addr,
+            _listener: accepting.clone(),
+        };
+        self.ctl
+            .spawn(Shared::accept_loop(
+                Rc::downgrade(self),
+                Rc::downgrade(&accepting),
+            ))
+            .detach();
+        Ok(())
+    }
+
+    /// The per-connection setup (TLS configuration, sniffing), made once at start.
+    fn make_setup(&self, host: Option<&str>) -> Result<()> {
         let config = match self.tls {
             Tls::Off => None,
             Tls::On | Tls::Auto => {
                 let name = host
-                    .as_deref()
                     .filter(|h| !h.is_empty() && *h != "0.0.0.0" && *h != "::")
                     .unwrap_or("localhost");
                 let (config, fingerprint) =
@@ -493,19 +538,6 @@ impl Shared {
             config,
             self.connection_setup_timeout,
         )));
-        let addr = listener.local_addr()?;
-        let accepting = Rc::new(listener.register(&self.ctl)?);
-        *state = ListenerState::Running {
-            addr,
-            _listener: accepting.clone(),
-        };
-        drop(state);
-        self.ctl
-            .spawn(Shared::accept_loop(
-                Rc::downgrade(self),
-                Rc::downgrade(&accepting),
-            ))
-            .detach();
         Ok(())
     }
 

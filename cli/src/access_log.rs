@@ -1,0 +1,196 @@
+//! The access log: one line per answered request, in NCSA common or combined format
+//! (as nginx and Apache write them) on standard output, or as a JSON object through
+//! `tracing`'s JSON formatter.
+//!
+//! Common and combined lines are buffered and written at most every second (and when
+//! the buffer fills, and at exit): a `write(2)` per request would cost as much as
+//! answering a small file.
+
+use std::{
+    cell::RefCell,
+    io::{BufWriter, Stdout, Write},
+    net::SocketAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crate::args::LogFormat;
+
+/// What is logged of one request.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub peer: Option<SocketAddr>,
+    pub method: &'a str,
+    pub target: &'a str,
+    pub version: &'static str,
+    pub status: u16,
+    /// Body bytes sent (`-` in the log when 0, as NCSA).
+    pub bytes: u64,
+    pub referer: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub duration: Duration,
+}
+
+/// The log of a running server.
+#[derive(Debug)]
+pub struct AccessLog {
+    format: LogFormat,
+    out: RefCell<BufWriter<Stdout>>,
+    /// The last second formatted, and its `[10/Oct/2000:13:55:36 +0000]` text.
+    stamp: RefCell<(u64, String)>,
+}
+
+impl AccessLog {
+    /// A log in `format`; for JSON, the `tracing` subscriber must be installed.
+    pub fn new(format: LogFormat) -> AccessLog {
+        AccessLog {
+            format,
+            out: RefCell::new(BufWriter::with_capacity(64 * 1024, std::io::stdout())),
+            stamp: RefCell::new((u64::MAX, String::new())),
+        }
+    }
+
+    /// Logs one request.
+    pub fn log(&self, r: &Record<'_>) {
+        if self.format == LogFormat::Json {
+            tracing::info!(
+                target: "onstream::access",
+                peer = %Peer(r.peer),
+                method = r.method,
+                target_uri = r.target,
+                version = r.version,
+                status = r.status,
+                bytes = r.bytes,
+                referer = r.referer.unwrap_or(""),
+                user_agent = r.user_agent.unwrap_or(""),
+                duration_us = u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX),
+            );
+            return;
+        }
+        let mut out = self.out.borrow_mut();
+        let bytes = if r.bytes == 0 {
+            "-".to_owned()
+        } else {
+            r.bytes.to_string()
+        };
+        let _ = write!(
+            out,
+            "{} - - {} \"{} {} {}\" {} {}",
+            Peer(r.peer),
+            self.stamp(),
+            Escaped(r.method),
+            Escaped(r.target),
+            r.version,
+            r.status,
+            bytes
+        );
+        if self.format == LogFormat::Combined {
+            let _ = write!(
+                out,
+                " \"{}\" \"{}\"",
+                Escaped(r.referer.unwrap_or("-")),
+                Escaped(r.user_agent.unwrap_or("-"))
+            );
+        }
+        let _ = out.write_all(b"\n");
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&self) {
+        let _ = self.out.borrow_mut().flush();
+    }
+
+    fn stamp(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut stamp = self.stamp.borrow_mut();
+        if stamp.0 != now {
+            *stamp = (now, clf_time(now));
+        }
+        stamp.1.clone()
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// The client's address, `-` on a unix socket.
+struct Peer(Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{}", a.ip()),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// A logged field with `"`, `\` and control bytes escaped, so a request cannot forge
+/// log lines (nginx escapes the same way).
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '"' | '\\' => write!(f, "\\x{:02X}", c as u32)?,
+                c if c.is_control() => write!(f, "\\x{:02X}", c as u32)?,
+                c => write!(f, "{c}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[10/Oct/2000:13:55:36 +0000]` for a Unix time, in UTC.
+fn clf_time(secs: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let s = secs % 86_400;
+    format!(
+        "[{d:02}/{}/{y}:{:02}:{:02}:{:02} +0000]",
+        MONTHS[(m - 1) as usize],
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+/// Year, month (1-12) and day of the proleptic Gregorian calendar for days since
+/// 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_in_common_log_format() {
+        assert_eq!(clf_time(0), "[01/Jan/1970:00:00:00 +0000]");
+        assert_eq!(clf_time(971_186_136), "[10/Oct/2000:13:55:36 +0000]");
+        assert_eq!(clf_time(1_709_164_800), "[29/Feb/2024:00:00:00 +0000]");
+    }
+
+    #[test]
+    fn quotes_and_control_bytes_are_escaped() {
+        assert_eq!(Escaped("/a\"b\\c\n").to_string(), "/a\\x22b\\x5Cc\\x0A");
+        assert_eq!(Escaped("/ü").to_string(), "/ü");
+    }
+}

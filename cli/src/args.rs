@@ -1,0 +1,174 @@
+//! The command line (clap): every option of the `onstream` command, with its default.
+
+use clap::{Parser, ValueEnum};
+use std::{path::PathBuf, time::Duration};
+
+/// Serve a directory over HTTP/1.1, HTTP/2 and TLS.
+///
+/// By default both http:// and https:// work on one port (TLS is detected per
+/// connection) with a self-signed certificate made at start; its SHA-256 fingerprint is
+/// printed with the URLs.
+#[derive(Debug, Parser)]
+#[command(name = "onstream", version)]
+pub struct Args {
+    /// The directory to serve.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+
+    /// The TCP port (0: any free port).
+    #[arg(long, short, default_value_t = 8000)]
+    pub port: u16,
+
+    /// Listen on a unix socket at PATH instead of TCP.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["bind", "port"])]
+    pub unix: Option<PathBuf>,
+
+    /// The unix socket's permissions, in octal (e.g. 660).
+    #[arg(long, value_parser = parse_mode, requires = "unix")]
+    pub mode: Option<u32>,
+
+    /// TLS: on, off, or auto (decided per connection by its first byte).
+    #[arg(long, value_enum, default_value_t = TlsMode::Auto)]
+    pub tls: TlsMode,
+
+    /// The certificate chain (PEM) instead of a self-signed certificate.
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --cert.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Speak HTTP/1.x only.
+    #[arg(long, conflicts_with = "http2_only")]
+    pub http1_only: bool,
+
+    /// Speak HTTP/2 only (TLS with ALPN h2, or cleartext prior knowledge).
+    #[arg(long)]
+    pub http2_only: bool,
+
+    /// At most this many connections at once; more wait in the kernel's backlog.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Seconds a new connection may take to send its first request (and finish TLS).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub connection_setup_timeout: Option<Duration>,
+
+    /// Seconds an idle keep-alive connection is kept between requests.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub intra_stream_timeout: Option<Duration>,
+
+    /// Seconds a client may take to send a request's headers once it started.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub header_read_timeout: Option<Duration>,
+
+    /// Seconds in-flight requests get to finish after SIGINT or SIGTERM.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
+    pub shutdown_timeout: Duration,
+
+    /// Answer 403 for directories without index.html instead of listing them.
+    #[arg(long)]
+    pub no_listing: bool,
+
+    /// Accept PUT: the body is written to a temporary file, then renamed into place.
+    #[arg(long)]
+    pub upload: bool,
+
+    /// The largest PUT body, in bytes (suffixes K, M, G: powers of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
+    pub max_upload_size: u64,
+
+    /// Serve a WebSocket echo at this URL path (e.g. /echo).
+    #[arg(long, value_name = "PATH")]
+    pub ws_echo: Option<String>,
+
+    /// No access log.
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// The access log's format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Common)]
+    pub log_format: LogFormat,
+
+    /// Serve the one connection on standard input (inetd's `nowait` mode), then exit.
+    #[arg(long, conflicts_with_all = ["unix"])]
+    pub inetd: bool,
+}
+
+/// `--tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsMode {
+    /// TLS on every connection.
+    On,
+    /// Cleartext only.
+    Off,
+    /// TLS or cleartext, by the connection's first byte.
+    Auto,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// NCSA common log format.
+    Common,
+    /// Common plus referer and user agent (nginx's and Apache's `combined`).
+    Combined,
+    /// One JSON object per line (tracing's JSON formatter).
+    Json,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode such as 660"))
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|n| Duration::try_from_secs_f64(n).ok())
+        .ok_or_else(|| format!("{s:?} is not a number of seconds"))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, shift) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 10),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 20),
+        Some(b'g' | b'G') => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size such as 512K or 2G"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_modes_and_seconds_parse() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("2K"), Ok(2048));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("x").is_err());
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        assert!(parse_mode("9").is_err());
+        assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_seconds("-1").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

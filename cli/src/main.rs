@@ -1,0 +1,28 @@
+//! `onstream`: serve a directory over HTTP/1.1, HTTP/2 and TLS — the `python -m
+//! http.server` of the HTTP/2 era, built on the onstream library's public API.
+//!
+//! - `args`: the command line.
+//! - `launch`: listening (TCP, unix, systemd socket activation, inetd), signals and
+//!   the step loop.
+//! - `site`: the request handler; `path` and `beneath` keep it inside the root;
+//!   `conditional`, `range`, `listing` and `upload` are its parts.
+//! - `access_log`: one line per request.
+
+mod access_log;
+mod args;
+mod beneath;
+mod conditional;
+mod launch;
+mod listing;
+mod path;
+mod range;
+mod site;
+mod upload;
+
+fn main() {
+    let args = <args::Args as clap::Parser>::parse();
+    if let Err(e) = launch::run(args) {
+        eprintln!("onstream: {e}");
+        std::process::exit(1);
+    }
+}

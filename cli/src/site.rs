@@ -1,0 +1,552 @@
+//! The request handler: what the `onstream` command answers. GET and HEAD of files
+//! (validators, conditional requests, byte ranges, precompressed siblings), directories
+//! (index.html, else a listing), PUT with `--upload`, a WebSocket echo route, and a clear
+//! status for everything else. Built on the library's public API only.
+
+use std::{
+    fs::{File, Metadata},
+    io::{self, Seek, SeekFrom},
+    path::Path,
+    rc::Rc,
+    time::Instant,
+};
+
+use onstream::{Headers, Stream};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::{
+    access_log::{AccessLog, Record},
+    beneath::{self, Root},
+    conditional::{self, Precondition, Validators},
+    listing,
+    path::{self, Refused, Target},
+    range::{self, Ranges},
+    upload,
+};
+
+/// What the command serves and how.
+#[derive(Debug)]
+pub struct Site {
+    pub root: Root,
+    pub listing: bool,
+    /// `Some(limit)` when PUT is allowed.
+    pub upload: Option<u64>,
+    pub ws_echo: Option<String>,
+    pub log: Option<AccessLog>,
+}
+
+/// The status and body size of an answer, for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    pub status: u16,
+    pub bytes: u64,
+}
+
+/// Answers one request; every outcome is logged.
+pub async fn handle(site: Rc<Site>, stream: Stream) -> onstream::Result<()> {
+    let started = Instant::now();
+    let req = stream.get_headers().await?;
+    let result = site.respond(&stream, &req).await;
+    if let Some(log) = &site.log {
+        let sent = match &result {
+            Ok(sent) => *sent,
+            // The head may or may not have gone out; nginx logs 499 for a client that
+            // went away, a clearer signal than a made-up 200.
+            Err(_) => Sent {
+                status: 499,
+                bytes: 0,
+            },
+        };
+        log.log(&Record {
+            peer: stream.peer_addr(),
+            method: req.get(":method").unwrap_or("-"),
+            target: req.get(":path").unwrap_or("-"),
+            version: match stream.version() {
+                http::Version::HTTP_2 => "HTTP/2.0",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            status: sent.status,
+            bytes: sent.bytes,
+            referer: req.get("referer"),
+            user_agent: req.get("user-agent"),
+            duration: started.elapsed(),
+        });
+    }
+    result.map(drop)
+}
+
+impl Site {
+    async fn respond(&self, stream: &Stream, req: &Headers) -> onstream::Result<Sent> {
+        let method = req.get(":method").unwrap_or("");
+        let raw_path = req.get(":path").unwrap_or("");
+        if let Some(echo) = &self.ws_echo {
+            if raw_path.split('?').next() == Some(echo.as_str()) {
+                return websocket_echo(stream).await;
+            }
+        }
+        let target = match path::resolve(raw_path) {
+            Ok(t) => t,
+            Err(Refused::NotAPath) => return status_page(stream, method, 400, &[]).await,
+            Err(Refused::Unsafe) => return status_page(stream, method, 404, &[]).await,
+        };
+        match method {
+            "GET" | "HEAD" => self.get(stream, req, method, &target).await,
+            "PUT" if self.upload.is_some() => {
+                upload::put(&self.root, stream, req, &target, self.upload.unwrap_or(0)).await
+            }
+            _ => {
+                let allow = if self.upload.is_some() {
+                    "GET, HEAD, PUT"
+                } else {
+                    "GET, HEAD"
+                };
+                status_page(stream, method, 405, &[("allow", allow)]).await
+            }
+        }
+    }
+
+    async fn get(
+        &self,
+        stream: &Stream,
+        req: &Headers,
+        method: &str,
+        target: &Target,
+    ) -> onstream::Result<Sent> {
+        let file = match self.root.open(&target.relative) {
+            Ok(f) => f,
+            Err(e) => return io_error_page(stream, method, &e).await,
+        };
+        let md = file.metadata()?;
+        if md.is_file() {
+            if target.trailing_slash {
+                return status_page(stream, method, 404, &[]).await;
+            }
+            return serve_file(stream, req, method, &self.root, &target.relative, file, md).await;
+        }
+        if !md.is_dir() {
+            return status_page(stream, method, 403, &[]).await;
+        }
+        if !target.trailing_slash {
+            let mut location = encode_path(&target.decoded);
+            location.push('/');
+            if let Some((_, query)) = req.get(":path").unwrap_or("").split_once('?') {
+                location.push('?');
+                location.push_str(query);
+            }
+            return status_page(stream, method, 301, &[("location", &location)]).await;
+        }
+        let index = target.relative.join("index.html");
+        if let Ok(f) = self.root.open(&index) {
+            let md = f.metadata()?;
+            if md.is_file() {
+                return serve_file(stream, req, method, &self.root, &index, f, md).await;
+            }
+        }
+        if !self.listing {
+            return status_page(stream, method, 403, &[]).await;
+        }
+        drop(file);
+        let entries = match read_entries(&self.root.path().join(&target.relative)) {
+            Ok(entries) => entries,
+            Err(e) => return io_error_page(stream, method, &e).await,
+        };
+        let mut dir_path = target.decoded.clone();
+        if !dir_path.ends_with('/') {
+            dir_path.push('/');
+        }
+        let page = listing::render(&dir_path, entries);
+        let mut head = Headers::new();
+        head.append(":status", "200");
+        head.append("content-type", "text/html; charset=utf-8");
+        head.append("cache-control", "no-cache");
+        send_whole(stream, method, head, page.as_bytes()).await
+    }
+}
+
+fn read_entries(dir: &Path) -> io::Result<Vec<listing::Entry>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        // Follow symlinks for what the link points at; a dangling one is listed as a file.
+        let md = std::fs::metadata(entry.path()).or_else(|_| entry.metadata())?;
+        entries.push(listing::Entry {
+            name: entry.file_name(),
+            is_dir: md.is_dir(),
+            size: md.len(),
+            modified: md.modified().ok(),
+        });
+    }
+    Ok(entries)
+}
+
+/// Serves a regular file: validators and preconditions, a precompressed sibling when the
+/// client takes it, then the whole file, one range, or several as multipart/byteranges.
+async fn serve_file(
+    stream: &Stream,
+    req: &Headers,
+    method: &str,
+    root: &Root,
+    relative: &Path,
+    file: File,
+    md: Metadata,
+) -> onstream::Result<Sent> {
+    let get = |name: &str| {
+        req.get_comma_separated(name)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    let content_type = content_type(relative);
+    let (mut file, md, encoding, vary) = precompressed(root, relative, req, file, md);
+    let mut validators = Validators::from_metadata(&md);
+    if let Some(enc) = encoding {
+        validators = validators.with_suffix(enc.token);
+    }
+    let mut head = Headers::new();
+    head.append(":status", "200");
+    head.append("etag", validators.etag.clone());
+    if let Some(lm) = validators.last_modified_header() {
+        head.append("last-modified", lm);
+    }
+    if vary {
+        head.append("vary", "accept-encoding");
+    }
+    match conditional::evaluate(method, get, &validators) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => {
+            head.upsert(":status", "304");
+            stream.write_headers(&head, true).await?;
+            return Ok(Sent {
+                status: 304,
+                bytes: 0,
+            });
+        }
+        Precondition::Failed => return status_page(stream, method, 412, &[]).await,
+    }
+    head.append("accept-ranges", "bytes");
+    if let Some(enc) = encoding {
+        head.append("content-encoding", enc.token);
+    }
+    let len = md.len();
+    let ranges = match req.get("range") {
+        Some(h) if method == "GET" && conditional::if_range_allows(get, &validators) => {
+            range::parse(h, len)
+        }
+        _ => Ranges::Full,
+    };
+    match ranges {
+        Ranges::Full => {
+            head.append("content-type", content_type);
+            head.append("content-length", len.to_string());
+            send_file(stream, method, head, file, 0..len).await
+        }
+        Ranges::Unsatisfiable => {
+            let content_range = format!("bytes */{len}");
+            status_page(stream, method, 416, &[("content-range", &content_range)]).await
+        }
+        Ranges::Satisfiable(ranges) if ranges.len() == 1 => {
+            let r = ranges[0].clone();
+            head.upsert(":status", "206");
+            head.append("content-type", content_type);
+            head.append("content-range", range::content_range(&r, len));
+            head.append("content-length", (r.end - r.start).to_string());
+            send_file(stream, method, head, file, r).await
+        }
+        Ranges::Satisfiable(ranges) => {
+            let body = range::multipart(&ranges, len, Some(&content_type));
+            head.upsert(":status", "206");
+            head.append("content-type", body.content_type.clone());
+            head.append("content-length", body.content_length.to_string());
+            let head_only = method == "HEAD";
+            stream.write_headers(&head, head_only).await?;
+            if head_only {
+                return Ok(Sent {
+                    status: 206,
+                    bytes: 0,
+                });
+            }
+            for part in &body.parts {
+                stream.write_chunk(&part.head, false).await?;
+                write_range(stream, &mut file, part.range.clone(), false).await?;
+            }
+            stream.write_chunk(&body.tail, true).await?;
+            Ok(Sent {
+                status: 206,
+                bytes: body.content_length,
+            })
+        }
+    }
+}
+
+/// A content coding we may find precompressed next to a file.
+#[derive(Debug, Clone, Copy)]
+struct Encoding {
+    token: &'static str,
+    extension: &'static str,
+}
+
+const PRECOMPRESSED: [Encoding; 2] = [
+    Encoding {
+        token: "br",
+        extension: "br",
+    },
+    Encoding {
+        token: "gzip",
+        extension: "gz",
+    },
+];
+
+/// The representation to send: the first precompressed sibling (`.br`, then `.gz`) that
+/// is a regular file and that the client accepts, else the file itself; and whether any
+/// sibling exists (then the answer varies by `Accept-Encoding`).
+fn precompressed(
+    root: &Root,
+    relative: &Path,
+    req: &Headers,
+    file: File,
+    md: Metadata,
+) -> (File, Metadata, Option<Encoding>, bool) {
+    let accept = req
+        .get_comma_separated("accept-encoding")
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    let mut vary = false;
+    for enc in PRECOMPRESSED {
+        let mut name = relative.as_os_str().to_owned();
+        name.push(".");
+        name.push(enc.extension);
+        let Ok(sibling) = root.open(Path::new(&name)) else {
+            continue;
+        };
+        let Ok(sibling_md) = sibling.metadata() else {
+            continue;
+        };
+        if !sibling_md.is_file() {
+            continue;
+        }
+        vary = true;
+        if accept.as_deref().is_some_and(|a| accepts(a, enc.token)) {
+            return (sibling, sibling_md, Some(enc), true);
+        }
+    }
+    (file, md, None, vary)
+}
+
+/// Whether an `Accept-Encoding` value allows `coding` (RFC 9110 §12.5.3): named with a
+/// non-zero q, or covered by `*` with a non-zero q and not named with q=0.
+fn accepts(accept_encoding: &str, coding: &str) -> bool {
+    let mut star = None;
+    for element in accept_encoding.split(',') {
+        let mut params = element.split(';');
+        let name = params.next().unwrap_or("").trim();
+        let q = params
+            .filter_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+            .filter_map(|q| q.trim().parse::<f32>().ok())
+            .next()
+            .unwrap_or(1.0);
+        let named = name.eq_ignore_ascii_case(coding)
+            || (coding == "gzip" && name.eq_ignore_ascii_case("x-gzip"));
+        if named {
+            return q > 0.0;
+        }
+        if name == "*" {
+            star = Some(q > 0.0);
+        }
+    }
+    star.unwrap_or(false)
+}
+
+/// `Content-Type` by extension; text gets `charset=utf-8`, unknown extensions
+/// `application/octet-stream` (nginx's `default_type`).
+fn content_type(relative: &Path) -> String {
+    let mime = mime_guess::from_path(relative).first_raw();
+    match mime {
+        Some(m) if m.starts_with("text/") || m == "application/javascript" => {
+            format!("{m}; charset=utf-8")
+        }
+        Some(m) => m.to_owned(),
+        None => "application/octet-stream".to_owned(),
+    }
+}
+
+async fn send_file(
+    stream: &Stream,
+    method: &str,
+    head: Headers,
+    mut file: File,
+    range: std::ops::Range<u64>,
+) -> onstream::Result<Sent> {
+    let status = head
+        .get(":status")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    if method == "HEAD" || range.is_empty() {
+        stream.write_headers(&head, true).await?;
+        return Ok(Sent { status, bytes: 0 });
+    }
+    stream.write_headers(&head, false).await?;
+    let bytes = range.end - range.start;
+    write_range(stream, &mut file, range, true).await?;
+    Ok(Sent { status, bytes })
+}
+
+/// Writes `range` of `file`, ending the response after it when `last`.
+async fn write_range(
+    stream: &Stream,
+    file: &mut File,
+    range: std::ops::Range<u64>,
+    last: bool,
+) -> onstream::Result<()> {
+    if range.start > 0 {
+        file.seek(SeekFrom::Start(range.start))?;
+    }
+    if last {
+        return stream
+            .write_body_from_file(file.try_clone()?, Some(range.end - range.start))
+            .await;
+    }
+    use std::io::Read;
+    let mut left = range.end - range.start;
+    let mut buf = vec![0; 64 * 1024];
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = file.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+        stream.write_chunk(&buf[..n], false).await?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Sends `body` whole (nothing for HEAD, with the length a GET would get).
+async fn send_whole(
+    stream: &Stream,
+    method: &str,
+    mut head: Headers,
+    body: &[u8],
+) -> onstream::Result<Sent> {
+    let status = head
+        .get(":status")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
+    head.append("content-length", body.len().to_string());
+    if method == "HEAD" {
+        stream.write_headers(&head, true).await?;
+        return Ok(Sent { status, bytes: 0 });
+    }
+    stream.write_headers(&head, false).await?;
+    stream.write_chunk(body, true).await?;
+    Ok(Sent {
+        status,
+        bytes: body.len() as u64,
+    })
+}
+
+/// A short plain-text page for a status, with `extra` header fields.
+pub async fn status_page(
+    stream: &Stream,
+    method: &str,
+    status: u16,
+    extra: &[(&str, &str)],
+) -> onstream::Result<Sent> {
+    let mut head = Headers::new();
+    head.append(":status", status.to_string());
+    for (name, value) in extra {
+        head.append(name, value.to_string());
+    }
+    if status == 304 || status == 204 {
+        stream.write_headers(&head, true).await?;
+        return Ok(Sent { status, bytes: 0 });
+    }
+    head.append("content-type", "text/plain; charset=utf-8");
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let body = format!("{status} {reason}\n");
+    send_whole(stream, method, head, body.as_bytes()).await
+}
+
+/// 404 for what is not there, 403 for what may not be seen (permissions, a symlink out
+/// of the root), 500 for the rest.
+async fn io_error_page(stream: &Stream, method: &str, e: &io::Error) -> onstream::Result<Sent> {
+    let status = match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => 404,
+        io::ErrorKind::PermissionDenied => 403,
+        _ if beneath::escaped(e) => 403,
+        _ if e.raw_os_error() == Some(libc::ENAMETOOLONG) => 414,
+        _ => 500,
+    };
+    status_page(stream, method, status, &[]).await
+}
+
+/// Bytes of a decoded URL path that must be escaped again in a `Location`.
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+fn encode_path(decoded: &str) -> String {
+    utf8_percent_encode(decoded, PATH).to_string()
+}
+
+/// `--ws-echo`: every text or binary message is sent back.
+async fn websocket_echo(stream: &Stream) -> onstream::Result<Sent> {
+    let mut ws = onstream::websocket::accept(stream, onstream::websocket::Options::new()).await?;
+    while let Some(msg) = ws.recv().await? {
+        if msg.is_text() || msg.is_binary() {
+            ws.send(msg).await?;
+        }
+    }
+    Ok(Sent {
+        status: 101,
+        bytes: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_follows_q_values_and_star() {
+        assert!(accepts("gzip, br", "br"));
+        assert!(accepts("gzip;q=0.5", "gzip"));
+        assert!(!accepts("gzip;q=0", "gzip"));
+        assert!(!accepts("deflate", "br"));
+        assert!(accepts("*", "br"));
+        assert!(!accepts("*, br;q=0", "br"));
+        assert!(!accepts("*;q=0", "gzip"));
+        assert!(accepts("x-gzip", "gzip"));
+        assert!(!accepts("", "gzip"));
+    }
+
+    #[test]
+    fn text_types_get_a_charset() {
+        assert_eq!(
+            content_type(Path::new("a.html")),
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(content_type(Path::new("a.png")), "image/png");
+        assert_eq!(
+            content_type(Path::new("a.unknownext")),
+            "application/octet-stream"
+        );
+    }
+
+    #[test]
+    fn locations_are_escaped_again() {
+        assert_eq!(encode_path("/a b/c#d?e"), "/a%20b/c%23d%3Fe");
+        assert_eq!(encode_path("/ü"), "/%C3%BC");
+    }
+}
