@@ -49,6 +49,14 @@ impl Onstream {
             let mut port_tx = Some(port_tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
+                // The banner: "onstream: serving DIR", then indented URLs and the
+                // certificate's fingerprint.
+                if line.starts_with("onstream: ") {
+                    continue;
+                }
+                if line.starts_with("  ") && port_tx.is_none() {
+                    continue;
+                }
                 if let Some(tx) = &port_tx {
                     if let Some(rest) = line
                         .trim()
