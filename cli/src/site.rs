@@ -5,7 +5,7 @@
 
 use std::{
     fs::{File, Metadata},
-    io::{self, Seek, SeekFrom},
+    io::{self, Read, Seek, SeekFrom},
     path::Path,
     rc::Rc,
     time::Instant,
@@ -296,8 +296,8 @@ const PRECOMPRESSED: [Encoding; 2] = [
 ];
 
 /// The representation to send: the first precompressed sibling (`.br`, then `.gz`) that
-/// is a regular file and that the client accepts, else the file itself; and whether any
-/// sibling exists (then the answer varies by `Accept-Encoding`).
+/// the client accepts and that is a regular file, else the file itself; and whether the
+/// answer is a sibling (then it varies by `Accept-Encoding`).
 fn precompressed(
     root: &Root,
     relative: &Path,
@@ -308,8 +308,16 @@ fn precompressed(
     let accept = req
         .get_comma_separated("accept-encoding")
         .map(|v| String::from_utf8_lossy(&v).into_owned());
-    let mut vary = false;
+    let Some(accept) = accept else {
+        // Most non-browser clients: no sibling could be chosen, so none is looked for
+        // (two failed opens per request otherwise). The plain answer then carries no
+        // Vary, which is harmless: the plain file is valid for every client.
+        return (file, md, None, false);
+    };
     for enc in PRECOMPRESSED {
+        if !accepts(&accept, enc.token) {
+            continue;
+        }
         let mut name = relative.as_os_str().to_owned();
         name.push(".");
         name.push(enc.extension);
@@ -322,12 +330,9 @@ fn precompressed(
         if !sibling_md.is_file() {
             continue;
         }
-        vary = true;
-        if accept.as_deref().is_some_and(|a| accepts(a, enc.token)) {
-            return (sibling, sibling_md, Some(enc), true);
-        }
+        return (sibling, sibling_md, Some(enc), true);
     }
-    (file, md, None, vary)
+    (file, md, None, false)
 }
 
 /// Whether an `Accept-Encoding` value allows `coding` (RFC 9110 §12.5.3): named with a
@@ -398,25 +403,25 @@ async fn write_range(
     if range.start > 0 {
         file.seek(SeekFrom::Start(range.start))?;
     }
-    if last {
-        return stream
-            .write_body_from_file(file.try_clone()?, Some(range.end - range.start))
-            .await;
-    }
-    use std::io::Read;
     let mut left = range.end - range.start;
-    let mut buf = vec![0; 64 * 1024];
     while left > 0 {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = file.read(&mut buf[..want])?;
-        if n == 0 {
+        let want = left.min(CHUNK);
+        // `read_to_end` fills spare capacity without zeroing it first, and `take` stops
+        // it at `want` without an extra read.
+        let mut buf = Vec::with_capacity(want as usize);
+        (&mut *file).take(want).read_to_end(&mut buf)?;
+        if buf.is_empty() {
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
-        stream.write_chunk(&buf[..n], false).await?;
-        left -= n as u64;
+        left -= buf.len() as u64;
+        stream.write_chunk(buf, last && left == 0).await?;
     }
     Ok(())
 }
+
+/// How much of a file is read per write: a small file goes out in one piece (head and
+/// body in one `send`), a large one in pieces that keep memory bounded.
+const CHUNK: u64 = 64 * 1024;
 
 /// Sends `body` whole (nothing for HEAD, with the length a GET would get).
 async fn send_whole(
