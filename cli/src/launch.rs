@@ -93,10 +93,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
             Some(addr) => fail(format_args!("cannot listen on {addr}: {e}")),
             None => fail(format_args!("cannot listen: {e}")),
         })?;
-    banner(&server, &site, &args);
-
+    // Signals are caught before the banner says the server is up: a signal sent as
+    // soon as it is seen must drain, not kill.
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone(), server.remote())?;
+    banner(&server, &site, &args);
     if site.log.is_some() {
         flush_every_second(&server, &site);
     }

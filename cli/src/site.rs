@@ -296,8 +296,9 @@ const PRECOMPRESSED: [Encoding; 2] = [
 ];
 
 /// The representation to send: the first precompressed sibling (`.br`, then `.gz`) that
-/// the client accepts and that is a regular file, else the file itself; and whether the
-/// answer is a sibling (then it varies by `Accept-Encoding`).
+/// is a regular file and that the client accepts, else the file itself; and whether any
+/// sibling exists (then the answer varies by `Accept-Encoding`). Siblings are looked
+/// for only when the request has an `Accept-Encoding`.
 fn precompressed(
     root: &Root,
     relative: &Path,
@@ -314,10 +315,8 @@ fn precompressed(
         // Vary, which is harmless: the plain file is valid for every client.
         return (file, md, None, false);
     };
+    let mut vary = false;
     for enc in PRECOMPRESSED {
-        if !accepts(&accept, enc.token) {
-            continue;
-        }
         let mut name = relative.as_os_str().to_owned();
         name.push(".");
         name.push(enc.extension);
@@ -330,9 +329,12 @@ fn precompressed(
         if !sibling_md.is_file() {
             continue;
         }
-        return (sibling, sibling_md, Some(enc), true);
+        vary = true;
+        if accepts(&accept, enc.token) {
+            return (sibling, sibling_md, Some(enc), true);
+        }
     }
-    (file, md, None, false)
+    (file, md, None, vary)
 }
 
 /// Whether an `Accept-Encoding` value allows `coding` (RFC 9110 §12.5.3): named with a

@@ -177,11 +177,18 @@ fn systemd_socket_activation_serves_on_the_inherited_listener() {
         .arg(env!("CARGO_BIN_EXE_onstream"))
         .arg(dir.path())
         .stdout(Stdio::null());
-    // SAFETY: dup2 is async-signal-safe; descriptor 3 is where systemd puts sockets.
+    // SAFETY: dup2 and fcntl are async-signal-safe; descriptor 3 is where systemd puts
+    // sockets.
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 3) < 0 {
+            // dup2 onto itself would keep the close-on-exec flag Rust sets.
+            let ok = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) >= 0
+            } else {
+                libc::dup2(fd, 3) >= 0
+            };
+            if !ok {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
