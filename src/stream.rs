@@ -14,7 +14,7 @@ use std::{
     fmt,
     fs::File,
     future::poll_fn,
-    io::{Read, Write},
+    io::{Read, Seek, Write},
     net::SocketAddr,
     rc::Rc,
 };
@@ -283,22 +283,42 @@ impl Stream {
         self.write_chunk(data, true).await
     }
 
-    /// Writes `len` bytes of `file` (to its end when `None`) as the rest of the body and
-    /// ends the response.
+    /// Writes `len` bytes of `file` from its current position (to its end when `None`) as
+    /// the rest of the body and ends the response. Over cleartext HTTP/1.x the bytes go
+    /// from the page cache to the socket with sendfile(2), never through user space; over
+    /// TLS and HTTP/2 they are read and written in pieces.
     pub async fn write_body_from_file(&self, mut file: File, len: Option<u64>) -> Result<()> {
+        if let Inner::H1(s) = &self.inner {
+            let md = file.metadata()?;
+            if md.is_file() {
+                let start = file.stream_position()?;
+                let len = len.unwrap_or_else(|| md.len().saturating_sub(start));
+                // A small body is cheaper copied: it leaves in the same write as the head.
+                if len > FILE_CHUNK as u64 && s.send_file(&file, start, len).await? {
+                    return Ok(());
+                }
+                return self.copy_file(file, Some(len)).await;
+            }
+        }
+        self.copy_file(file, len).await
+    }
+
+    async fn copy_file(&self, mut file: File, len: Option<u64>) -> Result<()> {
         let mut left = len.unwrap_or(u64::MAX);
-        let mut buf = vec![0; FILE_CHUNK];
         while left > 0 {
-            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-            let n = file.read(&mut buf[..want])?;
-            if n == 0 {
+            let want = left.min(FILE_CHUNK as u64);
+            // `read_to_end` reads into spare capacity without zeroing it first; `take`
+            // stops it at `want` without a read past it.
+            let mut buf = Vec::with_capacity(want as usize);
+            (&mut file).take(want).read_to_end(&mut buf)?;
+            if buf.is_empty() {
                 if len.is_some() {
                     return Err(Error::usage("file shorter than the length given"));
                 }
                 break;
             }
-            left -= n as u64;
-            self.write_chunk(&buf[..n], left == 0).await?;
+            left -= buf.len() as u64;
+            self.write_chunk(&buf, left == 0).await?;
         }
         if left > 0 {
             self.write_chunk([], true).await?;

@@ -10,9 +10,25 @@ use std::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A byte stream the server's connections run on: TCP, unix, later TLS.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
+/// A byte stream the server's connections run on: TCP, unix, TLS over either, or one of
+/// those with bytes read ahead.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {
+    /// Sends up to `count` bytes of `file` from `*offset` straight from the page cache
+    /// (sendfile(2)), advancing `*offset`. `None`: this stream is not a plain socket
+    /// (TLS must encrypt in user space), so the caller copies instead.
+    fn poll_sendfile(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _file: &std::fs::File,
+        _offset: &mut u64,
+        _count: usize,
+    ) -> Option<Poll<io::Result<usize>>> {
+        None
+    }
+}
+
+impl Io for Upgraded {}
+impl Io for tokio_rustls::server::TlsStream<Box<dyn Io>> {}
 
 /// Reads into the spare capacity of `buf` (which the caller has reserved) without zeroing
 /// it first, and extends `buf` by what was read. `Ok(0)` is EOF.

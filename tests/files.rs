@@ -149,11 +149,11 @@ fn write_body_from_file_with_handler_content_length_sends_exactly_len_bytes() {
     let _ = std::fs::remove_file(&path);
 }
 
-/// `write_body_from_file(file, Some(len))` over several 64 KiB pieces without a
-/// handler-set length goes out chunked, and the chunks carry exactly the first `len`
-/// bytes.
+/// `write_body_from_file(file, Some(len))` of more than one 64 KiB piece without a
+/// handler-set length: the length is known, so it goes out as the `content-length`
+/// (by sendfile over cleartext HTTP/1.1) with exactly the first `len` bytes.
 #[test]
-fn write_body_from_file_with_a_long_length_and_no_header_is_chunked_and_exact() {
+fn write_body_from_file_with_a_long_length_and_no_header_declares_that_length() {
     let data = pattern(300_000);
     let path = temp_file_with("long-prefix-chunked", &data);
     let len = 200_000;
@@ -162,11 +162,8 @@ fn write_body_from_file_with_a_long_length_and_no_header_is_chunked_and_exact() 
     let mut client = Client::connect(server.addr());
     let res = client.get("/");
     assert_eq!(res.status, 200);
-    assert!(
-        res.chunked,
-        "a multi-piece body without a length was not chunked"
-    );
-    assert_eq!(res.header("content-length"), None);
+    assert!(!res.chunked);
+    assert_eq!(res.header("content-length"), Some("200000"));
     assert_same_bytes(&res.body, &data[..len], "body");
     assert_same_bytes(&client.get("/again").body, &data[..len], "second body");
     let _ = std::fs::remove_file(&path);
@@ -255,4 +252,54 @@ fn shutdown_mid_body_ends_the_body_and_keeps_the_connection() {
         "{:?}",
         server.step_errors()
     );
+}
+
+/// A large file goes out by sendfile(2) on a cleartext connection: a client that pauses
+/// mid-body (so the socket fills and the server must wait for it) still gets every byte,
+/// and the connection serves the next request.
+#[test]
+fn a_large_file_reaches_a_client_that_pauses_and_the_connection_goes_on() {
+    let data = pattern(12 << 20);
+    let path = temp_file_with("pausing-reader", &data);
+    let server = file_server(path.clone(), None, None);
+    let mut client = Client::connect(server.addr());
+    client.send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let res = client.read_response();
+    assert_eq!(res.header("content-length"), Some("12582912"));
+    assert_same_bytes(&res.body, &data, "paused body");
+    assert_same_bytes(&client.get("/again").body, &data, "second body");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// sendfile(2) honours `send_timeout`: a client that never reads a large file is closed.
+#[test]
+fn a_client_that_never_reads_a_sent_file_is_closed_after_send_timeout() {
+    let data = pattern(48 << 20);
+    let path = temp_file_with("stalled-reader", &data);
+    let server = {
+        let path = path.clone();
+        TestServer::start(
+            |o| o.send_timeout(std::time::Duration::from_millis(300)),
+            move || {
+                move |_srv: ServerHandle, stream: Stream| {
+                    let path = path.clone();
+                    async move {
+                        stream.get_headers().await?;
+                        stream.write_headers(&status_headers("200"), false).await?;
+                        let file = std::fs::File::open(&path)?;
+                        stream.write_body_from_file(file, None).await
+                    }
+                }
+            },
+        )
+    };
+    let mut client = connect(server.addr());
+    std::io::Write::write_all(&mut client, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(
+        server.wait_connections(0, std::time::Duration::from_secs(10)),
+        "the stalled connection was not closed"
+    );
+    drop(client);
+    let _ = std::fs::remove_file(&path);
 }

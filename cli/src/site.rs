@@ -266,7 +266,7 @@ async fn serve_file(
             }
             for part in &body.parts {
                 stream.write_chunk(&part.head, false).await?;
-                write_range(stream, &mut file, part.range.clone(), false).await?;
+                write_range(stream, &mut file, part.range.clone()).await?;
             }
             stream.write_chunk(&body.tail, true).await?;
             Ok(Sent {
@@ -391,16 +391,19 @@ async fn send_file(
     }
     stream.write_headers(&head, false).await?;
     let bytes = range.end - range.start;
-    write_range(stream, &mut file, range, true).await?;
+    if range.start > 0 {
+        file.seek(SeekFrom::Start(range.start))?;
+    }
+    // sendfile(2) over cleartext HTTP/1.1 for large bodies; copied otherwise.
+    stream.write_body_from_file(file, Some(bytes)).await?;
     Ok(Sent { status, bytes })
 }
 
-/// Writes `range` of `file`, ending the response after it when `last`.
+/// Writes `range` of `file` as one part of a multipart body.
 async fn write_range(
     stream: &Stream,
     file: &mut File,
     range: std::ops::Range<u64>,
-    last: bool,
 ) -> onstream::Result<()> {
     if range.start > 0 {
         file.seek(SeekFrom::Start(range.start))?;
@@ -416,13 +419,12 @@ async fn write_range(
             return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
         }
         left -= buf.len() as u64;
-        stream.write_chunk(buf, last && left == 0).await?;
+        stream.write_chunk(buf, false).await?;
     }
     Ok(())
 }
 
-/// How much of a file is read per write: a small file goes out in one piece (head and
-/// body in one `send`), a large one in pieces that keep memory bounded.
+/// How much of a multipart part is read per write: memory stays bounded.
 const CHUNK: u64 = 64 * 1024;
 
 /// Sends `body` whole (nothing for HEAD, with the length a GET would get).

@@ -160,6 +160,11 @@ impl H1Conn {
     }
 
     /// Asks the connection to finish what is in flight and close (server shutdown).
+    /// How long output may wait for a client that does not read.
+    pub(crate) fn send_timeout(&self) -> std::time::Duration {
+        self.cfg.send_timeout
+    }
+
     pub(crate) fn close_gracefully(&self) {
         let mut st = self.st.borrow_mut();
         st.closing = true;
@@ -594,6 +599,11 @@ impl ConnState {
             self.read_eof = true;
         }
         r
+    }
+
+    /// Counts bytes a stream sent past the buffer (sendfile) as progress.
+    pub(crate) fn note_written(&mut self, n: usize) {
+        self.n_written += n as u64;
     }
 
     pub(crate) fn take_io(&mut self) -> Option<(Box<dyn Io>, Bytes)> {

@@ -17,6 +17,7 @@
 use bytes::{BufMut, Bytes};
 use std::{
     cell::{Cell, RefCell},
+    fs::File,
     future::poll_fn,
     net::SocketAddr,
     rc::Rc,
@@ -32,8 +33,13 @@ use super::{
 use crate::{
     error::{Error, Result},
     headers::Headers,
+    rt::timeout,
     upgrade::Upgraded,
 };
+
+/// The most one sendfile(2) call is asked for: large enough to fill any socket buffer,
+/// small enough that the send timeout sees progress.
+const SENDFILE_MAX: usize = 1 << 20;
 
 /// Where the response is.
 #[derive(Debug)]
@@ -308,14 +314,7 @@ impl H1Stream {
     }
 
     pub(crate) async fn write_chunk(&self, data: &[u8], end_stream: bool) -> Result<()> {
-        match &*self.resp.borrow() {
-            Resp::HeadPending { .. } | Resp::Body { .. } => {}
-            Resp::NotStarted => {
-                return Err(Error::usage("write_headers must come before the body"))
-            }
-            Resp::Done => return Err(Error::usage("the response already ended")),
-            Resp::Upgraded => return Err(Error::usage("the connection was upgraded")),
-        }
+        self.check_writable()?;
         if matches!(*self.resp.borrow(), Resp::HeadPending { .. }) {
             self.my_turn().await?;
             let known = end_stream.then_some(data.len() as u64);
@@ -328,6 +327,134 @@ impl H1Stream {
             self.room().await?;
         }
         Ok(())
+    }
+
+    /// Sends `len` bytes of `file` from `offset` as the rest of the body with sendfile(2),
+    /// when the connection is a plain socket and the body is length- or close-delimited.
+    /// `Ok(false)`: no byte of the file was sent (TLS, chunked framing) — the head may
+    /// have been — and the caller writes the body by copying.
+    pub(crate) async fn send_file(&self, file: &File, offset: u64, len: u64) -> Result<bool> {
+        self.check_writable()?;
+        if matches!(*self.resp.borrow(), Resp::HeadPending { .. }) {
+            self.my_turn().await?;
+            self.send_head(Some(len))?;
+        }
+        match &*self.resp.borrow() {
+            Resp::Body {
+                framing: Framing::NoBody,
+                ..
+            } => {}
+            Resp::Body {
+                framing: Framing::Close,
+                ..
+            } => {}
+            Resp::Body {
+                framing: Framing::Length(_),
+                remaining,
+            } if remaining.unwrap_or(0) >= len => {}
+            Resp::Body {
+                framing: Framing::Length(_),
+                ..
+            } => return Err(Error::usage("body longer than its content-length")),
+            _ => return Ok(false),
+        }
+        if matches!(
+            *self.resp.borrow(),
+            Resp::Body {
+                framing: Framing::NoBody,
+                ..
+            }
+        ) {
+            self.put_body(&[], true)?;
+            return Ok(true);
+        }
+        // The head (and whatever precedes it) must be on the wire before the file.
+        self.drained().await?;
+        let (mut pos, end) = (offset, offset + len);
+        while pos < end {
+            let want = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(SENDFILE_MAX);
+            let sent = timeout(
+                self.conn.send_timeout(),
+                poll_fn(|cx| {
+                    let mut st = self.conn.st.borrow_mut();
+                    let Some(io) = st.io.as_mut() else {
+                        return Poll::Ready(Err(Error::closed("connection closed")));
+                    };
+                    match io.poll_sendfile(cx, file, &mut pos, want) {
+                        None => Poll::Ready(Ok(None)),
+                        Some(Poll::Ready(Ok(n))) => {
+                            st.note_written(n);
+                            Poll::Ready(Ok(Some(n)))
+                        }
+                        Some(Poll::Ready(Err(e))) => {
+                            st.io = None;
+                            st.wake_writers();
+                            Poll::Ready(Err(Error::from(e)))
+                        }
+                        Some(Poll::Pending) => Poll::Pending,
+                    }
+                }),
+            )
+            .await;
+            let n = match sent {
+                Ok(Ok(Some(n))) => n as u64,
+                Ok(Ok(None)) => return Ok(false),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    let mut st = self.conn.st.borrow_mut();
+                    st.io = None;
+                    st.wake_writers();
+                    return Err(Error::timeout("the client stopped reading"));
+                }
+            };
+            if n == 0 {
+                // The file shrank: the client would wait for bytes that never come.
+                let mut st = self.conn.st.borrow_mut();
+                self.end_response(&mut st);
+                st.keep_alive = false;
+                st.io = None;
+                return Err(Error::usage("file shorter than the length given"));
+            }
+            if let Resp::Body {
+                remaining: Some(left),
+                ..
+            } = &mut *self.resp.borrow_mut()
+            {
+                *left -= n;
+            }
+        }
+        self.put_body(&[], true)?;
+        Ok(true)
+    }
+
+    /// The errors of writing a body in the wrong state.
+    fn check_writable(&self) -> Result<()> {
+        match &*self.resp.borrow() {
+            Resp::HeadPending { .. } | Resp::Body { .. } => Ok(()),
+            Resp::NotStarted => Err(Error::usage("write_headers must come before the body")),
+            Resp::Done => Err(Error::usage("the response already ended")),
+            Resp::Upgraded => Err(Error::usage("the connection was upgraded")),
+        }
+    }
+
+    /// Waits until every buffered byte is written.
+    async fn drained(&self) -> Result<()> {
+        poll_fn(|cx| {
+            let mut st = self.conn.st.borrow_mut();
+            if st.io.is_none() {
+                return Poll::Ready(Err(Error::closed("connection closed")));
+            }
+            st.flush_now()?;
+            if st.wbuf.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            st.writers.push(cx.waker().clone());
+            st.wake_driver();
+            Poll::Pending
+        })
+        .await
     }
 
     /// Writes the pending head. `known_length` is the whole body's length when the handler

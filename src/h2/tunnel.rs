@@ -99,3 +99,5 @@ impl AsyncWrite for H2Tunnel {
         Poll::Ready(Ok(()))
     }
 }
+
+impl crate::upgrade::Io for H2Tunnel {}

@@ -161,6 +161,32 @@ macro_rules! async_io_impls {
     };
 }
 
+/// Copies up to `count` bytes of `file` from `*offset` to the socket with sendfile(2),
+/// advancing `*offset`: the file's pages go to the socket without passing through user
+/// space. Waits for writability like a write.
+fn poll_sendfile<T: mio::event::Source + std::os::fd::AsRawFd>(
+    sock: &Registered<T>,
+    cx: &mut Context<'_>,
+    file: &std::fs::File,
+    offset: &mut u64,
+    count: usize,
+) -> Poll<io::Result<usize>> {
+    use std::os::fd::AsRawFd;
+    let in_fd = file.as_raw_fd();
+    sock.poll_write_with(cx, |io| {
+        let mut off = libc::off_t::try_from(*offset)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: both descriptors are open for the call; `off` is a valid local.
+        #[allow(unsafe_code)]
+        let n = unsafe { libc::sendfile(io.as_raw_fd(), in_fd, &mut off, count) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        *offset = off as u64;
+        Ok(n as usize)
+    })
+}
+
 /// A TCP connection on the step loop.
 #[derive(Debug)]
 pub struct TcpStream(Registered<mio::net::TcpStream>);
@@ -223,6 +249,30 @@ impl UnixStream {
 }
 
 async_io_impls!(UnixStream);
+
+impl crate::upgrade::Io for TcpStream {
+    fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: &mut u64,
+        count: usize,
+    ) -> Option<Poll<io::Result<usize>>> {
+        Some(poll_sendfile(&self.0, cx, file, offset, count))
+    }
+}
+
+impl crate::upgrade::Io for UnixStream {
+    fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: &mut u64,
+        count: usize,
+    ) -> Option<Poll<io::Result<usize>>> {
+        Some(poll_sendfile(&self.0, cx, file, offset, count))
+    }
+}
 
 impl std::os::fd::AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
