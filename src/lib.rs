@@ -30,6 +30,7 @@
 //! - `h1/`: the HTTP/1.x codec and connection.
 //! - [`Stream`], [`Headers`]: the request object handlers see.
 //! - [`Error`]: the one error type.
+//! - [`Workers`]: one loop per core, each with its own server on the same address.
 //!
 //! ARCHITECTURE.md in the repository has the invariants.
 
@@ -51,6 +52,7 @@ mod stream;
 pub mod tls;
 mod upgrade;
 pub mod websocket;
+mod workers;
 
 pub use error::{Error, ErrorKind, Result};
 pub use headers::{Field, Headers};
@@ -64,3 +66,4 @@ pub use server::{OnError, Server, ServerHandle};
 pub use stream::Stream;
 pub use tls::Tls;
 pub use upgrade::Upgraded;
+pub use workers::{Closer, Workers};
