@@ -8,7 +8,8 @@
 //! lua-http does, with its SHA-256 fingerprint logged so a user can check what a client
 //! was shown. Sniffing which connections speak TLS is in `sniff.rs`.
 
-use rustls::ServerConfig;
+/// The rustls server configuration these functions make and `Options::tls_config` takes.
+pub use rustls::ServerConfig;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use std::{fmt::Write as _, path::Path, sync::Arc};
 

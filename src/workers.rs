@@ -85,6 +85,29 @@ impl Workers {
         O: Fn() -> Options + Send + Sync + 'static,
         B: Fn(Listener, Options) -> Result<Server> + Send + Sync + 'static,
     {
+        Workers::launch(n, None, options, build)
+    }
+
+    /// Like [`Workers::start`], on a listening socket made elsewhere (systemd socket
+    /// activation, an inherited descriptor), which the workers share.
+    pub fn adopt<O, B>(
+        listener: impl Into<Listener>,
+        n: usize,
+        options: O,
+        build: B,
+    ) -> Result<Workers>
+    where
+        O: Fn() -> Options + Send + Sync + 'static,
+        B: Fn(Listener, Options) -> Result<Server> + Send + Sync + 'static,
+    {
+        Workers::launch(n, Some(listener.into()), options, build)
+    }
+
+    fn launch<O, B>(n: usize, adopted: Option<Listener>, options: O, build: B) -> Result<Workers>
+    where
+        O: Fn() -> Options + Send + Sync + 'static,
+        B: Fn(Listener, Options) -> Result<Server> + Send + Sync + 'static,
+    {
         let n = n.max(1);
         let probe = options();
         let default_port = match probe.tls {
@@ -94,8 +117,11 @@ impl Workers {
         };
         let mut spec = probe.listen.clone();
         let mut listeners = Vec::with_capacity(n);
-        if spec.path.is_some() {
-            let first = bind(&spec, default_port)?;
+        if adopted.is_some() || spec.path.is_some() {
+            let first = match adopted {
+                Some(l) => l,
+                None => bind(&spec, default_port)?,
+            };
             for _ in 1..n {
                 listeners.push(match &first {
                     Listener::Unix(l) => Listener::Unix(l.try_clone()?),

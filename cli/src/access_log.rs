@@ -66,14 +66,17 @@ impl AccessLog {
             );
             return;
         }
-        let mut out = self.out.borrow_mut();
         let bytes = if r.bytes == 0 {
             "-".to_owned()
         } else {
             r.bytes.to_string()
         };
+        // The line is made whole first and buffered in one piece: workers share stdout,
+        // and a buffer is written out only between lines, so lines never interleave.
+        use std::fmt::Write as _;
+        let mut line = String::with_capacity(160);
         let _ = write!(
-            out,
+            line,
             "{} - - {} \"{} {} {}\" {} {}",
             Peer(r.peer),
             self.stamp(),
@@ -85,13 +88,14 @@ impl AccessLog {
         );
         if self.format == LogFormat::Combined {
             let _ = write!(
-                out,
+                line,
                 " \"{}\" \"{}\"",
                 Escaped(r.referer.unwrap_or("-")),
                 Escaped(r.user_agent.unwrap_or("-"))
             );
         }
-        let _ = out.write_all(b"\n");
+        line.push('\n');
+        let _ = self.out.borrow_mut().write_all(line.as_bytes());
     }
 
     /// Writes out what is buffered.

@@ -51,7 +51,12 @@ pub struct Args {
     #[arg(long)]
     pub http2_only: bool,
 
-    /// At most this many connections at once; more wait in the kernel's backlog.
+    /// Loops (threads) serving the port; default: one per available core.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub workers: Option<u16>,
+
+    /// At most this many connections at once (per worker); more wait in the kernel's
+    /// backlog.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 

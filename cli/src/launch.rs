@@ -1,6 +1,7 @@
-//! Starting and stopping: the library's `Options` from the command line, the listening
-//! socket (bound here, inherited from systemd, or none at all with `--inetd`), the
-//! start-up banner, SIGINT/SIGTERM as a graceful drain, and the step loop.
+//! Starting and stopping: the library's `Options` from the command line, the workers (one
+//! loop per core, `onstream::Workers`) on a socket bound here or inherited from systemd,
+//! or one server with no listener for `--inetd`; the start-up banner; SIGINT/SIGTERM as a
+//! graceful drain of every worker.
 //!
 //! Start-up errors are returned as one line each (the caller prints it and exits 1):
 //! a missing directory, a busy port, unreadable certificate files.
@@ -9,14 +10,11 @@ use std::{
     fmt,
     os::fd::{FromRawFd, OwnedFd},
     rc::Rc,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::Duration,
 };
 
-use onstream::{Options, Server, Tls, Version};
+use onstream::{Closer, Listener, LocalAddr, Options, Server, Tls, Version, Workers};
 
 use crate::{
     access_log::AccessLog,
@@ -41,6 +39,7 @@ fn fail(what: impl fmt::Display) -> Failure {
 
 /// Runs the command until it is told to stop.
 pub fn run(args: Args) -> Result<(), Failure> {
+    // Checked once here for a clear error; every worker opens the root for itself.
     let root = Root::new(&args.dir)
         .map_err(|e| fail(format_args!("cannot serve {}: {e}", args.dir.display())))?;
     if !args.quiet && args.log_format == LogFormat::Json {
@@ -51,6 +50,81 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .init();
     }
     raise_fd_limit();
+    let tls_config = match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            Some(onstream::tls::config_from_pem_files(cert, key).map_err(fail)?)
+        }
+        _ => None,
+    };
+    if args.inetd {
+        return inetd(args, root, tls_config);
+    }
+    let root_path = root.path().to_owned();
+    drop(root);
+    let n = args.workers.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let args = Arc::new(args);
+    let make_options = {
+        let (args, tls_config) = (args.clone(), tls_config.clone());
+        move || options(&args, tls_config.clone())
+    };
+    let build = {
+        let args = args.clone();
+        move |listener, options| worker(&args, listener, options)
+    };
+    let workers = match systemd_listener() {
+        Some(fd) => Workers::adopt(fd, n, make_options, build),
+        None => Workers::start(n, make_options, build),
+    }
+    .map_err(|e| match listen_address(&args) {
+        Some(addr) => fail(format_args!("cannot listen on {addr}: {e}")),
+        None => fail(format_args!("cannot listen: {e}")),
+    })?;
+    // Signals are caught before the banner says the server is up: a signal sent as
+    // soon as it is seen must drain, not kill.
+    watch_signals(workers.closer())?;
+    banner(&workers, &root_path, &args);
+    workers.join().map_err(fail)
+}
+
+/// One worker's server, on its own thread: its own view of the root, its own log buffer.
+fn worker(args: &Args, listener: Listener, options: Options) -> onstream::Result<Server> {
+    let site = Rc::new(Site {
+        root: Root::new(&args.dir)?,
+        listing: !args.no_listing,
+        upload: args.upload.then_some(args.max_upload_size),
+        ws_echo: args.ws_echo.clone(),
+        log: (!args.quiet).then(|| AccessLog::new(args.log_format)),
+    });
+    let handler = {
+        let site = site.clone();
+        move |_server, stream| site::handle(site.clone(), stream)
+    };
+    let server = Server::new(listener, options, handler)?;
+    report_errors(&server);
+    if site.log.is_some() {
+        flush_every_second(&server, &site);
+    }
+    Ok(server)
+}
+
+/// Handler and connection errors are printed; they never stop the server.
+fn report_errors(server: &Server) {
+    server.set_onerror(|_, operation, e| {
+        eprintln!("onstream: {operation}: {e}");
+        Ok(())
+    });
+}
+
+/// `--inetd`: one server with no listener, the connection on descriptor 0, until it ends.
+fn inetd(
+    args: Args,
+    root: Root,
+    tls_config: Option<Arc<onstream::tls::ServerConfig>>,
+) -> Result<(), Failure> {
     let site = Rc::new(Site {
         root,
         listing: !args.no_listing,
@@ -58,67 +132,23 @@ pub fn run(args: Args) -> Result<(), Failure> {
         ws_echo: args.ws_echo.clone(),
         log: (!args.quiet).then(|| AccessLog::new(args.log_format)),
     });
-    let options = options(&args)?;
     let handler = {
         let site = site.clone();
         move |_server, stream| site::handle(site.clone(), stream)
     };
-
-    let server = if args.inetd {
-        Server::without_listener(options, handler).map_err(fail)?
-    } else if let Some(fd) = systemd_listener() {
-        Server::new(fd, options, handler).map_err(fail)?
-    } else {
-        Server::listen(options, handler).map_err(fail)?
-    };
-    server.set_onerror(|_, operation, e| {
-        eprintln!("onstream: {operation}: {e}");
-        Ok(())
-    });
-
-    if args.inetd {
-        // SAFETY: inetd hands us the connection as descriptor 0; it is ours from here on.
-        #[allow(unsafe_code)]
-        let conn = unsafe { OwnedFd::from_raw_fd(0) };
-        server.add_socket(conn).map_err(fail)?;
-        while server.connections() > 0 {
-            server.step(None).map_err(fail)?;
-        }
-        return Ok(());
-    }
-
-    server
-        .listen_now()
-        .map_err(|e| match listen_address(&args) {
-            Some(addr) => fail(format_args!("cannot listen on {addr}: {e}")),
-            None => fail(format_args!("cannot listen: {e}")),
-        })?;
-    // Signals are caught before the banner says the server is up: a signal sent as
-    // soon as it is seen must drain, not kill.
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone(), server.remote())?;
-    banner(&server, &site, &args);
-    if site.log.is_some() {
-        flush_every_second(&server, &site);
-    }
-    let mut closing = false;
-    loop {
-        if stop.load(Ordering::Relaxed) && !closing {
-            closing = true;
-            server.close();
-        }
-        if closing && server.empty() {
-            break;
-        }
+    let server = Server::without_listener(options(&args, tls_config), handler).map_err(fail)?;
+    report_errors(&server);
+    // SAFETY: inetd hands us the connection as descriptor 0; it is ours from here on.
+    #[allow(unsafe_code)]
+    let conn = unsafe { OwnedFd::from_raw_fd(0) };
+    server.add_socket(conn).map_err(fail)?;
+    while server.connections() > 0 {
         server.step(None).map_err(fail)?;
-    }
-    if let Some(log) = &site.log {
-        log.flush();
     }
     Ok(())
 }
 
-fn options(args: &Args) -> Result<Options, Failure> {
+fn options(args: &Args, tls_config: Option<Arc<onstream::tls::ServerConfig>>) -> Options {
     let mut o = Options::new();
     o = match &args.unix {
         Some(path) => {
@@ -135,8 +165,8 @@ fn options(args: &Args) -> Result<Options, Failure> {
         TlsMode::Off => Tls::Off,
         TlsMode::Auto => Tls::Auto,
     });
-    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        o = o.tls_config(onstream::tls::config_from_pem_files(cert, key).map_err(fail)?);
+    if let Some(config) = tls_config {
+        o = o.tls_config(config);
     }
     o = o.version(if args.http1_only {
         Version::Http1
@@ -157,7 +187,7 @@ fn options(args: &Args) -> Result<Options, Failure> {
     if let Some(t) = args.header_read_timeout {
         o = o.header_read_timeout(t);
     }
-    Ok(o.close_timeout(args.shutdown_timeout))
+    o.close_timeout(args.shutdown_timeout)
 }
 
 fn listen_address(args: &Args) -> Option<String> {
@@ -191,14 +221,15 @@ fn systemd_listener() -> Option<OwnedFd> {
 
 /// What a person needs to start using the server: the URLs, the certificate's
 /// fingerprint to check the browser's warning against.
-fn banner(server: &Server, site: &Site, args: &Args) {
-    let addr = server
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let mut lines = vec![format!("onstream: serving {}", site.root.path().display())];
-    match server.local_addr().ok().and_then(|a| a.inet()) {
-        Some(inet) => {
+fn banner(workers: &Workers, root: &std::path::Path, args: &Args) {
+    let mut lines = vec![format!(
+        "onstream: serving {} ({} worker{})",
+        root.display(),
+        workers.len(),
+        if workers.len() == 1 { "" } else { "s" }
+    )];
+    match workers.local_addr() {
+        LocalAddr::Inet(inet) => {
             let shown = if inet.ip().is_unspecified() {
                 format!("localhost:{}", inet.port())
             } else {
@@ -211,9 +242,9 @@ fn banner(server: &Server, site: &Site, args: &Args) {
                 lines.push(format!("  https://{shown}/"));
             }
         }
-        None => lines.push(format!("  unix socket {addr}")),
+        other => lines.push(format!("  unix socket {other}")),
     }
-    if let Some(fp) = server.certificate_fingerprint() {
+    if let Some(fp) = workers.certificate_fingerprint() {
         lines.push(format!("  self-signed certificate, SHA-256 {fp}"));
     }
     println!("{}", lines.join("\n"));
@@ -221,20 +252,21 @@ fn banner(server: &Server, site: &Site, args: &Args) {
     let _ = std::io::stdout().flush();
 }
 
-/// SIGINT and SIGTERM: the first asks the loop to drain and stop (the flag, then a
-/// wake-up of the loop from the signal thread); a second one exits at once.
-fn watch_signals(stop: Arc<AtomicBool>, remote: onstream::Remote) -> Result<(), Failure> {
+/// SIGINT and SIGTERM: the first asks every worker to drain and stop (from the signal
+/// thread, through the workers' `Closer`); a second one exits at once.
+fn watch_signals(closer: Closer) -> Result<(), Failure> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .map_err(|e| fail(format_args!("cannot handle signals: {e}")))?;
     std::thread::Builder::new()
         .name("onstream-signals".into())
         .spawn(move || {
+            let mut seen = false;
             for signal in signals.forever() {
-                if stop.swap(true, Ordering::Relaxed) {
+                if std::mem::replace(&mut seen, true) {
                     std::process::exit(128 + signal);
                 }
-                remote.wake();
+                closer.close();
             }
         })
         .map_err(|e| fail(format_args!("cannot start the signal thread: {e}")))?;
