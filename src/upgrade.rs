@@ -65,6 +65,22 @@ impl Upgraded {
     pub(crate) fn new(io: Box<dyn Io>, read_buf: Bytes) -> Upgraded {
         Upgraded { io, read_buf }
     }
+
+    /// Appends what can be read now to `buf` (the bytes read before the upgrade first),
+    /// reading into its spare capacity, which the caller has reserved. `Ok(0)` is EOF.
+    pub(crate) fn poll_read_buf(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if !self.read_buf.is_empty() {
+            let n = self.read_buf.len();
+            buf.extend_from_slice(&self.read_buf);
+            self.read_buf.clear();
+            return Poll::Ready(Ok(n));
+        }
+        poll_read_buf(&mut self.io, buf, cx)
+    }
 }
 
 impl fmt::Debug for Upgraded {

@@ -451,3 +451,416 @@ fn close_gives_up_on_a_client_that_never_answers() {
     assert!(start.elapsed() >= Duration::from_millis(150));
     assert!(server.wait_connections(0, Duration::from_secs(1)));
 }
+
+// ===== permessage-deflate (RFC 7692) =====
+
+/// A small WebSocket client with permessage-deflate, on any byte stream: the test's own
+/// frame code (tungstenite's client has no deflate), written from RFC 6455 and RFC 7692.
+struct DeflateClient<S> {
+    io: S,
+    compress: flate2::Compress,
+    decompress: flate2::Decompress,
+}
+
+const SYNC_TAIL: [u8; 4] = [0, 0, 0xFF, 0xFF];
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> DeflateClient<S> {
+    fn new(io: S) -> Self {
+        DeflateClient {
+            io,
+            compress: flate2::Compress::new(flate2::Compression::default(), false),
+            decompress: flate2::Decompress::new(false),
+        }
+    }
+
+    fn deflate(&mut self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len() + 64);
+        let start = self.compress.total_in();
+        loop {
+            let done = (self.compress.total_in() - start) as usize;
+            out.reserve(1024);
+            self.compress
+                .compress_vec(&data[done..], &mut out, flate2::FlushCompress::Sync)
+                .unwrap();
+            if (self.compress.total_in() - start) as usize == data.len()
+                && out.len() < out.capacity()
+            {
+                break;
+            }
+        }
+        assert!(out.ends_with(&SYNC_TAIL));
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    fn inflate(&mut self, data: &[u8]) -> Vec<u8> {
+        let input = [data, &SYNC_TAIL[..]].concat();
+        let mut out = Vec::with_capacity(input.len() * 4 + 64);
+        let mut pos = 0;
+        loop {
+            let before = self.decompress.total_in();
+            out.reserve(4096);
+            self.decompress
+                .decompress_vec(&input[pos..], &mut out, flate2::FlushDecompress::Sync)
+                .unwrap();
+            pos += (self.decompress.total_in() - before) as usize;
+            if pos == input.len() && out.len() < out.capacity() {
+                return out;
+            }
+        }
+    }
+
+    /// Sends one masked frame as given.
+    async fn frame(&mut self, b0: u8, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mask = [0x37u8, 0xFA, 0x21, 0x3D];
+        let mut f = vec![b0];
+        match payload.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.io.write_all(&f).await.unwrap();
+        self.io.flush().await.unwrap();
+    }
+
+    /// Sends a whole message in one frame, compressed (RSV1) when `compressed`.
+    async fn send(&mut self, opcode: u8, data: &[u8], compressed: bool) {
+        if compressed {
+            let payload = self.deflate(data);
+            self.frame(0x80 | 0x40 | opcode, &payload).await;
+        } else {
+            self.frame(0x80 | opcode, data).await;
+        }
+    }
+
+    /// The next frame: (first byte, payload as sent, payload decompressed if RSV1).
+    async fn recv(&mut self) -> (u8, Vec<u8>, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 2];
+        self.io.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+        let len = match head[1] & 0x7F {
+            126 => self.io.read_u16().await.unwrap() as usize,
+            127 => self.io.read_u64().await.unwrap() as usize,
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        self.io.read_exact(&mut payload).await.unwrap();
+        let data = if head[0] & 0x40 != 0 {
+            self.inflate(&payload)
+        } else {
+            payload.clone()
+        };
+        (head[0], payload, data)
+    }
+}
+
+/// Opens a WebSocket over TCP offering `extensions`; the client and the 101's
+/// `Sec-WebSocket-Extensions` (if any).
+async fn connect_deflate(
+    addr: std::net::SocketAddr,
+    extensions: &str,
+) -> (DeflateClient<tokio::net::TcpStream>, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Extensions: {extensions}\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    let ext = head
+        .lines()
+        .find_map(|l| l.strip_prefix("sec-websocket-extensions: "))
+        .map(str::to_owned);
+    (DeflateClient::new(tcp), ext)
+}
+
+/// A client offering permessage-deflate gets it: its compressed messages (whole, and
+/// fragmented with a ping in between) are understood, and the echoes of messages of 64
+/// bytes or more come back compressed, with the context kept across messages both ways.
+#[test]
+fn permessage_deflate_is_negotiated_and_used_both_ways() {
+    let server = TestServer::start(|o| o, || echo(websocket::Options::new));
+    block_on(async {
+        let (mut c, ext) =
+            connect_deflate(server.addr(), "permessage-deflate; client_max_window_bits").await;
+        assert_eq!(ext.as_deref(), Some("permessage-deflate"));
+        let text = "Grüße aus dem Test, ".repeat(40);
+        for _ in 0..3 {
+            c.send(1, text.as_bytes(), true).await;
+            let (b0, wire, data) = c.recv().await;
+            assert_eq!(b0, 0x80 | 0x40 | 1, "a compressed text frame");
+            assert!(
+                wire.len() < text.len() / 4,
+                "{} bytes on the wire",
+                wire.len()
+            );
+            assert_eq!(data, text.as_bytes());
+        }
+        // Short messages come back uncompressed; uncompressed ones are fine too.
+        c.send(2, b"tiny", false).await;
+        assert_eq!(c.recv().await, (0x82, b"tiny".to_vec(), b"tiny".to_vec()));
+        c.send(1, b"small but compressed", true).await;
+        let (b0, _, data) = c.recv().await;
+        assert_eq!((b0, &data[..]), (0x81, &b"small but compressed"[..]));
+
+        // A fragmented compressed message: RSV1 on the first frame only, a ping between.
+        let big: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let deflated = c.deflate(&big);
+        let (a, b) = deflated.split_at(deflated.len() / 2);
+        c.frame(0x40 | 2, a).await;
+        c.frame(0x80 | 9, b"between").await;
+        c.frame(0x80, b).await;
+        assert_eq!(c.recv().await.0, 0x8A, "the pong comes first");
+        let (b0, _, data) = c.recv().await;
+        assert_eq!(b0, 0xC2);
+        assert_eq!(data, big);
+    });
+    assert!(
+        server.step_errors().is_empty(),
+        "{:?}",
+        server.step_errors()
+    );
+}
+
+/// Offers with unknown or invalid parameters are declined and the next acceptable one is
+/// taken; no-context-takeover and window sizes are answered; a server with deflate off
+/// answers no extension, and then a frame with RSV1 is a protocol error (1002).
+#[test]
+fn deflate_offers_are_negotiated_per_rfc_7692() {
+    let server = TestServer::start(|o| o, || echo(websocket::Options::new));
+    block_on(async {
+        let cases = [
+            (
+                "permessage-deflate; foo=1, permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+                Some("permessage-deflate; server_no_context_takeover; server_max_window_bits=10"),
+            ),
+            (
+                "x-webkit-deflate-frame, permessage-deflate; client_no_context_takeover",
+                Some("permessage-deflate; client_no_context_takeover"),
+            ),
+            ("permessage-deflate; server_max_window_bits=7", None),
+        ];
+        for (offer, answer) in cases {
+            let (mut c, ext) = connect_deflate(server.addr(), offer).await;
+            assert_eq!(ext.as_deref(), answer, "for {offer:?}");
+            if answer.is_some() {
+                let text = "abcdefgh".repeat(64);
+                for _ in 0..2 {
+                    c.send(1, text.as_bytes(), true).await;
+                    if offer.contains("client_no_context_takeover") {
+                        // As promised: a fresh context for each message.
+                        c.compress.reset();
+                    }
+                    let (_, _, data) = c.recv().await;
+                    assert_eq!(data, text.as_bytes());
+                    if offer.contains("server_no_context_takeover") {
+                        // A fresh context for each message on our side too.
+                        c.decompress.reset(false);
+                    }
+                }
+            }
+        }
+    });
+    let off = TestServer::start(|o| o, || echo(|| websocket::Options::new().deflate(false)));
+    block_on(async {
+        let (mut c, ext) = connect_deflate(off.addr(), "permessage-deflate").await;
+        assert_eq!(ext, None);
+        c.send(1, "x".repeat(100).as_bytes(), true).await;
+        let (b0, payload, _) = c.recv().await;
+        assert_eq!(b0, 0x88);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
+    });
+}
+
+/// A compressed message that inflates past `max_message_size` (a zip bomb: 16 MiB of
+/// zeros in about 16 KiB) is refused with 1009 before it is inflated in memory.
+#[test]
+fn a_deflate_bomb_is_refused_with_1009() {
+    let server = TestServer::start(
+        |o| o,
+        || echo(|| websocket::Options::new().max_message_size(1 << 20)),
+    );
+    block_on(async {
+        let (mut c, ext) = connect_deflate(server.addr(), "permessage-deflate").await;
+        assert!(ext.is_some());
+        let bomb = c.deflate(&vec![0u8; 16 << 20]);
+        assert!(bomb.len() < 1 << 20);
+        c.send(2, &[], false).await;
+        assert_eq!(c.recv().await.0, 0x82);
+        c.frame(0x80 | 0x40 | 2, &bomb).await;
+        let (b0, payload, _) = c.recv().await;
+        assert_eq!(b0, 0x88);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1009);
+    });
+    assert!(server.wait_connections(0, Duration::from_secs(2)));
+}
+
+/// Text is checked as it arrives: a message whose first fragment is already not UTF-8
+/// is refused with 1007 without waiting for its end.
+#[test]
+fn invalid_utf8_fails_at_the_first_fragment() {
+    let server = TestServer::start(|o| o, || echo(websocket::Options::new));
+    block_on(async {
+        let (mut c, _) = connect_deflate(server.addr(), "foo").await;
+        c.frame(0x01, b"fine so far \xC0\xAF").await;
+        let (b0, payload, _) = c.recv().await;
+        assert_eq!(b0, 0x88);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1007);
+    });
+}
+
+/// permessage-deflate over TLS and over HTTP/2 (the 200 to the extended CONNECT carries
+/// the extension).
+#[test]
+fn permessage_deflate_over_tls_and_http2() {
+    let (cert, config) = localhost_cert();
+    let tls_server = TestServer::start(
+        move |o| o.tls(onstream::Tls::On).tls_config(config),
+        || echo(websocket::Options::new),
+    );
+    let addr = tls_server.addr();
+    block_on(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let client = trusting(&cert, &[b"http/1.1"]);
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.write_all(
+            b"GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tls.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(
+            head.contains("\r\nsec-websocket-extensions: permessage-deflate\r\n"),
+            "{head}"
+        );
+        let mut c = DeflateClient::new(tls);
+        let text = "over tls, compressed. ".repeat(20);
+        c.send(1, text.as_bytes(), true).await;
+        let (b0, _, data) = c.recv().await;
+        assert_eq!((b0, data), (0xC1, text.into_bytes()));
+    });
+
+    let server = TestServer::start(|o| o, || echo(websocket::Options::new));
+    let addr = server.addr();
+    block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send_request, conn) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(conn);
+        let mut send_request = send_request.ready().await.unwrap();
+        for _ in 0..200 {
+            if send_request.is_extended_connect_protocol_enabled() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let req = http::Request::builder()
+            .method("CONNECT")
+            .uri(format!("http://{addr}/echo"))
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-extensions", "permessage-deflate")
+            .extension(h2::ext::Protocol::from("websocket"))
+            .body(())
+            .unwrap();
+        let (response, send) = send_request.send_request(req, false).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers().get("sec-websocket-extensions").unwrap(),
+            "permessage-deflate"
+        );
+        let mut c = DeflateClient::new(ClientTunnel {
+            recv: response.into_body(),
+            send,
+            pending: bytes::Bytes::new(),
+        });
+        let data = vec![42u8; 3000];
+        c.send(2, &data, true).await;
+        let (b0, wire, got) = c.recv().await;
+        assert_eq!(b0, 0xC2);
+        assert!(wire.len() < 100);
+        assert_eq!(got, data);
+    });
+}
+
+/// `split` gives halves that two tasks use at once: a writer task sends while the
+/// handler reads, and pings are still answered.
+#[test]
+fn split_halves_work_in_two_tasks() {
+    let server = TestServer::start(
+        |o| o,
+        || {
+            |_srv, stream: Stream| async move {
+                let ws = websocket::accept(&stream, websocket::Options::new()).await?;
+                let (mut reader, mut writer) = ws.split();
+                let writing = onstream::Controller::current().spawn(async move {
+                    for i in 0..3 {
+                        writer.send(Message::text(format!("tick {i}"))).await?;
+                        onstream::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok::<_, onstream::Error>(writer)
+                });
+                let mut n_texts = 0;
+                while let Some(msg) = reader.recv().await? {
+                    if msg.is_text() {
+                        n_texts += 1;
+                    }
+                }
+                let mut writer = writing.await?;
+                // The close handshake is over: nothing more may be sent.
+                assert!(writer.send(Message::text("late")).await.is_err());
+                assert_eq!(n_texts, 1);
+                Ok(())
+            }
+        },
+    );
+    block_on(async {
+        let mut ws = connect_ws(server.addr(), None).await;
+        ws.send(M::Ping(b"p".to_vec().into())).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            got.push(ws.next().await.unwrap().unwrap());
+        }
+        assert!(got.contains(&M::Pong(b"p".to_vec().into())), "{got:?}");
+        for i in 0..3 {
+            assert!(got.contains(&M::text(format!("tick {i}"))), "{got:?}");
+        }
+        ws.send(M::text("one")).await.unwrap();
+        ws.close(None).await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+    });
+    assert!(server.wait_connections(0, Duration::from_secs(2)));
+    assert!(
+        server.step_errors().is_empty(),
+        "{:?}",
+        server.step_errors()
+    );
+}

@@ -9,27 +9,25 @@
 //! ping/pong and the close handshake are tungstenite's. Not yet here: permessage-deflate
 //! (RFC 7692).
 
-use futures_util::{SinkExt, StreamExt};
+mod conn;
+mod deflate;
+mod frame;
+
 use std::{fmt, time::Duration};
-use tokio_tungstenite::{
-    tungstenite::{
-        handshake::derive_accept_key,
-        protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig},
-    },
-    WebSocketStream,
+use tungstenite::{
+    handshake::derive_accept_key,
+    protocol::{frame::coding::CloseCode, CloseFrame},
 };
 
-pub use tokio_tungstenite::tungstenite::{Bytes as Payload, Message, Utf8Bytes};
+pub use deflate::Deflate;
+pub use tungstenite::{Bytes as Payload, Message, Utf8Bytes};
 
 use crate::{
     error::{Error, Result},
     headers::Headers,
     rt::timeout,
     stream::Stream,
-    upgrade::Upgraded,
 };
-
-type WsError = tokio_tungstenite::tungstenite::Error;
 
 /// Chooses a subprotocol from those the client offers (in its order); `None` for none.
 pub type ProtocolChooser = Box<dyn Fn(&[&str]) -> Option<String>>;
@@ -47,6 +45,7 @@ pub struct Options {
     choose_protocol: Option<ProtocolChooser>,
     ping_interval: Option<Duration>,
     close_timeout: Duration,
+    deflate: Option<Deflate>,
 }
 
 /// The largest message a peer may send by default: 64 MiB (tungstenite's default;
@@ -54,8 +53,6 @@ pub struct Options {
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 /// The largest frame by default: 16 MiB (tungstenite's default).
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 << 20;
-/// How much tungstenite reads at a time (see `accept`).
-const READ_BUFFER_SIZE: usize = 16 * 1024;
 
 /// How long [`WebSocket::close`] waits for the peer's close frame.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,12 +65,14 @@ impl Default for Options {
             choose_protocol: None,
             ping_interval: None,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            deflate: Some(Deflate::default()),
         }
     }
 }
 
 impl Options {
-    /// The defaults: 64 MiB messages, 16 MiB frames, no subprotocol.
+    /// The defaults: 64 MiB messages, 16 MiB frames, no subprotocol, permessage-deflate
+    /// when the client offers it.
     pub fn new() -> Options {
         Options::default()
     }
@@ -106,6 +105,19 @@ impl Options {
         self
     }
 
+    /// Whether to accept permessage-deflate (RFC 7692) when the client offers it, with
+    /// the [`Deflate`] defaults; on by default.
+    pub fn deflate(mut self, on: bool) -> Options {
+        self.deflate = on.then(Deflate::default);
+        self
+    }
+
+    /// Accept permessage-deflate with these settings.
+    pub fn deflate_with(mut self, deflate: Deflate) -> Options {
+        self.deflate = Some(deflate);
+        self
+    }
+
     /// How to pick a subprotocol from the client's `Sec-WebSocket-Protocol` list.
     pub fn protocols(mut self, choose: impl Fn(&[&str]) -> Option<String> + 'static) -> Options {
         self.choose_protocol = Some(Box::new(choose));
@@ -119,6 +131,9 @@ impl fmt::Debug for Options {
             .field("max_message_size", &self.max_message_size)
             .field("max_frame_size", &self.max_frame_size)
             .field("chooses_protocol", &self.choose_protocol.is_some())
+            .field("ping_interval", &self.ping_interval)
+            .field("close_timeout", &self.close_timeout)
+            .field("deflate", &self.deflate)
             .finish()
     }
 }
@@ -126,16 +141,17 @@ impl fmt::Debug for Options {
 /// An open WebSocket connection, taken over from an HTTP/1.1 connection or carried by
 /// one HTTP/2 stream.
 pub struct WebSocket {
-    inner: WebSocketStream<Upgraded>,
+    reader: conn::Reader,
+    writer: conn::Writer,
     protocol: Option<String>,
-    ping_interval: Option<Duration>,
-    close_timeout: Duration,
+    extensions: Option<String>,
 }
 
 impl fmt::Debug for WebSocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocket")
             .field("protocol", &self.protocol)
+            .field("extensions", &self.extensions)
             .finish()
     }
 }
@@ -204,20 +220,27 @@ pub async fn accept(stream: &Stream, options: Options) -> Result<WebSocket> {
     if let Some(p) = &protocol {
         res.append("sec-websocket-protocol", p.clone());
     }
+    let agreed = options
+        .deflate
+        .as_ref()
+        .and_then(|config| deflate::negotiate(req.get_all("sec-websocket-extensions"), config));
+    if let Some(agreed) = &agreed {
+        res.append("sec-websocket-extensions", agreed.response.clone());
+    }
     stream.write_headers(&res, false).await?;
     let socket = stream.take_socket()?;
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(options.max_message_size))
-        .max_frame_size(Some(options.max_frame_size))
-        // tungstenite zeroes its whole read buffer before each read: at its 128 KiB
-        // default that memset was a fifth of the server's CPU in the echo benchmark.
-        .read_buffer_size(READ_BUFFER_SIZE);
-    let inner = WebSocketStream::from_raw_socket(socket, Role::Server, Some(config)).await;
-    Ok(WebSocket {
-        inner,
-        protocol,
+    let config = conn::Config {
+        max_message_size: options.max_message_size,
+        max_frame_size: options.max_frame_size,
         ping_interval: options.ping_interval,
         close_timeout: options.close_timeout,
+    };
+    let (reader, writer) = conn::new(socket, config, agreed.as_ref());
+    Ok(WebSocket {
+        reader,
+        writer,
+        protocol,
+        extensions: agreed.map(|a| a.response),
     })
 }
 
@@ -286,97 +309,104 @@ impl WebSocket {
         self.protocol.as_deref()
     }
 
-    /// Sends a message (text, binary, ping, pong or close).
+    /// The `Sec-WebSocket-Extensions` answer sent to the client, if any extension was
+    /// agreed on (today only permessage-deflate, with its parameters).
+    pub fn extensions(&self) -> Option<&str> {
+        self.extensions.as_deref()
+    }
+
+    /// Sends a message (text, binary, ping, pong or close). With permessage-deflate,
+    /// text and binary messages of 64 bytes or more go out compressed.
     pub async fn send(&mut self, msg: Message) -> Result<()> {
-        self.inner.send(msg).await.map_err(ws_error)
+        self.writer.send(msg).await
     }
 
     /// The next message; `None` once the connection is closed. Pings are answered and
-    /// close frames acknowledged by the codec; they are still returned for the handler
-    /// to see.
+    /// close frames acknowledged here; they are still returned for the handler to see.
+    ///
+    /// A client that breaks the protocol is sent a close frame with the reason's code
+    /// (1002 protocol error, 1007 text that is not UTF-8, 1009 over a size limit) and
+    /// the error is returned.
     pub async fn recv(&mut self) -> Result<Option<Message>> {
-        let next = match self.ping_interval {
-            None => self.inner.next().await,
-            Some(interval) => match self.next_with_keepalive(interval).await? {
-                Some(next) => next,
-                None => return Err(Error::timeout("the WebSocket peer stopped answering pings")),
+        self.reader.recv().await
+    }
+
+    /// Closes with `code` and `reason` (at most 123 bytes), then waits (at most the
+    /// `close_timeout` option) for the client's close frame, discarding messages that
+    /// arrive meanwhile.
+    pub async fn close(&mut self, code: u16, reason: &str) -> Result<()> {
+        if !self.writer.close_sent() {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: Utf8Bytes::from(reason.to_owned()),
+            };
+            self.writer.send(Message::Close(Some(frame))).await?;
+        }
+        let close_timeout = self.reader.config.close_timeout;
+        let drain = async { while let Ok(Some(_)) = self.reader.recv().await {} };
+        // A client that never answers is simply dropped when the time is up.
+        let _ = timeout(close_timeout, drain).await;
+        Ok(())
+    }
+
+    /// Splits into a receiving and a sending half, e.g. for two tasks: one reading,
+    /// one writing. The reader still answers pings and close frames.
+    pub fn split(self) -> (WebSocketReader, WebSocketWriter) {
+        conn::split(&self.reader);
+        (
+            WebSocketReader {
+                reader: self.reader,
             },
-        };
-        match next {
-            Some(Ok(msg)) => Ok(Some(msg)),
-            Some(Err(e)) => {
-                // Tell the client why before the connection goes (RFC 6455 §7.4.1).
-                use tokio_tungstenite::tungstenite::Error as E;
-                let code = match &e {
-                    E::Capacity(_) => Some(CloseCode::Size),
-                    E::Utf8(_) => Some(CloseCode::Invalid),
-                    E::Protocol(_) => Some(CloseCode::Protocol),
-                    _ => None,
-                };
-                if let Some(code) = code {
-                    let frame = CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(""),
-                    };
-                    // The codec may already have closed; the original error matters more.
-                    let _ = self.inner.close(Some(frame)).await;
-                }
-                Err(ws_error(e))
-            }
-            None => Ok(None),
-        }
+            WebSocketWriter {
+                writer: self.writer,
+            },
+        )
+    }
+}
+
+/// The receiving half of a [`WebSocket`] (see [`WebSocket::split`]).
+pub struct WebSocketReader {
+    reader: conn::Reader,
+}
+
+impl WebSocketReader {
+    /// The next message, as [`WebSocket::recv`].
+    pub async fn recv(&mut self) -> Result<Option<Message>> {
+        self.reader.recv().await
+    }
+}
+
+impl fmt::Debug for WebSocketReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketReader").finish_non_exhaustive()
+    }
+}
+
+/// The sending half of a [`WebSocket`] (see [`WebSocket::split`]).
+pub struct WebSocketWriter {
+    writer: conn::Writer,
+}
+
+impl WebSocketWriter {
+    /// Sends a message, as [`WebSocket::send`].
+    pub async fn send(&mut self, msg: Message) -> Result<()> {
+        self.writer.send(msg).await
     }
 
-    /// The next frame, pinging after `interval` of silence; `None` when a second
-    /// interval passes without any frame.
-    async fn next_with_keepalive(
-        &mut self,
-        interval: Duration,
-    ) -> Result<Option<Option<std::result::Result<Message, WsError>>>> {
-        match timeout(interval, self.inner.next()).await {
-            Ok(next) => return Ok(Some(next)),
-            Err(_) => self
-                .inner
-                .send(Message::Ping(Payload::from_static(b"onstream")))
-                .await
-                .map_err(ws_error)?,
-        }
-        Ok(timeout(interval, self.inner.next()).await.ok())
-    }
-
-    /// Closes with `code` and `reason`, then waits (at most the `close_timeout` option)
-    /// for the client's close frame, discarding messages that arrive meanwhile.
+    /// Sends a close frame with `code` and `reason`; the reading half then sees the
+    /// client's answer and ends.
     pub async fn close(&mut self, code: u16, reason: &str) -> Result<()> {
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: Utf8Bytes::from(reason.to_owned()),
         };
-        self.inner.close(Some(frame)).await.map_err(ws_error)?;
-        let drain = async { while let Some(Ok(_)) = self.inner.next().await {} };
-        // A client that never answers is simply dropped when the time is up.
-        let _ = timeout(self.close_timeout, drain).await;
-        Ok(())
-    }
-
-    /// The underlying `futures` `Sink + Stream`, e.g. to `split()` into halves used by
-    /// two tasks.
-    pub fn into_inner(self) -> WebSocketStream<Upgraded> {
-        self.inner
+        self.writer.send(Message::Close(Some(frame))).await
     }
 }
 
-fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> Error {
-    use tokio_tungstenite::tungstenite::Error as E;
-    match e {
-        E::ConnectionClosed | E::AlreadyClosed => Error::closed("WebSocket closed"),
-        E::Io(io) => Error::from(io),
-        E::Capacity(_) => Error::protocol(413, "WebSocket message or frame too big").with_source(e),
-        E::Protocol(_) | E::Utf8(_) => {
-            Error::protocol(400, "WebSocket protocol error").with_source(e)
-        }
-        other => Error::new(crate::error::ErrorKind::Io)
-            .with_context("WebSocket")
-            .with_source(other),
+impl fmt::Debug for WebSocketWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocketWriter").finish_non_exhaustive()
     }
 }
 
