@@ -1,5 +1,6 @@
 //! Baseline peer for `bench/run`: a hyper 1.x "Hello, World!" server on a tokio
-//! current_thread runtime (one core, like the onstream hello example).
+//! current_thread runtime (one core, like the onstream hello example), or with
+//! HYPER_THREADS=N on the multi-thread runtime with N workers.
 //! Adapted from the workplace's bench-peers anchor server (hyper-util auto builder).
 //!
 //! usage: bench-hyper <port> <tls_port> <cert.pem> <key.pem>
@@ -112,10 +113,23 @@ fn main() {
         }
     };
     let acceptor = tls_acceptor(&args[3], &args[4]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // HYPER_THREADS=N (bench/run SUITE=multi): tokio's multi-thread runtime with N
+    // workers instead of current_thread.
+    let threads: usize = std::env::var("HYPER_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let rt = if threads > 1 {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    }
+    .expect("tokio runtime");
     rt.block_on(async move {
         let plain = bind(port).await;
         let tls = bind(tls_port).await;
