@@ -196,7 +196,7 @@ async fn serve_file(
             .map(|v| String::from_utf8_lossy(&v).into_owned())
     };
     let content_type = content_type(relative);
-    let (mut file, md, encoding, vary) = precompressed(root, relative, req, file, md);
+    let (mut file, md, encoding) = precompressed(root, relative, req, file, md);
     let mut validators = Validators::from_metadata(&md);
     if let Some(enc) = encoding {
         validators = validators.with_suffix(enc.token);
@@ -207,9 +207,11 @@ async fn serve_file(
     if let Some(lm) = validators.last_modified_header() {
         head.append("last-modified", lm);
     }
-    if vary {
-        head.append("vary", "accept-encoding");
-    }
+    // Every file answer says it may vary by Accept-Encoding, whether or not a sibling
+    // was found: a cache must see the same Vary on every answer for one URL (REDbot's
+    // VARY_INCONSISTENT), and looking for siblings on every request would cost two
+    // failed opens.
+    head.append("vary", "accept-encoding");
     match conditional::evaluate(method, get, &validators) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
@@ -296,45 +298,37 @@ const PRECOMPRESSED: [Encoding; 2] = [
 ];
 
 /// The representation to send: the first precompressed sibling (`.br`, then `.gz`) that
-/// is a regular file and that the client accepts, else the file itself; and whether any
-/// sibling exists (then the answer varies by `Accept-Encoding`). Siblings are looked
-/// for only when the request has an `Accept-Encoding`.
+/// the client accepts and that is a regular file, else the file itself. Siblings are
+/// looked for only when the request has an `Accept-Encoding`.
 fn precompressed(
     root: &Root,
     relative: &Path,
     req: &Headers,
     file: File,
     md: Metadata,
-) -> (File, Metadata, Option<Encoding>, bool) {
-    let accept = req
+) -> (File, Metadata, Option<Encoding>) {
+    let Some(accept) = req
         .get_comma_separated("accept-encoding")
-        .map(|v| String::from_utf8_lossy(&v).into_owned());
-    let Some(accept) = accept else {
-        // Most non-browser clients: no sibling could be chosen, so none is looked for
-        // (two failed opens per request otherwise). The plain answer then carries no
-        // Vary, which is harmless: the plain file is valid for every client.
-        return (file, md, None, false);
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+    else {
+        return (file, md, None);
     };
-    let mut vary = false;
     for enc in PRECOMPRESSED {
+        if !accepts(&accept, enc.token) {
+            continue;
+        }
         let mut name = relative.as_os_str().to_owned();
         name.push(".");
         name.push(enc.extension);
         let Ok(sibling) = root.open(Path::new(&name)) else {
             continue;
         };
-        let Ok(sibling_md) = sibling.metadata() else {
-            continue;
-        };
-        if !sibling_md.is_file() {
-            continue;
-        }
-        vary = true;
-        if accepts(&accept, enc.token) {
-            return (sibling, sibling_md, Some(enc), true);
+        match sibling.metadata() {
+            Ok(sibling_md) if sibling_md.is_file() => return (sibling, sibling_md, Some(enc)),
+            _ => continue,
         }
     }
-    (file, md, None, vary)
+    (file, md, None)
 }
 
 /// Whether an `Accept-Encoding` value allows `coding` (RFC 9110 §12.5.3): named with a

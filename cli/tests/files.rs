@@ -204,6 +204,7 @@ fn precompressed_siblings_are_served_when_accepted() {
 
     let r = s.get("/page.html");
     assert_eq!(r.text(), "<p>plain</p>");
-    // A file with no sibling does not vary.
-    assert_eq!(s.get("/hello.txt").header("vary"), None);
+    // Every answer for a URL carries the same Vary, sibling or not.
+    assert_eq!(r.header("vary"), Some("accept-encoding"));
+    assert_eq!(s.get("/hello.txt").header("vary"), Some("accept-encoding"));
 }
