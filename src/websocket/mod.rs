@@ -1,13 +1,23 @@
 //! WebSocket (RFC 6455) for handlers: [`accept`] checks a request's upgrade, answers
-//! `101 Switching Protocols`, takes the connection over and runs `tungstenite`'s codec on
-//! it (lua-http's `websocket.new_from_stream` + `accept`). Over HTTP/2 the same call
-//! accepts an extended CONNECT (RFC 8441) and runs the codec on that one stream.
+//! `101 Switching Protocols`, takes the connection over and speaks WebSocket on it
+//! (lua-http's `websocket.new_from_stream` + `accept`). Over HTTP/2 the same call accepts
+//! an extended CONNECT (RFC 8441) and speaks WebSocket on that one stream.
 //!
 //! What this module owns: the server side of the opening handshake (validation with a
-//! clear 400/426 answer, subprotocol choice by the handler) and the limits a server needs
-//! that lua-http lacked (message and frame size). Frame parsing, masking, UTF-8 checks,
-//! ping/pong and the close handshake are tungstenite's. Not yet here: permessage-deflate
-//! (RFC 7692).
+//! clear 400/426 answer, subprotocol choice by the handler, permessage-deflate
+//! negotiation), and the message layer: frames, masking, fragments, UTF-8 checked as text
+//! arrives, ping/pong, the close handshake, and the limits a server needs that lua-http
+//! lacked (message and frame size, also after decompression). permessage-deflate
+//! (RFC 7692) is used whenever the client offers it unless [`Options::deflate`] turns it
+//! off; [`Deflate`] sets its parameters. `tungstenite` only lends its [`Message`] type
+//! and the accept key.
+//!
+//! - `frame.rs`: frame headers as bytes, masking, close codes (pure).
+//! - `deflate.rs`: [`Deflate`], offer negotiation, the compressor and decompressor.
+//! - `conn.rs`: the reader and writer halves over the taken socket.
+//!
+//! Not here: other extensions (none is in use on the Web), sending fragmented messages
+//! (each message goes out as one frame).
 
 mod conn;
 mod deflate;
