@@ -31,12 +31,15 @@
 //! - [`Stream`], [`Headers`]: the request object handlers see.
 //! - [`Error`]: the one error type.
 //! - [`Workers`]: one loop per core, each with its own server on the same address.
+//! - `bridge` (feature `tokio`): await tokio-based futures from handlers.
 //!
 //! ARCHITECTURE.md in the repository has the invariants.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+pub mod bridge;
 mod date;
 mod error;
 mod h1;
