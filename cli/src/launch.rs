@@ -92,13 +92,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
 
 /// One worker's server, on its own thread: its own view of the root, its own log buffer.
 fn worker(args: &Args, listener: Listener, options: Options) -> onstream::Result<Server> {
-    let site = Rc::new(Site {
-        root: Root::new(&args.dir)?,
-        listing: !args.no_listing,
-        upload: args.upload.then_some(args.max_upload_size),
-        ws_echo: args.ws_echo.clone(),
-        log: (!args.quiet).then(|| AccessLog::new(args.log_format)),
-    });
+    let site = site_for(args, Root::new(&args.dir)?);
     let handler = {
         let site = site.clone();
         move |_server, stream| site::handle(site.clone(), stream)
@@ -109,6 +103,17 @@ fn worker(args: &Args, listener: Listener, options: Options) -> onstream::Result
         flush_every_second(&server, &site);
     }
     Ok(server)
+}
+
+/// What the command line asks to serve from `root`.
+fn site_for(args: &Args, root: Root) -> Rc<Site> {
+    Rc::new(Site {
+        root,
+        listing: !args.no_listing,
+        upload: args.upload.then_some(args.max_upload_size),
+        ws_echo: args.ws_echo.clone(),
+        log: (!args.quiet).then(|| AccessLog::new(args.log_format)),
+    })
 }
 
 /// Handler and connection errors are printed; they never stop the server.
@@ -125,17 +130,8 @@ fn inetd(
     root: Root,
     tls_config: Option<Arc<onstream::tls::ServerConfig>>,
 ) -> Result<(), Failure> {
-    let site = Rc::new(Site {
-        root,
-        listing: !args.no_listing,
-        upload: args.upload.then_some(args.max_upload_size),
-        ws_echo: args.ws_echo.clone(),
-        log: (!args.quiet).then(|| AccessLog::new(args.log_format)),
-    });
-    let handler = {
-        let site = site.clone();
-        move |_server, stream| site::handle(site.clone(), stream)
-    };
+    let site = site_for(&args, root);
+    let handler = move |_server, stream| site::handle(site.clone(), stream);
     let server = Server::without_listener(options(&args, tls_config), handler).map_err(fail)?;
     report_errors(&server);
     // SAFETY: inetd hands us the connection as descriptor 0; it is ours from here on.

@@ -196,15 +196,11 @@ fn systemd_socket_activation_serves_on_the_inherited_listener() {
     }
     let mut child = cmd.spawn().unwrap();
     drop(listener);
-    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(b"GET /a.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    c.read_to_end(&mut out).unwrap();
+    let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let text = get_a_txt(c, c.try_clone().unwrap());
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(common::Response::parse(&out).text(), "activated");
+    assert_eq!(text, "activated");
 }
 
 #[test]
@@ -227,7 +223,7 @@ fn a_unix_socket_serves_with_its_mode() {
         .spawn()
         .unwrap();
     let mut tries = 0;
-    let mut c = loop {
+    let c = loop {
         match UnixStream::connect(&sock) {
             Ok(c) => break c,
             Err(_) if tries < 250 => {
@@ -239,13 +235,10 @@ fn a_unix_socket_serves_with_its_mode() {
     };
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    c.write_all(b"GET /a.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    c.read_to_end(&mut out).unwrap();
+    let text = get_a_txt(&c, &c);
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(common::Response::parse(&out).text(), "over unix");
+    assert_eq!(text, "over unix");
     assert_eq!(mode, 0o600);
 }
 
@@ -279,4 +272,13 @@ fn the_websocket_echo_route_echoes() {
     assert_eq!(echo, [0x81, 2, b'h', b'i']);
     // Other paths are still files.
     assert_eq!(s.get("/hello.txt").status, 200);
+}
+
+/// `GET /a.txt` on a connection (its writing and reading sides), the body of the answer.
+fn get_a_txt(mut w: impl Write, mut r: impl Read) -> String {
+    w.write_all(b"GET /a.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).unwrap();
+    common::Response::parse(&out).text()
 }

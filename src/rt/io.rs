@@ -94,7 +94,8 @@ impl<T: mio::event::Source + std::fmt::Debug> std::fmt::Debug for Registered<T> 
     }
 }
 
-/// Implements the tokio I/O traits for a registered stream socket whose `&T` reads and writes.
+/// Implements the tokio I/O traits (and `Io`, with sendfile) for a registered stream socket
+/// whose `&T` reads and writes.
 macro_rules! async_io_impls {
     ($ty:ty) => {
         impl AsyncRead for $ty {
@@ -156,6 +157,19 @@ macro_rules! async_io_impls {
 
             fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
                 Poll::Ready(self.0.get_ref().shutdown(std::net::Shutdown::Write))
+            }
+        }
+
+        // A plain socket: files go to it by sendfile(2).
+        impl crate::upgrade::Io for $ty {
+            fn poll_sendfile(
+                &mut self,
+                cx: &mut Context<'_>,
+                file: &std::fs::File,
+                offset: &mut u64,
+                count: usize,
+            ) -> Option<Poll<io::Result<usize>>> {
+                Some(poll_sendfile(&self.0, cx, file, offset, count))
             }
         }
     };
@@ -249,30 +263,6 @@ impl UnixStream {
 }
 
 async_io_impls!(UnixStream);
-
-impl crate::upgrade::Io for TcpStream {
-    fn poll_sendfile(
-        &mut self,
-        cx: &mut Context<'_>,
-        file: &std::fs::File,
-        offset: &mut u64,
-        count: usize,
-    ) -> Option<Poll<io::Result<usize>>> {
-        Some(poll_sendfile(&self.0, cx, file, offset, count))
-    }
-}
-
-impl crate::upgrade::Io for UnixStream {
-    fn poll_sendfile(
-        &mut self,
-        cx: &mut Context<'_>,
-        file: &std::fs::File,
-        offset: &mut u64,
-        count: usize,
-    ) -> Option<Poll<io::Result<usize>>> {
-        Some(poll_sendfile(&self.0, cx, file, offset, count))
-    }
-}
 
 impl std::os::fd::AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
