@@ -197,7 +197,8 @@ fn systemd_socket_activation_serves_on_the_inherited_listener() {
     let mut child = cmd.spawn().unwrap();
     drop(listener);
     let c = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let text = get_a_txt(c, c.try_clone().unwrap());
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let text = get_a_txt(&c, &c);
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(text, "activated");
