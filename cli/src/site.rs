@@ -156,10 +156,38 @@ impl Site {
             dir_path.push('/');
         }
         let page = listing::render(&dir_path, entries);
+        // A weak validator from the page itself: a browser revalidating a listing gets
+        // 304 while the directory is unchanged (the page is made anew either way).
+        let validators = Validators {
+            etag: format!("W/\"{:x}\"", {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                page.hash(&mut h);
+                h.finish()
+            }),
+            last_modified: None,
+        };
         let mut head = Headers::new();
         head.append(":status", "200");
-        head.append("content-type", "text/html; charset=utf-8");
+        head.append("etag", validators.etag.clone());
         head.append("cache-control", "no-cache");
+        let get = |name: &str| {
+            req.get_comma_separated(name)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        match conditional::evaluate(method, get, &validators) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => {
+                head.upsert(":status", "304");
+                stream.write_headers(&head, true).await?;
+                return Ok(Sent {
+                    status: 304,
+                    bytes: 0,
+                });
+            }
+            Precondition::Failed => return status_page(stream, method, 412, &[]).await,
+        }
+        head.append("content-type", "text/html; charset=utf-8");
         send_whole(stream, method, head, page.as_bytes()).await
     }
 }

@@ -107,3 +107,18 @@ fn no_listing_answers_403_but_still_serves_index_html() {
     assert_eq!(s.get("/").status, 403);
     assert_eq!(s.get("/site/").status, 200);
 }
+
+#[test]
+fn a_listing_revalidates_with_its_weak_etag() {
+    let s = with_tree(&[]);
+    let etag = s.get("/").header("etag").unwrap().to_owned();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    let r = s.request("GET", "/", &[("if-none-match", &etag)]);
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    // A new file changes the page, and so its validator.
+    std::fs::write(s.root().join("new.txt"), "new").unwrap();
+    let r = s.request("GET", "/", &[("if-none-match", &etag)]);
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("new.txt"));
+}
