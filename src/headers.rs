@@ -124,11 +124,13 @@ impl Headers {
         never_index: bool,
     ) {
         let name = name.as_ref();
-        assert!(valid_name(name.as_bytes()), "invalid header name {name:?}");
         let value = value.into();
         assert!(valid_value(&value), "invalid header value for {name:?}");
+        // A common name is valid by construction: only other names need the check.
         let name = if let Some(known) = common_name(name) {
             Bytes::from_static(known.as_bytes())
+        } else if !valid_name(name.as_bytes()) {
+            panic!("invalid header name {name:?}");
         } else if name.bytes().any(|b| b.is_ascii_uppercase()) {
             Bytes::from(name.to_ascii_lowercase())
         } else {

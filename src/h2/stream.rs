@@ -435,8 +435,12 @@ fn field_map(headers: &Headers) -> http::HeaderMap {
         {
             continue;
         }
+        let name = match http_name(name) {
+            Some(known) => Ok(known),
+            None => http::HeaderName::from_bytes(name.as_bytes()),
+        };
         if let (Ok(name), Ok(mut value)) = (
-            http::HeaderName::from_bytes(name.as_bytes()),
+            name,
             http::HeaderValue::from_maybe_shared(field.value_shared()),
         ) {
             value.set_sensitive(field.never_index());
@@ -444,6 +448,27 @@ fn field_map(headers: &Headers) -> http::HeaderMap {
         }
     }
     map
+}
+
+/// The `http` crate's own constant for names responses nearly always carry: no parsing.
+fn http_name(name: &str) -> Option<http::HeaderName> {
+    use http::header;
+    Some(match name {
+        "content-type" => header::CONTENT_TYPE,
+        "content-length" => header::CONTENT_LENGTH,
+        "date" => header::DATE,
+        "server" => header::SERVER,
+        "location" => header::LOCATION,
+        "etag" => header::ETAG,
+        "last-modified" => header::LAST_MODIFIED,
+        "cache-control" => header::CACHE_CONTROL,
+        "vary" => header::VARY,
+        "content-encoding" => header::CONTENT_ENCODING,
+        "accept-ranges" => header::ACCEPT_RANGES,
+        "content-range" => header::CONTENT_RANGE,
+        "set-cookie" => header::SET_COOKIE,
+        _ => return None,
+    })
 }
 
 /// `Some(status)` for a head, `None` for a trailer block (no `:status`).
