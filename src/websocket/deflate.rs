@@ -20,8 +20,9 @@ const MIN_COMPRESSED_SIZE: usize = 64;
 /// How the server uses permessage-deflate when a client offers it (RFC 7692).
 ///
 /// The default accepts any valid offer, keeps the compression context between messages
-/// in both directions (the best ratio, 32 KiB of window per direction and connection)
-/// and compresses at zlib level 1.
+/// in both directions (the best ratio) and compresses at zlib level 1. zlib's state is
+/// made at a connection's first compressed message: about 260 KiB to compress (less
+/// with a smaller `server_max_window_bits`) and 40 KiB to decompress.
 ///
 /// ```
 /// let deflate = onstream::websocket::Deflate::new()
@@ -226,7 +227,11 @@ fn accept_offer(offer: &str, config: &Deflate) -> Option<Agreed> {
 /// The server's compressor: one raw deflate stream across messages, or one per message
 /// with `server_no_context_takeover`.
 pub(crate) struct Deflater {
-    compress: Compress,
+    /// Made at the first message worth compressing: zlib's state is some 260 KiB, which
+    /// a connection that only sends short messages never needs.
+    compress: Option<Compress>,
+    level: u32,
+    window_bits: u8,
     reset_each_message: bool,
 }
 
@@ -234,9 +239,10 @@ impl Deflater {
     pub(crate) fn new(agreed: &Agreed) -> Deflater {
         // zlib cannot compress with an 8-bit window; 9 bits keep matches within 256
         // bytes (see `Deflate::server_max_window_bits`).
-        let bits = agreed.server_window_bits.max(9);
         Deflater {
-            compress: Compress::new_with_window_bits(Compression::new(agreed.level), false, bits),
+            compress: None,
+            level: agreed.level,
+            window_bits: agreed.server_window_bits.max(9),
             reset_each_message: agreed.server_no_context_takeover,
         }
     }
@@ -256,16 +262,20 @@ impl Deflater {
             out.push(0x00);
             return Ok(());
         }
-        let start = self.compress.total_in();
+        let (level, bits) = (self.level, self.window_bits);
+        let compress = self.compress.get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::new(level), false, bits)
+        });
+        let start = compress.total_in();
         loop {
-            let consumed = (self.compress.total_in() - start) as usize;
+            let consumed = (compress.total_in() - start) as usize;
             if out.capacity() - out.len() < 64 {
                 out.reserve((data.len() - consumed) / 2 + 64);
             }
-            self.compress
+            compress
                 .compress_vec(&data[consumed..], out, FlushCompress::Sync)
                 .map_err(std::io::Error::other)?;
-            let consumed = (self.compress.total_in() - start) as usize;
+            let consumed = (compress.total_in() - start) as usize;
             // Done when all input is in and the flush did not run out of room.
             if consumed == data.len() && out.len() < out.capacity() {
                 break;
@@ -277,7 +287,7 @@ impl Deflater {
             return Err(std::io::Error::other("deflate output lacks its sync flush"));
         }
         if self.reset_each_message {
-            self.compress.reset();
+            compress.reset();
         }
         Ok(())
     }
@@ -294,14 +304,15 @@ pub(crate) enum InflateError {
 
 /// The server's decompressor for the client's messages.
 pub(crate) struct Inflater {
-    decompress: Decompress,
+    /// Made at the first compressed message (about 40 KiB with its window).
+    decompress: Option<Decompress>,
     reset_each_message: bool,
 }
 
 impl Inflater {
     pub(crate) fn new(agreed: &Agreed) -> Inflater {
         Inflater {
-            decompress: Decompress::new(false),
+            decompress: None,
             reset_each_message: agreed.client_no_context_takeover,
         }
     }
@@ -314,6 +325,9 @@ impl Inflater {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), InflateError> {
+        let decompress = self
+            .decompress
+            .get_or_insert_with(|| Decompress::new(false));
         let mut pos = 0;
         loop {
             if out.len() == out.capacity() {
@@ -324,18 +338,17 @@ impl Inflater {
                 let room = out.len().max(16 * 1024).min(limit + 1 - out.len());
                 out.reserve_exact(room);
             }
-            let (in_before, out_before) = (self.decompress.total_in(), out.len());
-            let status = self
-                .decompress
+            let (in_before, out_before) = (decompress.total_in(), out.len());
+            let status = decompress
                 .decompress_vec(&input[pos..], out, FlushDecompress::None)
                 .map_err(|_| InflateError::Corrupt)?;
-            pos += (self.decompress.total_in() - in_before) as usize;
+            pos += (decompress.total_in() - in_before) as usize;
             if out.len() > limit {
                 return Err(InflateError::TooBig);
             }
             if status == Status::StreamEnd {
                 // A block with BFINAL set ends the stream; a new one may follow.
-                self.decompress.reset(false);
+                decompress.reset(false);
                 if pos == input.len() {
                     return Ok(());
                 }
@@ -347,7 +360,7 @@ impl Inflater {
             }
             if room_left
                 && pos < input.len()
-                && self.decompress.total_in() == in_before
+                && decompress.total_in() == in_before
                 && out.len() == out_before
             {
                 // No progress with input and room: zlib wants something else.
@@ -359,8 +372,8 @@ impl Inflater {
     /// Ends a message: decompresses the sync tail the sender removed (RFC 7692 §7.2.2).
     pub(crate) fn finish(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
         self.push(&SYNC_TAIL, out, limit)?;
-        if self.reset_each_message {
-            self.decompress.reset(false);
+        if let (true, Some(decompress)) = (self.reset_each_message, &mut self.decompress) {
+            decompress.reset(false);
         }
         Ok(())
     }
