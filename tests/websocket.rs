@@ -1,6 +1,8 @@
 //! WebSocket over real sockets with a tokio-tungstenite client: the upgrade handshake and
 //! its refusals, echo of text and binary, subprotocols, ping/pong, the close handshake,
-//! the message size limit lua-http lacks (DESIGN.md §4 item 11), bad frames, and TLS.
+//! the message size limit lua-http lacks (DESIGN.md §4 item 11), bad frames, TLS, HTTP/2
+//! and split halves; and with a permessage-deflate client of the test's own (tungstenite
+//! has none): negotiation, compression both ways, a deflate bomb.
 
 mod common;
 
