@@ -19,18 +19,19 @@
 //! What this module does not do: parse (`parse.rs`), frame bodies (`body.rs`), or know
 //! about the server's connection set (the server passes a callback for each request).
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use std::{
     cell::RefCell,
     future::{poll_fn, Future},
     io,
+    mem::MaybeUninit,
     net::SocketAddr,
     pin::Pin,
     rc::Rc,
-    task::{Context, Poll, Waker},
+    task::{ready, Context, Poll, Waker},
     time::Duration,
 };
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, ReadBuf};
 
 use super::{
     body::{Decoded, Decoder},
@@ -372,7 +373,13 @@ impl H1Conn {
                 *started = true;
                 timer.reset(ctl.now() + self.cfg.header_read_timeout);
             }
-            match poll_fill(&mut st.io, &mut st.rbuf, cx) {
+            let filled = if st.rbuf.is_empty() {
+                st.release_idle_buffers();
+                poll_fill_idle(&mut st.io, &mut st.rbuf, cx)
+            } else {
+                poll_fill(&mut st.io, &mut st.rbuf, cx)
+            };
+            match filled {
                 Poll::Ready(Ok(0)) => {
                     st.read_eof = true;
                     // EOF between requests, or after a partial head nobody will finish.
@@ -547,7 +554,9 @@ impl ConnState {
             match Pin::new(&mut **io).poll_write(cx, &self.wbuf) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
-                    let _ = self.wbuf.split_to(n);
+                    // `advance`, not `split_to`: no shared header is allocated for the
+                    // part that went out.
+                    self.wbuf.advance(n);
                     self.n_written += n as u64;
                     if self.wbuf.len() < WRITE_BUFFER_HIGH {
                         self.wake_writers();
@@ -601,6 +610,18 @@ impl ConnState {
         r
     }
 
+    /// Gives the read buffer back, and the write buffer if it is empty, while the
+    /// connection waits for its next request with nothing buffered: an idle keep-alive
+    /// connection then holds no buffer (as nginx frees its buffers on idle keep-alive
+    /// connections), and the next request allocates one of the size it needs.
+    fn release_idle_buffers(&mut self) {
+        debug_assert!(self.rbuf.is_empty());
+        self.rbuf = BytesMut::new();
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+        }
+    }
+
     /// Counts bytes a stream sent past the buffer (sendfile) as progress.
     pub(crate) fn note_written(&mut self, n: usize) {
         self.n_written += n as u64;
@@ -613,6 +634,29 @@ impl ConnState {
         self.wake_driver();
         Some((io, buffered))
     }
+}
+
+/// Reads the start of the next request into an empty `rbuf` through a buffer on the
+/// stack, so that waiting for it allocates nothing; what arrived is then copied into
+/// `rbuf`, which takes exactly that much (a small request head costs a small allocation)
+/// unless the read filled the stack buffer and more is likely to follow. `Ok(0)` is EOF.
+fn poll_fill_idle(
+    io: &mut Option<Box<dyn Io>>,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let Some(io) = io else {
+        return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+    };
+    let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut read = ReadBuf::uninit(&mut stack);
+    ready!(Pin::new(&mut **io).poll_read(cx, &mut read))?;
+    let filled = read.filled();
+    if filled.len() == READ_CHUNK {
+        rbuf.reserve(2 * READ_CHUNK);
+    }
+    rbuf.extend_from_slice(filled);
+    Poll::Ready(Ok(filled.len()))
 }
 
 fn poll_fill(
@@ -628,5 +672,76 @@ fn poll_fill(
             poll_read_buf(io, rbuf, cx)
         }
         None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    impl Io for DuplexStream {}
+
+    /// A client end and the server's `io`, over an in-memory pipe.
+    fn pipe() -> (DuplexStream, Option<Box<dyn Io>>) {
+        let (client, server) = tokio::io::duplex(4 * READ_CHUNK);
+        (client, Some(Box::new(server)))
+    }
+
+    fn poll_idle(io: &mut Option<Box<dyn Io>>, rbuf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        let waker = futures_util::task::noop_waker();
+        poll_fill_idle(io, rbuf, &mut Context::from_waker(&waker))
+    }
+
+    fn write(client: &mut DuplexStream, bytes: &[u8]) {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let write = std::pin::pin!(client.write_all(bytes)).poll(&mut cx);
+        assert!(matches!(write, Poll::Ready(Ok(()))));
+    }
+
+    #[test]
+    fn waiting_for_a_request_allocates_no_read_buffer() {
+        let (_client, mut io) = pipe();
+        let mut rbuf = BytesMut::new();
+        assert!(poll_idle(&mut io, &mut rbuf).is_pending());
+        assert_eq!(rbuf.capacity(), 0);
+    }
+
+    #[test]
+    fn a_small_request_takes_a_buffer_of_its_size() {
+        let (mut client, mut io) = pipe();
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        write(&mut client, request);
+        let mut rbuf = BytesMut::new();
+        assert!(matches!(poll_idle(&mut io, &mut rbuf), Poll::Ready(Ok(n)) if n == request.len()));
+        assert_eq!(&rbuf[..], request);
+        assert!(rbuf.capacity() < READ_CHUNK / 2, "{}", rbuf.capacity());
+    }
+
+    #[test]
+    fn a_full_read_leaves_room_to_read_on_directly() {
+        let (mut client, mut io) = pipe();
+        let input: Vec<u8> = (0..READ_CHUNK + 100).map(|i| i as u8).collect();
+        write(&mut client, &input);
+        let mut rbuf = BytesMut::new();
+        assert!(matches!(
+            poll_idle(&mut io, &mut rbuf),
+            Poll::Ready(Ok(READ_CHUNK))
+        ));
+        assert!(rbuf.capacity() - rbuf.len() >= READ_CHUNK / 2);
+        let waker = futures_util::task::noop_waker();
+        let rest = poll_fill(&mut io, &mut rbuf, &mut Context::from_waker(&waker));
+        assert!(matches!(rest, Poll::Ready(Ok(100))));
+        assert_eq!(&rbuf[..], &input[..]);
+    }
+
+    #[test]
+    fn eof_while_idle_reads_zero() {
+        let (client, mut io) = pipe();
+        drop(client);
+        let mut rbuf = BytesMut::new();
+        assert!(matches!(poll_idle(&mut io, &mut rbuf), Poll::Ready(Ok(0))));
+        assert_eq!(rbuf.capacity(), 0);
     }
 }
