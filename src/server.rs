@@ -33,7 +33,7 @@ use crate::{
     options::Options,
     options::Version,
     rt::{sleep, Controller, Remote},
-    setup::Setup,
+    setup::{Setup, Transport},
     stream::{Inner, Stream},
     tls::{self, Tls},
 };
@@ -603,41 +603,62 @@ impl Shared {
             .detach();
     }
 
+    /// Runs one connection: setup, then HTTP/1 or HTTP/2 until it closes.
+    ///
+    /// The connection task lives as long as the connection, and its size is fixed by its
+    /// largest state, so only the HTTP/1 driver runs inline: setup (a TLS handshake holds
+    /// a whole rustls connection) and HTTP/2 are boxed and freed when they end, and what
+    /// leads up to the driver happens in plain functions, so that an idle keep-alive
+    /// connection's task is little more than the driver's state.
     async fn serve_connection(self: &Rc<Self>, key: usize, conn: Conn) {
-        let setup = self.setup.borrow().clone();
-        let Some(setup) = setup else {
+        let Some(transport) = Box::pin(self.set_up(conn)).await else {
             return;
         };
-        let transport = match setup.run(conn).await {
-            Ok(t) => t,
+        if transport.h2 {
+            Box::pin(self.serve_h2(key, transport)).await;
+            return;
+        }
+        let h1 = self.start_h1(key, transport);
+        let handle = ServerHandle {
+            shared: self.clone(),
+        };
+        h1.drive(|stream| handle.spawn_handler(stream)).await;
+    }
+
+    async fn set_up(&self, conn: Conn) -> Option<Transport> {
+        let setup = self.setup.borrow().clone()?;
+        match setup.run(conn).await {
+            Ok(t) => Some(t),
             Err(e) => {
                 // A failed handshake or a silent client costs only this connection
                 // (lua-http's default onerror stopped the whole server here).
                 tracing::debug!("connection setup failed: {e}");
-                return;
+                None
             }
-        };
+        }
+    }
+
+    async fn serve_h2(self: &Rc<Self>, key: usize, transport: Transport) {
         let handle = ServerHandle {
             shared: self.clone(),
         };
-        if transport.h2 {
-            let spawn =
-                |stream: H2Stream| handle.run_handler(Stream::new(Inner::H2(Rc::new(stream))));
-            let register = |h2: &Rc<H2Shared>| {
-                self.conns.borrow_mut()[key] = Some(ConnRef::H2(Rc::downgrade(h2)));
-                if self.closing.get() {
-                    h2.close_gracefully();
-                }
-            };
-            crate::h2::serve(transport, &self.h2, spawn, register).await;
-            return;
-        }
+        let spawn = |stream: H2Stream| handle.run_handler(Stream::new(Inner::H2(Rc::new(stream))));
+        let register = |h2: &Rc<H2Shared>| {
+            self.conns.borrow_mut()[key] = Some(ConnRef::H2(Rc::downgrade(h2)));
+            if self.closing.get() {
+                h2.close_gracefully();
+            }
+        };
+        crate::h2::serve(transport, &self.h2, spawn, register).await;
+    }
+
+    fn start_h1(&self, key: usize, transport: Transport) -> Rc<H1Conn> {
         let h1 = H1Conn::new(transport, self.h1.clone());
         self.conns.borrow_mut()[key] = Some(ConnRef::H1(Rc::downgrade(&h1)));
         if self.closing.get() {
             h1.close_gracefully();
         }
-        h1.drive(|stream| handle.spawn_handler(stream)).await;
+        h1
     }
 }
 

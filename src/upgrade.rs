@@ -75,8 +75,7 @@ impl Upgraded {
     ) -> Poll<io::Result<usize>> {
         if !self.read_buf.is_empty() {
             let n = self.read_buf.len();
-            buf.extend_from_slice(&self.read_buf);
-            self.read_buf.clear();
+            buf.extend_from_slice(&std::mem::take(&mut self.read_buf));
             return Poll::Ready(Ok(n));
         }
         poll_read_buf(&mut self.io, buf, cx)
@@ -101,6 +100,11 @@ impl AsyncRead for Upgraded {
             let n = self.read_buf.len().min(buf.remaining());
             buf.put_slice(&self.read_buf[..n]);
             self.read_buf.advance(n);
+            if self.read_buf.is_empty() {
+                // An empty `Bytes` may still hold the buffer it was cut from (the 4 KiB
+                // that connection setup read into) for the connection's whole life.
+                self.read_buf = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
