@@ -34,6 +34,7 @@ use std::{
 };
 
 use crate::error::{Error, Result};
+use futures_util::FutureExt;
 use reactor::{Reactor, WAKER_TOKEN};
 use timer::Timers;
 
@@ -180,9 +181,14 @@ impl Controller {
         let (runnable, task) = async_task::Builder::new()
             .metadata(AtomicU64::new(0))
             .spawn_local(
-                move |_| async move {
-                    let _guard = guard;
-                    future.await
+                // `map`, not an `async` block that awaits `future`: that block would hold
+                // the future twice (captured, and moved into its `.await`), doubling the
+                // allocation of every task, idle connections' included.
+                move |_| {
+                    future.map(move |output| {
+                        drop(guard);
+                        output
+                    })
                 },
                 move |r| shared.schedule(r),
             );
