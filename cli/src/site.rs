@@ -171,21 +171,8 @@ impl Site {
         head.append(":status", "200");
         head.append("etag", validators.etag.clone());
         head.append("cache-control", "no-cache");
-        let get = |name: &str| {
-            req.get_comma_separated(name)
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-        };
-        match conditional::evaluate(method, get, &validators) {
-            Precondition::Proceed => {}
-            Precondition::NotModified => {
-                head.upsert(":status", "304");
-                stream.write_headers(&head, true).await?;
-                return Ok(Sent {
-                    status: 304,
-                    bytes: 0,
-                });
-            }
-            Precondition::Failed => return status_page(stream, method, 412, &[]).await,
+        if let Some(sent) = answer_preconditions(stream, req, method, &validators, &head).await? {
+            return Ok(sent);
         }
         head.append("content-type", "text/html; charset=utf-8");
         send_whole(stream, method, head, page.as_bytes()).await
@@ -240,17 +227,8 @@ async fn serve_file(
     // VARY_INCONSISTENT), and looking for siblings on every request would cost two
     // failed opens.
     head.append("vary", "accept-encoding");
-    match conditional::evaluate(method, get, &validators) {
-        Precondition::Proceed => {}
-        Precondition::NotModified => {
-            head.upsert(":status", "304");
-            stream.write_headers(&head, true).await?;
-            return Ok(Sent {
-                status: 304,
-                bytes: 0,
-            });
-        }
-        Precondition::Failed => return status_page(stream, method, 412, &[]).await,
+    if let Some(sent) = answer_preconditions(stream, req, method, &validators, &head).await? {
+        return Ok(sent);
     }
     head.append("accept-ranges", "bytes");
     if let Some(enc) = encoding {
@@ -304,6 +282,34 @@ async fn serve_file(
                 bytes: body.content_length,
             })
         }
+    }
+}
+
+/// Evaluates the request's preconditions against `validators`: `Some` when they decided
+/// the answer (304 with `head`'s validators, or 412) and it was sent.
+async fn answer_preconditions(
+    stream: &Stream,
+    req: &Headers,
+    method: &str,
+    validators: &Validators,
+    head: &Headers,
+) -> onstream::Result<Option<Sent>> {
+    let get = |name: &str| {
+        req.get_comma_separated(name)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    match conditional::evaluate(method, get, validators) {
+        Precondition::Proceed => Ok(None),
+        Precondition::NotModified => {
+            let mut head = head.clone();
+            head.upsert(":status", "304");
+            stream.write_headers(&head, true).await?;
+            Ok(Some(Sent {
+                status: 304,
+                bytes: 0,
+            }))
+        }
+        Precondition::Failed => status_page(stream, method, 412, &[]).await.map(Some),
     }
 }
 
