@@ -303,3 +303,27 @@ fn a_client_that_never_reads_a_sent_file_is_closed_after_send_timeout() {
     drop(client);
     let _ = std::fs::remove_file(&path);
 }
+
+/// A length longer than the file: sendfile(2) runs dry, and the connection closes after
+/// the bytes the file had instead of leaving the client waiting for the rest; the server
+/// goes on serving.
+#[test]
+fn a_file_shorter_than_its_length_closes_the_connection_after_what_it_had() {
+    let data = pattern(200_000);
+    let path = temp_file_with("shorter-than-said", &data);
+    let server = file_server(path.clone(), Some(300_000), None);
+    let mut client = connect(server.addr());
+    std::io::Write::write_all(&mut client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let got = read_to_close(&mut client, std::time::Duration::from_secs(10))
+        .expect("the connection was closed");
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    assert!(head.contains("content-length: 300000"), "{head}");
+    assert_same_bytes(&got[head_end..], &data, "the bytes the file had");
+    // The server still answers (the same short file, so the same early close).
+    let mut again = connect(server.addr());
+    std::io::Write::write_all(&mut again, b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let again = read_to_close(&mut again, std::time::Duration::from_secs(10)).unwrap();
+    assert!(again.starts_with(b"HTTP/1.1 200"));
+    let _ = std::fs::remove_file(&path);
+}

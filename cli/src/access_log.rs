@@ -103,16 +103,16 @@ impl AccessLog {
         let _ = self.out.borrow_mut().flush();
     }
 
-    fn stamp(&self) -> String {
+    /// This second's time stamp, formatted once per second rather than per line.
+    fn stamp(&self) -> std::cell::Ref<'_, str> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mut stamp = self.stamp.borrow_mut();
-        if stamp.0 != now {
-            *stamp = (now, clf_time(now));
+        if self.stamp.borrow().0 != now {
+            *self.stamp.borrow_mut() = (now, clf_time(now));
         }
-        stamp.1.clone()
+        std::cell::Ref::map(self.stamp.borrow(), |s| s.1.as_str())
     }
 }
 

@@ -76,13 +76,15 @@ pub fn run(args: Args) -> Result<(), Failure> {
         move |listener, options| worker(&args, listener, options)
     };
     let workers = match systemd_listener() {
-        Some(fd) => Workers::adopt(fd, n, make_options, build),
-        None => Workers::start(n, make_options, build),
-    }
-    .map_err(|e| match listen_address(&args) {
-        Some(addr) => fail(format_args!("cannot listen on {addr}: {e}")),
-        None => fail(format_args!("cannot listen: {e}")),
-    })?;
+        Some(fd) => Workers::adopt(fd, n, make_options, build)
+            .map_err(|e| fail(format_args!("cannot serve the socket systemd passed: {e}"))),
+        None => Workers::start(n, make_options, build).map_err(|e| {
+            fail(format_args!(
+                "cannot listen on {}: {e}",
+                listen_address(&args)
+            ))
+        }),
+    }?;
     // Signals are caught before the banner says the server is up: a signal sent as
     // soon as it is seen must drain, not kill.
     watch_signals(workers.closer())?;
@@ -186,12 +188,11 @@ fn options(args: &Args, tls_config: Option<Arc<onstream::tls::ServerConfig>>) ->
     o.close_timeout(args.shutdown_timeout)
 }
 
-fn listen_address(args: &Args) -> Option<String> {
+fn listen_address(args: &Args) -> String {
     match &args.unix {
-        Some(path) => Some(path.display().to_string()),
-        None if std::env::var_os("LISTEN_FDS").is_some() => None,
-        None if args.bind.contains(':') => Some(format!("[{}]:{}", args.bind, args.port)),
-        None => Some(format!("{}:{}", args.bind, args.port)),
+        Some(path) => path.display().to_string(),
+        None if args.bind.contains(':') => format!("[{}]:{}", args.bind, args.port),
+        None => format!("{}:{}", args.bind, args.port),
     }
 }
 

@@ -339,32 +339,28 @@ impl H1Stream {
             self.my_turn().await?;
             self.send_head(Some(len))?;
         }
-        match &*self.resp.borrow() {
+        let no_body = match &*self.resp.borrow() {
             Resp::Body {
                 framing: Framing::NoBody,
                 ..
-            } => {}
+            } => true,
             Resp::Body {
                 framing: Framing::Close,
                 ..
-            } => {}
+            } => false,
             Resp::Body {
                 framing: Framing::Length(_),
                 remaining,
-            } if remaining.unwrap_or(0) >= len => {}
-            Resp::Body {
-                framing: Framing::Length(_),
-                ..
-            } => return Err(Error::usage("body longer than its content-length")),
-            _ => return Ok(false),
-        }
-        if matches!(
-            *self.resp.borrow(),
-            Resp::Body {
-                framing: Framing::NoBody,
-                ..
+            } => {
+                if remaining.unwrap_or(0) < len {
+                    return Err(Error::usage("body longer than its content-length"));
+                }
+                false
             }
-        ) {
+            // Chunked framing (the handler asked for it): copied by the caller.
+            _ => return Ok(false),
+        };
+        if no_body {
             self.put_body(&[], true)?;
             return Ok(true);
         }
