@@ -7,6 +7,7 @@
 //! curl -k https://127.0.0.1:8000/
 //! ```
 
+use bytes::Bytes;
 use onstream::{Headers, Options, Server};
 
 fn main() -> onstream::Result<()> {
@@ -23,8 +24,8 @@ fn main() -> onstream::Result<()> {
             // than answered (h2spec checks exactly that).
             let n = stream.get_body_as_bytes().await?.len();
             let body = match req.get(":method") {
-                Some("POST" | "PUT") => format!("got {n} bytes"),
-                _ => "Hello, World!".to_owned(),
+                Some("POST" | "PUT") => Bytes::from(format!("got {n} bytes")),
+                _ => Bytes::from_static(b"Hello, World!"),
             };
             let mut res = Headers::new();
             res.append(":status", "200");

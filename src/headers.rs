@@ -11,7 +11,7 @@
 //! `http` crate's types is at the bottom.
 
 use bytes::Bytes;
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 /// One header field: a lower-case name, a value and the never-index flag.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,6 +26,11 @@ impl Field {
     pub fn name(&self) -> &str {
         // Names are validated as ASCII token characters (or ':' + token) when inserted.
         std::str::from_utf8(&self.name).unwrap_or("")
+    }
+
+    /// The name as bytes (no UTF-8 check: for code that compares or copies it).
+    pub(crate) fn name_bytes(&self) -> &[u8] {
+        &self.name
     }
 
     /// The field's value as text, or `None` when it is not valid UTF-8 (HTTP/1 allows
@@ -76,10 +81,35 @@ impl fmt::Debug for Field {
 /// assert_eq!(h.get(":status"), Some("200"));
 /// assert_eq!(h.iter().next().unwrap().name(), ":status");
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Headers {
-    fields: Vec<Field>,
+    fields: Fields,
 }
+
+/// A header list's storage. A request's headers are shared: `Stream::get_headers` hands
+/// them to every caller, and a reference count is far cheaper than copying each field
+/// (and dropping the copy) per request. A list being built (a response) is a plain
+/// vector: sharing would cost it an allocation it never uses.
+#[derive(Clone)]
+enum Fields {
+    Owned(Vec<Field>),
+    /// Copied out (only) when written to.
+    Shared(Arc<Vec<Field>>),
+}
+
+impl Default for Fields {
+    fn default() -> Fields {
+        Fields::Owned(Vec::new())
+    }
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Headers) -> bool {
+        self.fields() == other.fields()
+    }
+}
+
+impl Eq for Headers {}
 
 /// Names whose values are credentials: HPACK must never index them (RFC 7541 §7.1.3).
 const NEVER_INDEX_BY_DEFAULT: [&str; 4] = [
@@ -92,13 +122,13 @@ const NEVER_INDEX_BY_DEFAULT: [&str; 4] = [
 impl Headers {
     /// An empty header list.
     pub fn new() -> Headers {
-        Headers { fields: Vec::new() }
+        Headers::default()
     }
 
     /// An empty header list with room for `n` fields.
     pub fn with_capacity(n: usize) -> Headers {
         Headers {
-            fields: Vec::with_capacity(n),
+            fields: Fields::Owned(Vec::with_capacity(n)),
         }
     }
 
@@ -112,7 +142,9 @@ impl Headers {
     /// another into the message.
     pub fn append(&mut self, name: impl AsRef<str>, value: impl Into<Bytes>) {
         let name = name.as_ref();
-        let never_index = NEVER_INDEX_BY_DEFAULT.contains(&name);
+        let never_index = NEVER_INDEX_BY_DEFAULT
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name));
         self.append_with(name, value, never_index);
     }
 
@@ -164,15 +196,17 @@ impl Headers {
     }
 
     fn push_field(&mut self, field: Field) {
-        if field.name.first() == Some(&b':') {
-            let at = self
-                .fields
+        let fields = self.fields_mut();
+        let is_pseudo = |f: &Field| f.name.first() == Some(&b':');
+        // Parsers push pseudo-headers first, so the end is usually the right place.
+        if is_pseudo(&field) && fields.last().is_some_and(|last| !is_pseudo(last)) {
+            let at = fields
                 .iter()
-                .position(|f| f.name.first() != Some(&b':'))
-                .unwrap_or(self.fields.len());
-            self.fields.insert(at, field);
+                .position(|f| !is_pseudo(f))
+                .unwrap_or(fields.len());
+            fields.insert(at, field);
         } else {
-            self.fields.push(field);
+            fields.push(field);
         }
     }
 
@@ -181,13 +215,14 @@ impl Headers {
     pub fn upsert(&mut self, name: impl AsRef<str>, value: impl Into<Bytes>) {
         let name = name.as_ref();
         let lower = name.to_ascii_lowercase();
-        match self.fields.iter().position(|f| f.name == lower.as_bytes()) {
+        match self.iter().position(|f| f.name == lower.as_bytes()) {
             Some(first) => {
                 let value = value.into();
                 assert!(valid_value(&value), "invalid header value for {name:?}");
-                self.fields[first].value = value;
+                let fields = self.fields_mut();
+                fields[first].value = value;
                 let mut idx = 0;
-                self.fields.retain(|f| {
+                fields.retain(|f| {
                     idx += 1;
                     idx - 1 == first || f.name != lower.as_bytes()
                 });
@@ -208,8 +243,7 @@ impl Headers {
 
     /// Every value of `name`, in order (lua-http's `get_as_sequence`).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields
-            .iter()
+        self.iter()
             .filter(move |f| eq_name(&f.name, name))
             .map(Field::value_bytes)
     }
@@ -237,35 +271,64 @@ impl Headers {
 
     /// Removes every field named `name`; returns whether any was removed.
     pub fn delete(&mut self, name: &str) -> bool {
-        let before = self.fields.len();
-        self.fields.retain(|f| !eq_name(&f.name, name));
-        before != self.fields.len()
+        if !self.has(name) {
+            return false;
+        }
+        self.fields_mut().retain(|f| !eq_name(&f.name, name));
+        true
     }
 
     /// The fields, in order.
     pub fn iter(&self) -> std::slice::Iter<'_, Field> {
-        self.fields.iter()
+        self.fields().iter()
     }
 
     /// The number of fields.
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.fields().len()
     }
 
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.fields().is_empty()
     }
 
     fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.iter().find(|f| eq_name(&f.name, name))
+        self.iter().find(|f| eq_name(&f.name, name))
+    }
+
+    fn fields(&self) -> &[Field] {
+        match &self.fields {
+            Fields::Owned(v) => v,
+            Fields::Shared(v) => v,
+        }
+    }
+
+    fn fields_mut(&mut self) -> &mut Vec<Field> {
+        if let Fields::Shared(_) = self.fields {
+            if let Fields::Shared(shared) = std::mem::take(&mut self.fields) {
+                self.fields = Fields::Owned(Arc::unwrap_or_clone(shared));
+            }
+        }
+        match &mut self.fields {
+            Fields::Owned(v) => v,
+            Fields::Shared(_) => unreachable!("made owned above"),
+        }
+    }
+
+    /// Makes clones of this list share it (one allocation now, none per clone): for a
+    /// request's headers, which every `get_headers` call hands out.
+    pub(crate) fn share(&mut self) {
+        if let Fields::Owned(v) = &mut self.fields {
+            self.fields = Fields::Shared(Arc::new(std::mem::take(v)));
+        }
     }
 
     /// Converts the regular (non-pseudo) fields into an `http::HeaderMap`, keeping the
     /// never-index flag as `HeaderValue::set_sensitive`.
     pub fn to_header_map(&self) -> http::HeaderMap {
-        let mut map = http::HeaderMap::with_capacity(self.fields.len());
-        for f in self.fields.iter().filter(|f| f.name.first() != Some(&b':')) {
+        let mut map = http::HeaderMap::with_capacity(self.len());
+        for f in self.iter().filter(|f| f.name.first() != Some(&b':')) {
             if let (Ok(n), Ok(mut v)) = (
                 http::HeaderName::from_bytes(&f.name),
                 http::HeaderValue::from_maybe_shared(f.value_shared()),
@@ -293,7 +356,7 @@ impl Headers {
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.fields).finish()
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -301,7 +364,7 @@ impl<'a> IntoIterator for &'a Headers {
     type Item = &'a Field;
     type IntoIter = std::slice::Iter<'a, Field>;
     fn into_iter(self) -> Self::IntoIter {
-        self.fields.iter()
+        self.iter()
     }
 }
 
@@ -431,6 +494,31 @@ mod tests {
             want.extend(fields.iter().filter(|f| !f.0).map(|(_, n, v)| (n.clone(), v.clone())));
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn a_shared_list_is_copied_when_written_and_the_other_clones_keep_theirs() {
+        let mut request = Headers::new();
+        request.append(":method", "GET");
+        request.append("accept", "*/*");
+        request.share();
+        let mut mine = request.clone();
+        mine.append("x", "1");
+        mine.upsert("accept", "text/html");
+        assert!(mine.delete("x"));
+        assert_eq!(request.get("accept"), Some("*/*"));
+        assert_eq!(request.len(), 2);
+        assert_eq!(mine.get("accept"), Some("text/html"));
+        assert_ne!(mine, request);
+        mine.upsert("accept", "*/*");
+        assert_eq!(mine, request);
+    }
+
+    #[test]
+    fn credential_names_are_never_indexed_in_any_case() {
+        let mut h = Headers::new();
+        h.append("Authorization", "Basic eDp5");
+        assert!(h.iter().next().unwrap().never_index());
     }
 
     #[test]

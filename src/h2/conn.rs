@@ -87,14 +87,12 @@ impl H2Shared {
     }
 }
 
-enum Next {
-    /// Boxed: a request head is large next to the other outcomes.
-    Request(
-        Box<(
-            http::Request<h2::RecvStream>,
-            h2::server::SendResponse<Bytes>,
-        )>,
-    ),
+/// Requests accepted in one turn of the loop at most, so that one connection's flood of
+/// streams cannot hold the loop.
+const ACCEPT_BUDGET: usize = 64;
+
+/// Why the connection ends.
+enum End {
     Closed,
     Failed(h2::Error),
 }
@@ -162,21 +160,31 @@ pub(crate) async fn serve(
 
     let mut idle = sleep(cfg.intra_stream_timeout);
     let mut going_away = false;
-    loop {
-        let next = poll_fn(|cx| {
+    let end = poll_fn(|cx| {
+        let mut budget = ACCEPT_BUDGET;
+        loop {
             if shared.aborted.get() {
-                return Poll::Ready(Next::Closed);
+                return Poll::Ready(End::Closed);
             }
             if shared.closing.get() && !going_away {
                 going_away = true;
                 conn.graceful_shutdown();
             }
             match conn.poll_accept(cx) {
-                Poll::Ready(Some(Ok(accepted))) => {
-                    return Poll::Ready(Next::Request(Box::new(accepted)))
+                // Each request goes to its handler at once, and the next is accepted in the
+                // same turn: no hand-off through the task's output.
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    on_request(H2Stream::new(shared.clone(), req, respond));
+                    budget -= 1;
+                    if budget == 0 {
+                        // Other connections get their turn; this task runs again next turn.
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    continue;
                 }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Next::Failed(e)),
-                Poll::Ready(None) => return Poll::Ready(Next::Closed),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(End::Failed(e)),
+                Poll::Ready(None) => return Poll::Ready(End::Closed),
                 Poll::Pending => {}
             }
             if shared.n_open.get() == 0 && !going_away {
@@ -185,25 +193,17 @@ pub(crate) async fn serve(
                     // Idle too long: GOAWAY, then accept returns None once it is out.
                     going_away = true;
                     conn.graceful_shutdown();
-                    cx.waker().wake_by_ref();
+                    continue;
                 }
             }
             shared.driver.set(Some(cx.waker().clone()));
-            Poll::Pending
-        })
-        .await;
-        match next {
-            Next::Request(accepted) => {
-                let (req, respond) = *accepted;
-                on_request(H2Stream::new(shared.clone(), req, respond));
-            }
-            Next::Closed => break,
-            Next::Failed(e) => {
-                if !(e.is_io() || e.is_go_away()) {
-                    tracing::debug!(peer = ?peer_addr, "HTTP/2 connection error: {e}");
-                }
-                break;
-            }
+            return Poll::Pending;
+        }
+    })
+    .await;
+    if let End::Failed(e) = end {
+        if !(e.is_io() || e.is_go_away()) {
+            tracing::debug!(peer = ?peer_addr, "HTTP/2 connection error: {e}");
         }
     }
 }

@@ -60,7 +60,8 @@ impl H2Stream {
         respond: SendResponse<Bytes>,
     ) -> H2Stream {
         let (parts, recv) = request.into_parts();
-        let headers = request_headers(&parts, conn.scheme);
+        let mut headers = request_headers(&parts, conn.scheme);
+        headers.share();
         conn.stream_opened();
         let expects_continue = headers
             .get("expect")
@@ -352,7 +353,7 @@ impl Drop for H2Stream {
 
 /// The request's pseudo-headers and fields as a `Headers` list. The values are copied
 /// into one buffer and shared from it, so the list costs two allocations however many
-/// fields it has, and cloning it (as `get_headers` does) shares rather than copies.
+/// fields it has.
 fn request_headers(parts: &http::request::Parts, scheme: &'static str) -> Headers {
     let uri = &parts.uri;
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -361,64 +362,69 @@ fn request_headers(parts: &http::request::Parts, scheme: &'static str) -> Header
         .extensions
         .get::<h2::ext::Protocol>()
         .map(|p| p.as_str());
+    let method = parts.method.as_str();
+    // Everything but common names (which stay static) goes into `buf`, in the order the
+    // second pass below takes it out again.
     let mut buf = BytesMut::with_capacity(
-        path.len()
+        method.len()
+            + path.len()
             + authority.map_or(0, str::len)
             + protocol.map_or(0, str::len)
-            + parts.method.as_str().len()
             + parts
                 .headers
                 .iter()
-                .map(|(n, v)| n.as_str().len() + v.len())
+                .map(|(n, v)| stored_name(n).len() + v.len())
                 .sum::<usize>(),
     );
-    // Where each name and value sits in `buf`; names that are common stay static.
-    let mut spans = Vec::with_capacity(parts.headers.len() + 5);
-    let put = |buf: &mut BytesMut, bytes: &[u8]| {
-        let start = buf.len();
-        buf.extend_from_slice(bytes);
-        start..buf.len()
-    };
-    let method = put(&mut buf, parts.method.as_str().as_bytes());
-    let path = put(&mut buf, path.as_bytes());
-    let authority = authority.map(|a| put(&mut buf, a.as_bytes()));
-    let protocol = protocol.map(|p| put(&mut buf, p.as_bytes()));
+    buf.extend_from_slice(method.as_bytes());
+    buf.extend_from_slice(path.as_bytes());
+    buf.extend_from_slice(authority.unwrap_or("").as_bytes());
+    buf.extend_from_slice(protocol.unwrap_or("").as_bytes());
     for (name, value) in &parts.headers {
-        let name = match crate::headers::common_name(name.as_str()) {
-            Some(known) => Err(known),
-            None => Ok(put(&mut buf, name.as_str().as_bytes())),
-        };
-        spans.push((name, put(&mut buf, value.as_bytes()), value.is_sensitive()));
+        buf.extend_from_slice(stored_name(name).as_bytes());
+        buf.extend_from_slice(value.as_bytes());
     }
     let buf = buf.freeze();
+    let mut at = 0;
+    let mut take = |len: usize| {
+        at += len;
+        buf.slice(at - len..at)
+    };
+
     let mut h = Headers::with_capacity(parts.headers.len() + 5);
-    h.push_unchecked(Bytes::from_static(b":method"), buf.slice(method));
-    let scheme = uri.scheme_str().unwrap_or(scheme);
-    h.push_unchecked(
-        Bytes::from_static(b":scheme"),
-        if scheme == "https" {
-            Bytes::from_static(b"https")
-        } else if scheme == "http" {
-            Bytes::from_static(b"http")
-        } else {
-            Bytes::copy_from_slice(scheme.as_bytes())
-        },
-    );
+    h.push_unchecked(Bytes::from_static(b":method"), take(method.len()));
+    let scheme = match uri.scheme_str().unwrap_or(scheme) {
+        "https" => Bytes::from_static(b"https"),
+        "http" => Bytes::from_static(b"http"),
+        other => Bytes::copy_from_slice(other.as_bytes()),
+    };
+    let path = take(path.len());
+    let authority = authority.map(|a| take(a.len()));
+    let protocol = protocol.map(|p| take(p.len()));
+    h.push_unchecked(Bytes::from_static(b":scheme"), scheme);
     if let Some(a) = authority {
-        h.push_unchecked(Bytes::from_static(b":authority"), buf.slice(a));
+        h.push_unchecked(Bytes::from_static(b":authority"), a);
     }
-    h.push_unchecked(Bytes::from_static(b":path"), buf.slice(path));
+    h.push_unchecked(Bytes::from_static(b":path"), path);
     if let Some(p) = protocol {
-        h.push_unchecked(Bytes::from_static(b":protocol"), buf.slice(p));
+        h.push_unchecked(Bytes::from_static(b":protocol"), p);
     }
-    for (name, value, sensitive) in spans {
-        let name = match name {
-            Err(known) => Bytes::from_static(known.as_bytes()),
-            Ok(span) => buf.slice(span),
+    for (name, value) in &parts.headers {
+        let name = match crate::headers::common_name(name.as_str()) {
+            Some(known) => Bytes::from_static(known.as_bytes()),
+            None => take(name.as_str().len()),
         };
-        h.push_unchecked_with(name, buf.slice(value), sensitive);
+        h.push_unchecked_with(name, take(value.len()), value.is_sensitive());
     }
     h
+}
+
+/// A request field's name as `request_headers` stores it: empty for a common name.
+fn stored_name(name: &http::HeaderName) -> &str {
+    match crate::headers::common_name(name.as_str()) {
+        Some(_) => "",
+        None => name.as_str(),
+    }
 }
 
 /// Regular fields for the h2 encoder, in one pass: pseudo-headers and connection-specific
@@ -426,18 +432,22 @@ fn request_headers(parts: &http::request::Parts, scheme: &'static str) -> Header
 fn field_map(headers: &Headers) -> http::HeaderMap {
     let mut map = http::HeaderMap::with_capacity(headers.len());
     for field in headers {
-        let name = field.name();
-        if name.starts_with(':')
+        let name = field.name_bytes();
+        if name.first() == Some(&b':')
             || matches!(
                 name,
-                "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade"
+                b"connection"
+                    | b"keep-alive"
+                    | b"proxy-connection"
+                    | b"transfer-encoding"
+                    | b"upgrade"
             )
         {
             continue;
         }
         let name = match http_name(name) {
             Some(known) => Ok(known),
-            None => http::HeaderName::from_bytes(name.as_bytes()),
+            None => http::HeaderName::from_bytes(name),
         };
         if let (Ok(name), Ok(mut value)) = (
             name,
@@ -451,34 +461,36 @@ fn field_map(headers: &Headers) -> http::HeaderMap {
 }
 
 /// The `http` crate's own constant for names responses nearly always carry: no parsing.
-fn http_name(name: &str) -> Option<http::HeaderName> {
+fn http_name(name: &[u8]) -> Option<http::HeaderName> {
     use http::header;
     Some(match name {
-        "content-type" => header::CONTENT_TYPE,
-        "content-length" => header::CONTENT_LENGTH,
-        "date" => header::DATE,
-        "server" => header::SERVER,
-        "location" => header::LOCATION,
-        "etag" => header::ETAG,
-        "last-modified" => header::LAST_MODIFIED,
-        "cache-control" => header::CACHE_CONTROL,
-        "vary" => header::VARY,
-        "content-encoding" => header::CONTENT_ENCODING,
-        "accept-ranges" => header::ACCEPT_RANGES,
-        "content-range" => header::CONTENT_RANGE,
-        "set-cookie" => header::SET_COOKIE,
+        b"content-type" => header::CONTENT_TYPE,
+        b"content-length" => header::CONTENT_LENGTH,
+        b"date" => header::DATE,
+        b"server" => header::SERVER,
+        b"location" => header::LOCATION,
+        b"etag" => header::ETAG,
+        b"last-modified" => header::LAST_MODIFIED,
+        b"cache-control" => header::CACHE_CONTROL,
+        b"vary" => header::VARY,
+        b"content-encoding" => header::CONTENT_ENCODING,
+        b"accept-ranges" => header::ACCEPT_RANGES,
+        b"content-range" => header::CONTENT_RANGE,
+        b"set-cookie" => header::SET_COOKIE,
         _ => return None,
     })
 }
 
 /// `Some(status)` for a head, `None` for a trailer block (no `:status`).
 fn parse_status(headers: &Headers) -> Result<Option<u16>> {
-    match headers.get(":status") {
+    match headers.get_bytes(":status") {
         None => Ok(None),
-        Some(s) => match s.parse::<u16>() {
-            Ok(n) if s.len() == 3 && (100..1000).contains(&n) => Ok(Some(n)),
-            _ => Err(Error::usage("invalid :status")),
-        },
+        Some(&[a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9']) => Ok(Some(
+            [a, b, c]
+                .iter()
+                .fold(0, |n, d| n * 10 + u16::from(d - b'0')),
+        )),
+        Some(_) => Err(Error::usage("invalid :status")),
     }
 }
 
