@@ -264,6 +264,17 @@ impl Headers {
         out
     }
 
+    /// The `:status` pseudo-header as a number: `None` when absent, an error when it is not
+    /// three digits from 100 to 999.
+    pub(crate) fn status(&self) -> Option<crate::Result<u16>> {
+        match self.get_bytes(":status")? {
+            &[a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9'] => Some(Ok([a, b, c]
+                .iter()
+                .fold(0, |n, d| n * 10 + u16::from(d - b'0')))),
+            _ => Some(Err(crate::Error::usage("invalid :status"))),
+        }
+    }
+
     /// Whether a field named `name` is present.
     pub fn has(&self, name: &str) -> bool {
         self.field(name).is_some()

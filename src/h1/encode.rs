@@ -22,8 +22,8 @@ pub(crate) enum Framing {
 }
 
 /// Fields a handler may not set itself, because the connection decides them.
-fn is_connection_owned(name: &str) -> bool {
-    matches!(name, "transfer-encoding" | "connection" | "keep-alive")
+fn is_connection_owned(name: &[u8]) -> bool {
+    matches!(name, b"transfer-encoding" | b"connection" | b"keep-alive")
 }
 
 /// Appends a response head.
@@ -47,20 +47,20 @@ pub(crate) fn response_head(
     let mut has_length = false;
     let mut close_requested = false;
     for field in headers {
-        let name = field.name();
-        if name.starts_with(':') {
+        let name = field.name_bytes();
+        if name.first() == Some(&b':') {
             continue;
         }
         match name {
-            "date" => has_date = true,
-            "content-length" => {
+            b"date" => has_date = true,
+            b"content-length" => {
                 has_length = true;
                 // 1xx and 204 responses must not carry a length (RFC 9110 §8.6).
                 if status < 200 || status == 204 {
                     continue;
                 }
             }
-            "connection" => {
+            b"connection" => {
                 close_requested |= field
                     .value_bytes()
                     .split(|&b| b == b',')
@@ -70,7 +70,7 @@ pub(crate) fn response_head(
             _ if is_connection_owned(name) => continue,
             _ => {}
         }
-        put_field(dst, name.as_bytes(), field.value_bytes());
+        put_field(dst, name, field.value_bytes());
     }
     if !has_date {
         put_date(dst);
@@ -99,11 +99,12 @@ pub(crate) fn informational_head(dst: &mut BytesMut, status: u16, headers: &Head
     dst.put_slice(b"HTTP/1.1 ");
     put_status(dst, status);
     for field in headers {
-        let name = field.name();
-        if name.starts_with(':') || name == "content-length" || name == "transfer-encoding" {
+        let name = field.name_bytes();
+        if name.first() == Some(&b':') || name == b"content-length" || name == b"transfer-encoding"
+        {
             continue;
         }
-        put_field(dst, name.as_bytes(), field.value_bytes());
+        put_field(dst, name, field.value_bytes());
     }
     dst.put_slice(b"\r\n");
 }

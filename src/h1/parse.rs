@@ -231,13 +231,6 @@ struct Span {
     value: (usize, usize),
 }
 
-impl Span {
-    const EMPTY: Span = Span {
-        name: (0, 0),
-        value: (0, 0),
-    };
-}
-
 /// What [`scan`] learns from a complete head while it still borrows the buffer: plain
 /// offsets and flags, so the buffer can then be split and frozen.
 struct Scan {
@@ -246,8 +239,8 @@ struct Scan {
     method: (usize, usize),
     path: (usize, usize),
     http11: bool,
-    /// Number of `Span`s filled.
-    fields: usize,
+    /// Where each field's name and value are.
+    spans: Vec<Span>,
     /// Index of the `Host` field among them.
     host: Option<usize>,
     body: BodyKind,
@@ -271,27 +264,19 @@ pub(crate) fn parse_request(
         None => return Ok(None),
     };
     // Field positions are recorded while `httparse` borrows the buffer and turned into
-    // slices once the head has been split off; both arrays live on the stack unless the
-    // configured limit is unusually high.
-    let mut stack_spans = [Span::EMPTY; STACK_HEADERS];
-    let mut heap_spans;
-    let spans: &mut [Span] = if limits.max_headers <= STACK_HEADERS {
-        &mut stack_spans
-    } else {
-        heap_spans = vec![Span::EMPTY; limits.max_headers];
-        &mut heap_spans
-    };
+    // slices once the head has been split off. `httparse`'s slots stay uninitialised on
+    // the stack unless the configured limit is unusually high.
     let scanned = if limits.max_headers <= STACK_HEADERS {
         let mut slots = [MaybeUninit::uninit(); STACK_HEADERS];
-        scan(buf, start, limits, &mut slots[..limits.max_headers], spans)?
+        scan(buf, start, limits, &mut slots[..limits.max_headers])?
     } else {
         let mut slots = vec![MaybeUninit::uninit(); limits.max_headers];
-        scan(buf, start, limits, &mut slots, spans)?
+        scan(buf, start, limits, &mut slots)?
     };
     let Some(scan) = scanned else {
         return Ok(None);
     };
-    let spans = &spans[..scan.fields];
+    let spans = &scan.spans;
 
     let mut head = buf.split_to(scan.len);
     // Names are case-insensitive (RFC 9110 §5.1); `Headers` stores them lower-case.
@@ -301,7 +286,7 @@ pub(crate) fn parse_request(
     let head = head.freeze();
     let slice = |(from, to): (usize, usize)| head.slice(from..to);
 
-    let mut headers = Headers::with_capacity(scan.fields + 3);
+    let mut headers = Headers::with_capacity(spans.len() + 3);
     headers.push_unchecked(Bytes::from_static(b":method"), slice(scan.method));
     headers.push_unchecked(
         Bytes::from_static(b":scheme"),
@@ -364,7 +349,6 @@ fn scan<'b>(
     start: usize,
     limits: &Limits,
     slots: &mut [MaybeUninit<httparse::Header<'b>>],
-    spans: &mut [Span],
 ) -> Result<Option<Scan>, ParseError> {
     let avail = buf.len() - start;
 
@@ -426,11 +410,14 @@ fn scan<'b>(
     let mut upgrade_field = false;
     let mut expect_continue = false;
 
+    // Sized to the fields there are: a fixed array for the most allowed would have to be
+    // zeroed per request (4 KiB at the default limit, a quarter of a request's cost).
+    let mut spans = Vec::with_capacity(req.headers.len());
     for (i, field) in req.headers.iter().enumerate() {
-        spans[i] = Span {
+        spans.push(Span {
             name: range(field.name.as_bytes()),
             value: range(field.value),
-        };
+        });
         let name = field.name.as_bytes();
         let value = field.value;
         // Dispatch on length first: most fields are none of these.
@@ -489,7 +476,6 @@ fn scan<'b>(
             _ => {}
         }
     }
-    let fields = req.headers.len();
 
     if te_present {
         // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
@@ -532,7 +518,7 @@ fn scan<'b>(
         method: range(method.as_bytes()),
         path: range(path.as_bytes()),
         http11,
-        fields,
+        spans,
         host,
         body,
         // RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only with "keep-alive".

@@ -143,7 +143,7 @@ impl H1Stream {
     }
 
     fn is_head_request(&self) -> bool {
-        self.head.headers.get(":method") == Some("HEAD")
+        self.head.headers.get_bytes(":method") == Some(b"HEAD")
     }
 
     // ===== reading =====
@@ -700,11 +700,7 @@ impl Drop for H1Stream {
 }
 
 fn parse_status(headers: &Headers) -> Result<u16> {
-    let status = headers
-        .get(":status")
-        .ok_or_else(|| Error::usage("response headers need a :status"))?;
-    match status.parse::<u16>() {
-        Ok(s) if status.len() == 3 && (100..1000).contains(&s) => Ok(s),
-        _ => Err(Error::usage("invalid :status")),
-    }
+    headers
+        .status()
+        .ok_or_else(|| Error::usage("response headers need a :status"))?
 }

@@ -483,15 +483,7 @@ fn http_name(name: &[u8]) -> Option<http::HeaderName> {
 
 /// `Some(status)` for a head, `None` for a trailer block (no `:status`).
 fn parse_status(headers: &Headers) -> Result<Option<u16>> {
-    match headers.get_bytes(":status") {
-        None => Ok(None),
-        Some(&[a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9']) => Ok(Some(
-            [a, b, c]
-                .iter()
-                .fold(0, |n, d| n * 10 + u16::from(d - b'0')),
-        )),
-        Some(_) => Err(Error::usage("invalid :status")),
-    }
+    headers.status().transpose()
 }
 
 /// A send that failed because the client reset the stream (h2 then reports a misuse such
