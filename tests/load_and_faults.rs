@@ -2,7 +2,8 @@
 //! resource faults, over real loopback sockets.
 //!
 //! - Thousands of connections, half of them slowloris clients, while the other half are
-//!   served: `header_read_timeout` closes the slow ones (with a 408 or a bare close).
+//!   served: `header_read_timeout` closes the slow ones (with a 408 or a bare close). The
+//!   server runs in a child process, so that each side has its own `RLIMIT_NOFILE`.
 //! - Running out of file descriptors (EMFILE), in a child process with a low
 //!   `RLIMIT_NOFILE`: accept backs off instead of spinning, and the server recovers.
 //! - Clients that reset (RST) in the middle of a large response cost only their own
@@ -17,14 +18,15 @@
 mod common;
 
 use std::{
+    collections::VecDeque,
     io::{self, BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
     },
-    thread,
+    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
@@ -36,8 +38,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 // ===== sizes =====
 
 /// Connections held open at once in the slowloris test, half well-behaved and half
-/// slowloris. Scaled down (with a note on stderr) when `RLIMIT_NOFILE` or the ephemeral
-/// port range cannot hold them: the process needs two descriptors per connection.
+/// slowloris. The server runs in a child process, so each process needs one descriptor
+/// per connection; the count is scaled down (with a note on stderr) when the
+/// `RLIMIT_NOFILE` of either process or the ephemeral port range cannot hold them.
 const SLOWLORIS_CONNECTIONS: usize = 10_000;
 /// The `header_read_timeout` that must close the slowloris clients.
 const SLOWLORIS_HEADER_READ_TIMEOUT: Duration = Duration::from_millis(500);
@@ -50,10 +53,20 @@ const GOOD_MIN_REQUESTS: usize = 3;
 const GOOD_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
 /// Connects in flight at once while opening the connections (well under the backlog).
 const CONNECT_CONCURRENCY: usize = 256;
-/// Descriptors left for the rest of the process (other tests run alongside).
+/// Descriptors left for the rest of each process (other tests run alongside).
 const FD_MARGIN: u64 = 512;
 /// Bounds the whole slowloris exchange; it normally takes a few seconds.
 const SLOWLORIS_DEADLINE: Duration = Duration::from_secs(60);
+/// How long the slowloris test's server process may take to start and report its address.
+const SLOWLORIS_CHILD_START: Duration = Duration::from_secs(30);
+/// How long the server process may take to answer one query (its own queries to its
+/// server thread are bounded by `IO_TIMEOUT`).
+const SLOWLORIS_CHILD_REPLY: Duration = Duration::from_secs(10);
+/// The server process ends itself after this long even if the test never closes its
+/// stdin: it outlives no test, however the test ends.
+const SLOWLORIS_CHILD_LIFETIME: Duration = Duration::from_secs(300);
+/// Lines of the server process's stdout kept for failure messages.
+const SLOWLORIS_CHILD_TAIL: usize = 200;
 
 /// The child server's `RLIMIT_NOFILE` in the EMFILE test.
 const EMFILE_LIMIT: u64 = 64;
@@ -102,23 +115,18 @@ const CHUNK: usize = 64 * 1024;
 /// nothing, or one byte of it every 200 ms; the other half make requests all along. Every
 /// well-behaved request is answered, every slowloris connection is closed by
 /// `header_read_timeout` (with a 408 or a bare close), and the server is empty after.
+/// The server runs in a child process (this test binary re-run, see [`slowloris_child`])
+/// and the clients in this one, so that each has its own descriptor limit.
 #[test]
 fn slowloris_connections_are_closed_while_the_others_are_served() {
-    let total = fit_connection_count(SLOWLORIS_CONNECTIONS);
+    if std::env::var_os(SLOWLORIS_CHILD_ENV).is_some() {
+        return slowloris_child();
+    }
+    let mut server = ServerProcess::start();
+    let total = fit_connection_count(SLOWLORIS_CONNECTIONS, server.nofile);
     let n_slow = total / 2;
     let n_good = total - n_slow;
-    let server = TestServer::start(
-        |o| {
-            o.tls(Tls::Off)
-                .header_read_timeout(SLOWLORIS_HEADER_READ_TIMEOUT)
-                // Opening thousands of connections must not count against anyone.
-                .connection_setup_timeout(SLOWLORIS_DEADLINE)
-                .intra_stream_timeout(SLOWLORIS_DEADLINE)
-                .backlog(4096)
-        },
-        path_echo,
-    );
-    let addr = server.addr();
+    let addr = server.addr;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -148,40 +156,42 @@ fn slowloris_connections_are_closed_while_the_others_are_served() {
     // Answers that arrived while slowloris connections were still open (reported only:
     // how many there are depends on timing).
     let n_answered_during = Arc::new(AtomicUsize::new(0));
-    let (slow_results, good_results) = rt.block_on(async {
-        let good_conns = conns.split_off(n_slow);
-        let slow: Vec<_> = conns
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| tokio::spawn(slowloris_client(c, i % 2 == 1, slow_left.clone())))
-            .collect();
-        let good: Vec<_> = good_conns
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                tokio::spawn(good_client(
-                    i,
-                    c,
-                    slow_left.clone(),
-                    n_answered_during.clone(),
-                ))
-            })
-            .collect();
-        let all = async {
-            let slow = futures_util::future::join_all(slow).await;
-            let good = futures_util::future::join_all(good).await;
-            (slow, good)
-        };
-        tokio::time::timeout(SLOWLORIS_DEADLINE, all)
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "the exchange did not end in {SLOWLORIS_DEADLINE:?}; slowloris clients \
-                     still open: {}",
-                    slow_left.load(Ordering::SeqCst)
-                )
-            })
-    });
+    let (slow_results, good_results) = rt
+        .block_on(async {
+            let good_conns = conns.split_off(n_slow);
+            let slow: Vec<_> = conns
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| tokio::spawn(slowloris_client(c, i % 2 == 1, slow_left.clone())))
+                .collect();
+            let good: Vec<_> = good_conns
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    tokio::spawn(good_client(
+                        i,
+                        c,
+                        slow_left.clone(),
+                        n_answered_during.clone(),
+                    ))
+                })
+                .collect();
+            let all = async {
+                let slow = futures_util::future::join_all(slow).await;
+                let good = futures_util::future::join_all(good).await;
+                (slow, good)
+            };
+            tokio::time::timeout(SLOWLORIS_DEADLINE, all).await.ok()
+        })
+        .unwrap_or_else(|| {
+            server.fail(&format!(
+                "the exchange did not end in {SLOWLORIS_DEADLINE:?}; slowloris clients still \
+             open: {}",
+                slow_left.load(Ordering::SeqCst)
+            ))
+        });
+    // A client's failure below is the server's if the server process is gone.
+    server.check_running();
 
     let mut n_408 = 0;
     let mut n_bare_close = 0;
@@ -211,11 +221,9 @@ fn slowloris_connections_are_closed_while_the_others_are_served() {
         server.connections()
     );
     assert_eq!(hyper_get(addr, "/after").body, "/after");
-    assert!(
-        server.step_errors().is_empty(),
-        "step returned: {:?}",
-        server.step_errors()
-    );
+    let (n_step_errors, step_errors) = server.step_errors();
+    assert_eq!(n_step_errors, 0, "step returned: {step_errors}");
+    server.finish();
     eprintln!(
         "slowloris: {total} connections opened in {opened_in:?}; {n_slow} slowloris closed \
          ({n_408} with 408, {n_bare_close} bare); {n_good} well-behaved clients made \
@@ -336,18 +344,26 @@ async fn read_response_async(
 }
 
 /// How many connections the slowloris test can hold at once: `wanted`, unless the
-/// descriptor limit (raised as far as allowed) or the ephemeral ports cannot hold them.
-fn fit_connection_count(wanted: usize) -> usize {
-    let limit = raise_nofile_limit(2 * wanted as u64 + FD_MARGIN);
-    let by_fds = usize::try_from(limit.saturating_sub(FD_MARGIN) / 2).unwrap_or(usize::MAX);
+/// descriptor limit of this (the clients') process, raised as far as allowed, or that of
+/// the server process (`server_nofile`), or the ephemeral ports cannot hold them. Each
+/// process needs one descriptor per connection.
+fn fit_connection_count(wanted: usize, server_nofile: u64) -> usize {
+    let client_nofile = raise_nofile_limit(wanted as u64 + FD_MARGIN);
+    let by_fds =
+        |limit: u64| usize::try_from(limit.saturating_sub(FD_MARGIN)).unwrap_or(usize::MAX);
     let by_ports = ephemeral_ports().saturating_sub(1024);
-    let n = wanted.min(by_fds).min(by_ports).max(2);
+    let n = wanted
+        .min(by_fds(client_nofile))
+        .min(by_fds(server_nofile))
+        .min(by_ports)
+        .max(2);
     if n < wanted {
         // Straight to stderr, past the test harness's capture: a CI log should show it.
         let _ = writeln!(
             io::stderr(),
             "load_and_faults: slowloris test scaled from {wanted} to {n} connections \
-             (RLIMIT_NOFILE {limit}, {by_ports} usable ephemeral ports)"
+             (RLIMIT_NOFILE {client_nofile} in the client process, {server_nofile} in the \
+             server process; {by_ports} usable ephemeral ports)"
         );
     }
     n
@@ -403,6 +419,221 @@ fn ephemeral_ports() -> usize {
             Some(hi.saturating_sub(lo) + 1)
         })
         .unwrap_or(60999 - 32768 + 1)
+}
+
+/// Set in the server process of the slowloris test: serve instead.
+const SLOWLORIS_CHILD_ENV: &str = "ONSTREAM_LOAD_AND_FAULTS_SLOWLORIS_CHILD";
+/// The server process's first line: `<address> <soft RLIMIT_NOFILE>`.
+const SLOWLORIS_READY_PREFIX: &str = "ONSTREAM_SLOWLORIS_SERVER ";
+/// The server process's answer to a query: `<query> <answer>`.
+const SLOWLORIS_REPLY_PREFIX: &str = "ONSTREAM_SLOWLORIS_REPLY ";
+
+/// The slowloris test's server options (the same whichever process serves).
+fn slowloris_options(o: Options) -> Options {
+    o.tls(Tls::Off)
+        .header_read_timeout(SLOWLORIS_HEADER_READ_TIMEOUT)
+        // Opening thousands of connections must not count against anyone.
+        .connection_setup_timeout(SLOWLORIS_DEADLINE)
+        .intra_stream_timeout(SLOWLORIS_DEADLINE)
+        .backlog(4096)
+}
+
+/// The server process of the slowloris test (this test binary re-run with
+/// [`SLOWLORIS_CHILD_ENV`]): raises its `RLIMIT_NOFILE` as far as it may, runs the
+/// server in a [`TestServer`] on 127.0.0.1, reports its address and limit on stdout,
+/// then answers one query per stdin line (`connections`, `step_errors`) until stdin
+/// closes, or until [`SLOWLORIS_CHILD_LIFETIME`] has passed.
+fn slowloris_child() {
+    let nofile = raise_nofile_limit(SLOWLORIS_CONNECTIONS as u64 + FD_MARGIN);
+    thread::spawn(|| {
+        thread::sleep(SLOWLORIS_CHILD_LIFETIME);
+        eprintln!("slowloris server process: still running after {SLOWLORIS_CHILD_LIFETIME:?}");
+        std::process::exit(2);
+    });
+    let server = TestServer::start(slowloris_options, path_echo);
+    // libtest's "test name ... " may precede it on the same line without the newline.
+    println!("\n{SLOWLORIS_READY_PREFIX}{} {nofile}", server.addr());
+    let _ = io::stdout().flush();
+    for query in io::stdin().lock().lines().map_while(Result::ok) {
+        let answer = match query.as_str() {
+            "connections" => server.connections().to_string(),
+            "step_errors" => {
+                let errors = server.step_errors();
+                format!("{} {errors:?}", errors.len())
+            }
+            _ => "unknown query".to_owned(),
+        };
+        println!("{SLOWLORIS_REPLY_PREFIX}{query} {answer}");
+        let _ = io::stdout().flush();
+    }
+}
+
+/// The slowloris test's view of its server process. Dropping it (the [`ChildGuard`])
+/// kills and reaps the process if it still runs, so a failing test leaves none behind.
+struct ServerProcess {
+    child: ChildGuard,
+    stdin: Option<ChildStdin>,
+    /// The process's stdout, line by line.
+    lines: mpsc::Receiver<String>,
+    /// Its last [`SLOWLORIS_CHILD_TAIL`] stdout lines, for failure messages.
+    tail: Arc<Mutex<VecDeque<String>>>,
+    /// Its whole stderr, once it has ended.
+    stderr: Option<JoinHandle<String>>,
+    addr: SocketAddr,
+    /// Its soft `RLIMIT_NOFILE`.
+    nofile: u64,
+}
+
+impl ServerProcess {
+    fn start() -> ServerProcess {
+        let mut child = ChildGuard(
+            Command::new(std::env::current_exe().expect("current_exe"))
+                .args([
+                    "--exact",
+                    "slowloris_connections_are_closed_while_the_others_are_served",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(SLOWLORIS_CHILD_ENV, "1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn the server process"),
+        );
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (line_tx, lines) = mpsc::channel::<String>();
+        {
+            let stdout = child.0.stdout.take().unwrap();
+            let tail = tail.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    {
+                        let mut tail = tail.lock().unwrap();
+                        if tail.len() == SLOWLORIS_CHILD_TAIL {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line.clone());
+                    }
+                    let _ = line_tx.send(line);
+                }
+            });
+        }
+        let stderr = {
+            let mut stderr = child.0.stderr.take().unwrap();
+            thread::spawn(move || {
+                let mut s = String::new();
+                let _ = stderr.read_to_string(&mut s);
+                s
+            })
+        };
+        let mut server = ServerProcess {
+            stdin: child.0.stdin.take(),
+            child,
+            lines,
+            tail,
+            stderr: Some(stderr),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nofile: 0,
+        };
+        let ready = server.wait_line(SLOWLORIS_READY_PREFIX, SLOWLORIS_CHILD_START);
+        let ready = ready.unwrap_or_else(|| server.fail("the server process did not start"));
+        let parsed = ready
+            .split_once(' ')
+            .and_then(|(a, n)| Some((a.parse().ok()?, n.trim().parse().ok()?)));
+        let Some((addr, nofile)) = parsed else {
+            server.fail(&format!("the server process reported {ready:?}"))
+        };
+        (server.addr, server.nofile) = (addr, nofile);
+        server
+    }
+
+    /// The rest of the first stdout line (within `max`) that contains `prefix`, after it.
+    fn wait_line(&self, prefix: &str, max: Duration) -> Option<String> {
+        let deadline = Instant::now() + max;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            if let Some(at) = line.find(prefix) {
+                return Some(line[at + prefix.len()..].to_owned());
+            }
+        }
+    }
+
+    /// Sends `query` and returns the answer.
+    fn query(&mut self, query: &str) -> String {
+        let sent = self
+            .stdin
+            .as_mut()
+            .map(|stdin| writeln!(stdin, "{query}").and_then(|()| stdin.flush()));
+        if !matches!(sent, Some(Ok(()))) {
+            self.fail(&format!("could not send {query:?} to the server process"));
+        }
+        let prefix = format!("{SLOWLORIS_REPLY_PREFIX}{query} ");
+        match self.wait_line(&prefix, SLOWLORIS_CHILD_REPLY) {
+            Some(answer) => answer,
+            None => self.fail(&format!("the server process did not answer {query:?}")),
+        }
+    }
+
+    /// `server.connections()` in the server process.
+    fn connections(&mut self) -> usize {
+        let answer = self.query("connections");
+        answer
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| self.fail(&format!("connections: {answer:?}")))
+    }
+
+    /// Waits (at most `max`) until the server holds `n` connections.
+    fn wait_connections(&mut self, n: usize, max: Duration) -> bool {
+        wait_until(max, || self.connections() == n)
+    }
+
+    /// How many errors `step` has returned in the server process, and their list.
+    fn step_errors(&mut self) -> (usize, String) {
+        let answer = self.query("step_errors");
+        let parsed = answer
+            .split_once(' ')
+            .and_then(|(n, list)| Some((n.parse().ok()?, list.to_owned())));
+        parsed.unwrap_or_else(|| self.fail(&format!("step_errors: {answer:?}")))
+    }
+
+    /// Fails the test if the server process has ended.
+    fn check_running(&mut self) {
+        if !matches!(self.child.0.try_wait(), Ok(None)) {
+            self.fail("the server process ended during the test");
+        }
+    }
+
+    /// Ends the process (closing its stdin ends it) and checks that it ended well.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = wait_child(&mut self.child.0, Duration::from_secs(20));
+        if !status.is_some_and(|s| s.success()) {
+            self.fail(&format!("the server process ended with {status:?}"));
+        }
+    }
+
+    /// Kills and reaps the process, then panics with `msg` and what it printed.
+    fn fail(&mut self, msg: &str) -> ! {
+        let status = match self.child.0.try_wait() {
+            Ok(Some(status)) => Some(status),
+            _ => {
+                let _ = self.child.0.kill();
+                self.child.0.wait().ok()
+            }
+        };
+        // Its stdout and stderr close when it ends: the readers end too.
+        let stderr = self.stderr.take().map(|t| t.join().unwrap_or_default());
+        let status = status.map_or("not reaped".to_owned(), |s| s.to_string());
+        let stdout = Vec::from(self.tail.lock().unwrap().clone()).join("\n");
+        panic!(
+            "{msg}\nthe server process: {status}; the end of its stdout:\n{stdout}\nits \
+             stderr:\n{}",
+            stderr.unwrap_or_default()
+        );
+    }
 }
 
 fn is_reset(e: &io::Error) -> bool {
