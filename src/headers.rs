@@ -142,9 +142,7 @@ impl Headers {
     /// another into the message.
     pub fn append(&mut self, name: impl AsRef<str>, value: impl Into<Bytes>) {
         let name = name.as_ref();
-        let never_index = NEVER_INDEX_BY_DEFAULT
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(name));
+        let never_index = is_credential(name.as_bytes());
         self.append_with(name, value, never_index);
     }
 
@@ -184,10 +182,7 @@ impl Headers {
     /// [`Headers::push_unchecked`] for a field the peer marked sensitive (HPACK
     /// never-indexed), which stays never-index.
     pub(crate) fn push_unchecked_with(&mut self, name: Bytes, value: Bytes, sensitive: bool) {
-        let never_index = sensitive
-            || NEVER_INDEX_BY_DEFAULT
-                .iter()
-                .any(|n| n.as_bytes() == &name[..]);
+        let never_index = sensitive || is_credential(&name);
         self.push_field(Field {
             name,
             value,
@@ -195,6 +190,7 @@ impl Headers {
         });
     }
 
+    #[inline]
     fn push_field(&mut self, field: Field) {
         let fields = self.fields_mut();
         let is_pseudo = |f: &Field| f.name.first() == Some(&b':');
@@ -315,6 +311,7 @@ impl Headers {
         }
     }
 
+    #[inline]
     fn fields_mut(&mut self) -> &mut Vec<Field> {
         if let Fields::Shared(_) = self.fields {
             if let Fields::Shared(shared) = std::mem::take(&mut self.fields) {
@@ -358,7 +355,7 @@ impl Headers {
             h.push_field(Field {
                 name: Bytes::copy_from_slice(n.as_str().as_bytes()),
                 value: Bytes::copy_from_slice(v.as_bytes()),
-                never_index: v.is_sensitive() || NEVER_INDEX_BY_DEFAULT.contains(&n.as_str()),
+                never_index: v.is_sensitive() || is_credential(n.as_str().as_bytes()),
             });
         }
         h
@@ -403,6 +400,15 @@ pub(crate) fn common_name(name: &str) -> Option<&'static str> {
         "last-modified" => "last-modified",
         _ => return None,
     })
+}
+
+/// Whether `name` (in any letter case) is one of [`NEVER_INDEX_BY_DEFAULT`]. Called for
+/// every field parsed, so most names are turned away by their length alone.
+fn is_credential(name: &[u8]) -> bool {
+    matches!(name.len(), 6 | 10 | 13 | 19)
+        && NEVER_INDEX_BY_DEFAULT
+            .iter()
+            .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
 }
 
 fn eq_name(stored: &[u8], wanted: &str) -> bool {
@@ -523,6 +529,18 @@ mod tests {
         assert_ne!(mine, request);
         mine.upsert("accept", "*/*");
         assert_eq!(mine, request);
+    }
+
+    #[test]
+    fn every_credential_name_is_recognised() {
+        for name in NEVER_INDEX_BY_DEFAULT {
+            assert!(is_credential(name.as_bytes()), "{name}");
+            assert!(
+                is_credential(name.to_ascii_uppercase().as_bytes()),
+                "{name}"
+            );
+        }
+        assert!(!is_credential(b"cookies"));
     }
 
     #[test]

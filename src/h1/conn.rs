@@ -240,7 +240,7 @@ impl H1Conn {
         if !head.keep_alive {
             st.keep_alive = false;
         }
-        let upgrade = head.upgrade || head.headers.get_bytes(":method") == Some(b"CONNECT");
+        let upgrade = head.upgrade || head.is_connect;
         if head.body != BodyKind::Empty || upgrade || head.expect_continue {
             st.body = Some(BodyRead {
                 seq,

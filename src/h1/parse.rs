@@ -222,6 +222,10 @@ pub(crate) struct RequestHead {
     pub expect_continue: bool,
     /// HTTP/1.1 with an `Upgrade` field and the `upgrade` connection option (RFC 9110 §7.8).
     pub upgrade: bool,
+    /// The method is HEAD (the response has no body) or CONNECT (the connection becomes a
+    /// tunnel): known here so that the per-request code need not look them up.
+    pub is_head: bool,
+    pub is_connect: bool,
 }
 
 /// Byte ranges of one header field's name and value, relative to the start of the buffer.
@@ -285,6 +289,8 @@ pub(crate) fn parse_request(
     }
     let head = head.freeze();
     let slice = |(from, to): (usize, usize)| head.slice(from..to);
+    let method = &head[scan.method.0..scan.method.1];
+    let (is_head, is_connect) = (method == b"HEAD", method == b"CONNECT");
 
     let mut headers = Headers::with_capacity(spans.len() + 3);
     headers.push_unchecked(Bytes::from_static(b":method"), slice(scan.method));
@@ -312,6 +318,8 @@ pub(crate) fn parse_request(
         keep_alive: scan.keep_alive,
         expect_continue: scan.expect_continue,
         upgrade: scan.upgrade,
+        is_head,
+        is_connect,
     }))
 }
 

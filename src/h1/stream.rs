@@ -143,7 +143,7 @@ impl H1Stream {
     }
 
     fn is_head_request(&self) -> bool {
-        self.head.headers.get_bytes(":method") == Some(b"HEAD")
+        self.head.is_head
     }
 
     // ===== reading =====
