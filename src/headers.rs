@@ -28,6 +28,17 @@ impl Field {
         std::str::from_utf8(&self.name).unwrap_or("")
     }
 
+    /// A field from a parser, whose name is known to be lower-case and valid and whose
+    /// value is valid; `sensitive`: the peer marked it never-indexed.
+    pub(crate) fn parsed(name: Bytes, value: Bytes, sensitive: bool) -> Field {
+        let never_index = sensitive || is_credential(&name);
+        Field {
+            name,
+            value,
+            never_index,
+        }
+    }
+
     /// The name as bytes (no UTF-8 check: for code that compares or copies it).
     pub(crate) fn name_bytes(&self) -> &[u8] {
         &self.name
@@ -93,8 +104,8 @@ pub struct Headers {
 #[derive(Clone)]
 enum Fields {
     Owned(Vec<Field>),
-    /// Copied out (only) when written to.
-    Shared(Arc<Vec<Field>>),
+    /// Copied out (only) when written to. A slice, not a vector: made in one allocation.
+    Shared(Arc<[Field]>),
 }
 
 impl Default for Fields {
@@ -182,12 +193,7 @@ impl Headers {
     /// [`Headers::push_unchecked`] for a field the peer marked sensitive (HPACK
     /// never-indexed), which stays never-index.
     pub(crate) fn push_unchecked_with(&mut self, name: Bytes, value: Bytes, sensitive: bool) {
-        let never_index = sensitive || is_credential(&name);
-        self.push_field(Field {
-            name,
-            value,
-            never_index,
-        });
+        self.push_field(Field::parsed(name, value, sensitive));
     }
 
     #[inline]
@@ -313,10 +319,8 @@ impl Headers {
 
     #[inline]
     fn fields_mut(&mut self) -> &mut Vec<Field> {
-        if let Fields::Shared(_) = self.fields {
-            if let Fields::Shared(shared) = std::mem::take(&mut self.fields) {
-                self.fields = Fields::Owned(Arc::unwrap_or_clone(shared));
-            }
+        if let Fields::Shared(shared) = &self.fields {
+            self.fields = Fields::Owned(shared.to_vec());
         }
         match &mut self.fields {
             Fields::Owned(v) => v,
@@ -324,11 +328,26 @@ impl Headers {
         }
     }
 
-    /// Makes clones of this list share it (one allocation now, none per clone): for a
-    /// request's headers, which every `get_headers` call hands out.
-    pub(crate) fn share(&mut self) {
-        if let Fields::Owned(v) = &mut self.fields {
-            self.fields = Fields::Shared(Arc::new(std::mem::take(v)));
+    /// A shared list (clones share it; it is copied only when written to) of the `n` fields `fields` yields, made in a
+    /// single allocation: for a request's headers, which every `get_headers` call hands
+    /// out. The parsers build it, so the fields come in order (pseudo-headers first) and
+    /// are valid.
+    ///
+    /// # Panics
+    ///
+    /// If `fields` yields fewer than `n` fields (a bug in the caller).
+    pub(crate) fn shared_from(n: usize, mut fields: impl Iterator<Item = Field>) -> Headers {
+        // `Range` mapped is `TrustedLen`: the standard library then allocates the slice
+        // once, at its final size, rather than collecting into a vector first.
+        let fields: Arc<[Field]> = (0..n)
+            .map(|_| fields.next().expect("as many fields as counted"))
+            .collect();
+        debug_assert!(fields
+            .iter()
+            .skip_while(|f| f.name.first() == Some(&b':'))
+            .all(|f| f.name.first() != Some(&b':')));
+        Headers {
+            fields: Fields::Shared(fields),
         }
     }
 
@@ -515,10 +534,22 @@ mod tests {
 
     #[test]
     fn a_shared_list_is_copied_when_written_and_the_other_clones_keep_theirs() {
-        let mut request = Headers::new();
-        request.append(":method", "GET");
-        request.append("accept", "*/*");
-        request.share();
+        let request = Headers::shared_from(
+            2,
+            [
+                Field::parsed(
+                    Bytes::from_static(b":method"),
+                    Bytes::from_static(b"GET"),
+                    false,
+                ),
+                Field::parsed(
+                    Bytes::from_static(b"accept"),
+                    Bytes::from_static(b"*/*"),
+                    false,
+                ),
+            ]
+            .into_iter(),
+        );
         let mut mine = request.clone();
         mine.append("x", "1");
         mine.upsert("accept", "text/html");

@@ -22,7 +22,7 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::headers::Headers;
+use crate::headers::{Field, Headers};
 
 /// Default for [`Limits::max_request_line`].
 pub(crate) const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
@@ -292,21 +292,22 @@ pub(crate) fn parse_request(
     let method = &head[scan.method.0..scan.method.1];
     let (is_head, is_connect) = (method == b"HEAD", method == b"CONNECT");
 
-    let mut headers = Headers::with_capacity(spans.len() + 3);
-    headers.push_unchecked(Bytes::from_static(b":method"), slice(scan.method));
-    headers.push_unchecked(
-        Bytes::from_static(b":scheme"),
-        Bytes::from_static(scheme.as_bytes()),
-    );
-    headers.push_unchecked(Bytes::from_static(b":path"), slice(scan.path));
-    if let Some(host) = scan.host {
-        headers.push_unchecked(Bytes::from_static(b":authority"), slice(spans[host].value));
-    }
-    for (i, span) in spans.iter().enumerate() {
-        if Some(i) != scan.host {
-            headers.push_unchecked(slice(span.name), slice(span.value));
-        }
-    }
+    let field = |name: &'static [u8], value| Field::parsed(Bytes::from_static(name), value, false);
+    let pseudo = [
+        Some(field(b":method", slice(scan.method))),
+        Some(field(b":scheme", Bytes::from_static(scheme.as_bytes()))),
+        Some(field(b":path", slice(scan.path))),
+        scan.host
+            .map(|host| field(b":authority", slice(spans[host].value))),
+    ];
+    let regular = spans
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| Some(i) != scan.host)
+        .map(|(_, span)| Field::parsed(slice(span.name), slice(span.value), false));
+    // The Host field became :authority: the count stays the same with or without it.
+    let headers =
+        Headers::shared_from(spans.len() + 3, pseudo.into_iter().flatten().chain(regular));
     Ok(Some(RequestHead {
         headers,
         version: if scan.http11 {

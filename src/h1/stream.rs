@@ -108,8 +108,7 @@ pub(crate) struct H1Stream {
 }
 
 impl H1Stream {
-    pub(crate) fn new(conn: Rc<H1Conn>, seq: u64, mut head: RequestHead) -> H1Stream {
-        head.headers.share();
+    pub(crate) fn new(conn: Rc<H1Conn>, seq: u64, head: RequestHead) -> H1Stream {
         H1Stream {
             conn,
             seq,

@@ -22,7 +22,7 @@ use super::conn::H2Shared;
 use crate::{
     error::{Error, Result},
     h1::Outcome,
-    headers::Headers,
+    headers::{Field, Headers},
     upgrade::Upgraded,
 };
 
@@ -60,8 +60,7 @@ impl H2Stream {
         respond: SendResponse<Bytes>,
     ) -> H2Stream {
         let (parts, recv) = request.into_parts();
-        let mut headers = request_headers(&parts, conn.scheme);
-        headers.share();
+        let headers = request_headers(&parts, conn.scheme);
         conn.stream_opened();
         let expects_continue = headers
             .get("expect")
@@ -391,32 +390,32 @@ fn request_headers(parts: &http::request::Parts, scheme: &'static str) -> Header
         buf.slice(at - len..at)
     };
 
-    let mut h = Headers::with_capacity(parts.headers.len() + 5);
-    h.push_unchecked(Bytes::from_static(b":method"), take(method.len()));
     let scheme = match uri.scheme_str().unwrap_or(scheme) {
         "https" => Bytes::from_static(b"https"),
         "http" => Bytes::from_static(b"http"),
         other => Bytes::copy_from_slice(other.as_bytes()),
     };
-    let path = take(path.len());
-    let authority = authority.map(|a| take(a.len()));
-    let protocol = protocol.map(|p| take(p.len()));
-    h.push_unchecked(Bytes::from_static(b":scheme"), scheme);
-    if let Some(a) = authority {
-        h.push_unchecked(Bytes::from_static(b":authority"), a);
-    }
-    h.push_unchecked(Bytes::from_static(b":path"), path);
-    if let Some(p) = protocol {
-        h.push_unchecked(Bytes::from_static(b":protocol"), p);
-    }
-    for (name, value) in &parts.headers {
+    let field = |name: &'static [u8], value| Field::parsed(Bytes::from_static(name), value, false);
+    let method = field(b":method", take(method.len()));
+    let path = field(b":path", take(path.len()));
+    let authority = authority.map(|a| field(b":authority", take(a.len())));
+    let protocol = protocol.map(|p| field(b":protocol", take(p.len())));
+    let pseudo = [
+        Some(method),
+        Some(field(b":scheme", scheme)),
+        authority,
+        Some(path),
+        protocol,
+    ];
+    let n = pseudo.iter().flatten().count() + parts.headers.len();
+    let regular = parts.headers.iter().map(|(name, value)| {
         let name = match crate::headers::common_name(name.as_str()) {
             Some(known) => Bytes::from_static(known.as_bytes()),
             None => take(name.as_str().len()),
         };
-        h.push_unchecked_with(name, take(value.len()), value.is_sensitive());
-    }
-    h
+        Field::parsed(name, take(value.len()), value.is_sensitive())
+    });
+    Headers::shared_from(n, pseudo.into_iter().flatten().chain(regular))
 }
 
 /// A request field's name as `request_headers` stores it: empty for a common name.
