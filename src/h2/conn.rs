@@ -98,12 +98,16 @@ enum End {
 }
 
 /// Runs an HTTP/2 connection until it closes, handing each request to `on_request`.
-pub(crate) async fn serve(
+///
+/// A plain function around the task's future: an async fn's arguments keep their room in
+/// its state for its whole life, and this future lives as long as the connection, so what
+/// only setting up needs (the `Transport`, the `Builder`) stays out of it.
+pub(crate) fn serve<'a>(
     transport: Transport,
-    cfg: &H2Config,
-    mut on_request: impl FnMut(H2Stream),
+    cfg: &'a H2Config,
+    on_request: impl FnMut(H2Stream) + 'a,
     on_shared: impl FnOnce(&Rc<H2Shared>),
-) {
+) -> impl Future<Output = ()> + 'a {
     let Transport {
         io,
         read_ahead,
@@ -117,19 +121,22 @@ pub(crate) async fn serve(
     } else {
         Box::new(Upgraded::new(io, read_ahead.freeze()))
     };
-    let ctl = Controller::current();
     let shared = Rc::new(H2Shared {
         peer_addr,
         local_addr,
         scheme,
         n_open: Cell::new(0),
-        idle_since: Cell::new(ctl.now()),
+        idle_since: Cell::new(Controller::current().now()),
         closing: Cell::new(false),
         aborted: Cell::new(false),
         driver: Cell::new(None),
     });
     on_shared(&shared);
+    drive(io, shared, cfg, on_request)
+}
 
+/// The h2 crate's server handshake with onstream's settings.
+fn handshake(cfg: &H2Config, io: Box<dyn Io>) -> h2::server::Handshake<Box<dyn Io>, Bytes> {
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(cfg.max_concurrent_streams)
@@ -141,19 +148,24 @@ pub(crate) async fn serve(
         .max_local_error_reset_streams(Some(cfg.max_local_error_reset_streams))
         // SETTINGS_ENABLE_CONNECT_PROTOCOL: clients may open WebSockets (RFC 8441).
         .enable_connect_protocol();
-    let mut conn = match timeout(
-        cfg.connection_setup_timeout,
-        builder.handshake::<_, Bytes>(io),
-    )
-    .await
-    {
+    builder.handshake(io)
+}
+
+/// The connection task proper: the handshake, then requests until the connection closes.
+async fn drive(
+    io: Box<dyn Io>,
+    shared: Rc<H2Shared>,
+    cfg: &H2Config,
+    mut on_request: impl FnMut(H2Stream),
+) {
+    let mut conn = match timeout(cfg.connection_setup_timeout, handshake(cfg, io)).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            tracing::debug!(peer = ?peer_addr, "HTTP/2 handshake failed: {e}");
+            tracing::debug!(peer = ?shared.peer_addr, "HTTP/2 handshake failed: {e}");
             return;
         }
         Err(_) => {
-            tracing::debug!(peer = ?peer_addr, "HTTP/2 preface not received in time");
+            tracing::debug!(peer = ?shared.peer_addr, "HTTP/2 preface not received in time");
             return;
         }
     };
@@ -203,7 +215,7 @@ pub(crate) async fn serve(
     .await;
     if let End::Failed(e) = end {
         if !(e.is_io() || e.is_go_away()) {
-            tracing::debug!(peer = ?peer_addr, "HTTP/2 connection error: {e}");
+            tracing::debug!(peer = ?shared.peer_addr, "HTTP/2 connection error: {e}");
         }
     }
 }
