@@ -247,6 +247,33 @@ impl Options {
         self
     }
 
+    /// How much of a request body the handler left unread the server reads and throws
+    /// away to keep the connection for the next request; a longer rest closes the
+    /// connection instead (default 1 MiB, as hyper).
+    pub fn max_discard(mut self, n: u64) -> Options {
+        self.limits.max_discard = n;
+        self
+    }
+
+    /// Lingering close (nginx's `lingering_time`): after its last response, a connection
+    /// that is closing keeps reading — and throwing away — at most `bytes` for at most
+    /// `time`, so that unread input does not make the kernel reset the connection and
+    /// destroy that response in flight (default 1 s and 256 KiB; never longer than
+    /// `intra_stream_timeout`). `Duration::ZERO` closes at once.
+    pub fn lingering_close(mut self, time: Duration, bytes: usize) -> Options {
+        self.limits.linger_time = time;
+        self.limits.linger_bytes = bytes;
+        self
+    }
+
+    /// How many bytes of output an HTTP/1 connection buffers before a handler's writes
+    /// wait for the client to read (default 64 KiB). HTTP/2 has its own send buffer
+    /// ([`Options::h2_max_send_buffer_size`]).
+    pub fn write_buffer_size(mut self, n: usize) -> Options {
+        self.limits.write_buffer = n.max(1);
+        self
+    }
+
     /// TLS on, off, or decided per connection by its first byte (`Tls::Auto`, the
     /// default, as lua-http's `tls = nil`).
     pub fn tls(mut self, tls: Tls) -> Options {

@@ -168,6 +168,56 @@ fn an_unread_large_body_closes_the_connection_after_the_answer() {
     assert!(server.wait_connections(0, Duration::from_secs(2)));
 }
 
+/// `max_discard` sets how much of an unread body is thrown away to keep the connection:
+/// at 8 bytes, an 11-byte body the handler ignores ends the connection after the answer.
+#[test]
+fn max_discard_is_an_option() {
+    let server = TestServer::start(|o| o.max_discard(8), path_echo);
+    let mut c = Client::connect(server.addr());
+    c.send(b"POST /ignored HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nnot read!!!");
+    let res = c.read_response();
+    assert_eq!(res.body_str(), "/ignored");
+    assert!(
+        c.read_to_close(Duration::from_secs(3)).is_ok(),
+        "the connection stayed open although the body was over max_discard"
+    );
+}
+
+/// With a tiny `write_buffer_size` a handler's writes wait for the client after every
+/// piece, and a large body still arrives whole and in order.
+#[test]
+fn a_small_write_buffer_delivers_a_large_body_whole() {
+    const PIECES: usize = 64;
+    const PIECE: usize = 16 * 1024;
+    let server = TestServer::start(
+        |o| o.write_buffer_size(1024),
+        || {
+            |_srv, stream: onstream::Stream| async move {
+                stream.get_headers().await?;
+                let mut h = onstream::Headers::new();
+                h.append(":status", "200");
+                h.append("content-length", (PIECES * PIECE).to_string());
+                stream.write_headers(&h, false).await?;
+                for i in 0..PIECES {
+                    let piece = Bytes::from(vec![b'a' + (i % 26) as u8; PIECE]);
+                    stream.write_chunk(piece, i + 1 == PIECES).await?;
+                }
+                Ok(())
+            }
+        },
+    );
+    let mut c = Client::connect(server.addr());
+    let res = c.get("/");
+    assert_eq!(res.status, 200);
+    assert_eq!(res.body.len(), PIECES * PIECE);
+    for (i, piece) in res.body.chunks(PIECE).enumerate() {
+        assert!(
+            piece.iter().all(|&b| b == b'a' + (i % 26) as u8),
+            "piece {i}"
+        );
+    }
+}
+
 /// A client that disconnects in the middle of its body makes the handler's body read fail
 /// (it does not hang).
 #[test]

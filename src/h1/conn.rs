@@ -45,22 +45,8 @@ use crate::{
     upgrade::{poll_read_buf, Io},
 };
 
-/// Past this many buffered output bytes a writing stream waits for the socket.
-pub(crate) const WRITE_BUFFER_HIGH: usize = 64 * 1024;
-
 /// How much is read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// At most this many bytes of a request body the handler did not read are read and thrown
-/// away to keep the connection; past it the connection is closed instead (hyper and nginx
-/// bound this too).
-const MAX_DISCARD: u64 = 1024 * 1024;
-
-/// How long, and how many bytes, a closing connection keeps reading after its last
-/// response so that unread input does not make the kernel send a reset that destroys that
-/// response in flight (nginx's lingering close).
-const LINGER_TIME: Duration = Duration::from_secs(1);
-const LINGER_BYTES: usize = 256 * 1024;
 
 /// Per-server settings every HTTP/1 connection reads.
 #[derive(Debug, Clone)]
@@ -79,6 +65,13 @@ pub(crate) struct H1Conn {
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) scheme: &'static str,
     cfg: Rc<H1Config>,
+}
+
+impl H1Conn {
+    /// The server's HTTP/1 limits.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.cfg.limits
+    }
 }
 
 /// The mutable part of a connection.
@@ -289,7 +282,7 @@ impl H1Conn {
             if body
                 .decoder
                 .remaining_hint()
-                .is_some_and(|n| n > MAX_DISCARD)
+                .is_some_and(|n| n > self.cfg.limits.max_discard)
             {
                 // Known to be too long to throw away: close instead of reading it.
                 st.keep_alive = false;
@@ -301,7 +294,7 @@ impl H1Conn {
                 match body.decoder.decode(&mut st.rbuf) {
                     Ok(Decoded::Data(d)) => {
                         discarded += d.len() as u64;
-                        if discarded > MAX_DISCARD {
+                        if discarded > self.cfg.limits.max_discard {
                             st.keep_alive = false;
                             st.body = None;
                             return Poll::Ready(Ok(()));
@@ -458,7 +451,8 @@ impl H1Conn {
             return;
         }
         // Lingering close: read until the peer's EOF, a byte budget or a deadline.
-        let mut linger = sleep(LINGER_TIME.min(self.cfg.intra_stream_timeout));
+        let limits = &self.cfg.limits;
+        let mut linger = sleep(limits.linger_time.min(self.cfg.intra_stream_timeout));
         let mut drained = 0usize;
         let mut scratch = BytesMut::new();
         poll_fn(|cx| loop {
@@ -468,7 +462,7 @@ impl H1Conn {
             scratch.clear();
             scratch.reserve(READ_CHUNK);
             match poll_read_buf(&mut io, &mut scratch, cx) {
-                Poll::Ready(Ok(n)) if n > 0 && drained + n < LINGER_BYTES => drained += n,
+                Poll::Ready(Ok(n)) if n > 0 && drained + n < limits.linger_bytes => drained += n,
                 Poll::Ready(_) => return Poll::Ready(()),
                 Poll::Pending => return Poll::Pending,
             }
@@ -558,9 +552,9 @@ impl ConnState {
                     // part that went out.
                     self.wbuf.advance(n);
                     self.n_written += n as u64;
-                    if self.wbuf.len() < WRITE_BUFFER_HIGH {
-                        self.wake_writers();
-                    }
+                    // Streams waiting for room check the server's write buffer size
+                    // themselves; any progress may have made enough.
+                    self.wake_writers();
                 }
                 Poll::Ready(Err(e)) => {
                     self.io = None;

@@ -19,6 +19,7 @@
 
 use std::fmt;
 use std::mem::MaybeUninit;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -30,6 +31,13 @@ pub(crate) const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
 /// Default for [`Limits::max_head`].
 pub(crate) const DEFAULT_MAX_HEAD: usize = 64 * 1024;
 
+/// Default for [`Limits::max_discard`] (1 MiB, as hyper).
+pub(crate) const DEFAULT_MAX_DISCARD: u64 = 1024 * 1024;
+/// Defaults for [`Limits::linger_time`] and [`Limits::linger_bytes`].
+pub(crate) const DEFAULT_LINGER_TIME: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_LINGER_BYTES: usize = 256 * 1024;
+/// Default for [`Limits::write_buffer`].
+pub(crate) const DEFAULT_WRITE_BUFFER: usize = 64 * 1024;
 /// Default for [`Limits::max_headers`].
 pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
 
@@ -54,6 +62,17 @@ pub(crate) struct Limits {
     pub max_head: usize,
     /// Most header fields accepted (pseudo-headers not counted); more → 431.
     pub max_headers: usize,
+    /// Most bytes of a request body the handler did not read that are read and thrown
+    /// away to keep the connection; past it the connection is closed instead (hyper and
+    /// nginx bound this too).
+    pub max_discard: u64,
+    /// How long, and how many bytes, a closing connection keeps reading after its last
+    /// response, so that unread input does not make the kernel send a reset that destroys
+    /// that response in flight (nginx's lingering close).
+    pub linger_time: Duration,
+    pub linger_bytes: usize,
+    /// Past this many buffered output bytes a writing stream waits for the socket.
+    pub write_buffer: usize,
 }
 
 impl Default for Limits {
@@ -62,6 +81,10 @@ impl Default for Limits {
             max_request_line: DEFAULT_MAX_REQUEST_LINE,
             max_head: DEFAULT_MAX_HEAD,
             max_headers: DEFAULT_MAX_HEADERS,
+            max_discard: DEFAULT_MAX_DISCARD,
+            linger_time: DEFAULT_LINGER_TIME,
+            linger_bytes: DEFAULT_LINGER_BYTES,
+            write_buffer: DEFAULT_WRITE_BUFFER,
         }
     }
 }
@@ -1559,7 +1582,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
-            for limits in [Limits::default(), Limits { max_request_line: 7, max_head: 20, max_headers: 2 }] {
+            for limits in [Limits::default(), Limits { max_request_line: 7, max_head: 20, max_headers: 2, ..Limits::default() }] {
                 let mut buf = BytesMut::from(&bytes[..]);
                 let _ = parse_request(&mut buf, "http", &limits);
             }

@@ -26,7 +26,7 @@ use std::{
 
 use super::{
     body::{encode_chunk_header, encode_last_chunk, Decoded},
-    conn::{ConnState, H1Conn, WRITE_BUFFER_HIGH},
+    conn::{ConnState, H1Conn},
     encode::{informational_head, response_head, Framing},
     parse::RequestHead,
 };
@@ -230,11 +230,12 @@ impl H1Stream {
             if st.io.is_none() {
                 return Poll::Ready(Err(Error::closed("connection closed")));
             }
-            if st.wbuf.len() < WRITE_BUFFER_HIGH {
+            let high = self.conn.limits().write_buffer;
+            if st.wbuf.len() < high {
                 return Poll::Ready(Ok(()));
             }
             st.flush_now()?;
-            if st.wbuf.len() < WRITE_BUFFER_HIGH {
+            if st.wbuf.len() < high {
                 return Poll::Ready(Ok(()));
             }
             st.writers.push(cx.waker().clone());
@@ -323,7 +324,7 @@ impl H1Stream {
             return Err(Error::closed("connection closed"));
         }
         self.put_body(data, end_stream)?;
-        if self.conn.st.borrow().wbuf.len() >= WRITE_BUFFER_HIGH {
+        if self.conn.st.borrow().wbuf.len() >= self.conn.limits().write_buffer {
             self.room().await?;
         }
         Ok(())
