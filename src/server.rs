@@ -9,7 +9,7 @@
 //! lua-http reports them from `:step()`); a client that sends garbage, resets or times out
 //! costs its own connection and a log line, never the server.
 
-use futures_util::FutureExt;
+use futures_util::{future::Either, FutureExt};
 use slab::Slab;
 use std::{
     cell::{Cell, RefCell},
@@ -593,39 +593,46 @@ impl Shared {
 
     fn spawn_connection(self: &Rc<Self>, conn: Conn) {
         let key = self.conns.borrow_mut().insert(None);
-        let shared = self.clone();
-        self.ctl
-            .spawn(async move {
-                shared.serve_connection(key, conn).await;
-                shared.conns.borrow_mut().remove(key);
-                shared.wake_accept();
+        let (shared, after) = (self.clone(), self.clone());
+        // Combinators rather than an async block: the task's state is then exactly the
+        // boxed setup (a TLS handshake holds a whole rustls connection), and after it the
+        // connection's future, with no room kept for the accepted socket or the
+        // `Transport` that an async block's bindings would hold for the task's life.
+        let task = Box::pin(self.clone().set_up(conn))
+            .then(move |transport| match transport {
+                Some(transport) => Either::Left(shared.serve_connection(key, transport)),
+                None => Either::Right(std::future::ready(())),
             })
-            .detach();
+            .map(move |()| {
+                after.conns.borrow_mut().remove(key);
+                after.wake_accept();
+            });
+        self.ctl.spawn(task).detach();
     }
 
-    /// Runs one connection: setup, then HTTP/1 or HTTP/2 until it closes.
+    /// Runs one connection after setup: HTTP/1 or HTTP/2 until it closes.
     ///
     /// The connection task lives as long as the connection, and its size is fixed by its
-    /// largest state, so only the HTTP/1 driver runs inline: setup (a TLS handshake holds
-    /// a whole rustls connection) and HTTP/2 are boxed and freed when they end, and what
-    /// leads up to the driver happens in plain functions, so that an idle keep-alive
-    /// connection's task is little more than the driver's state.
-    async fn serve_connection(self: &Rc<Self>, key: usize, conn: Conn) {
-        let Some(transport) = Box::pin(self.set_up(conn)).await else {
-            return;
-        };
+    /// largest state, so only the HTTP/1 driver runs inline: HTTP/2 is boxed, and what
+    /// leads up to the driver happens in plain functions (a plain function, not an async
+    /// one, so that the task keeps no slot for the `Transport` it was given), so that an
+    /// idle keep-alive connection's task is little more than the driver's state.
+    fn serve_connection(
+        self: &Rc<Self>,
+        key: usize,
+        transport: Transport,
+    ) -> impl Future<Output = ()> {
         if transport.h2 {
-            Box::pin(self.serve_h2(key, transport)).await;
-            return;
+            return Either::Left(Box::pin(self.clone().serve_h2(key, transport)));
         }
         let h1 = self.start_h1(key, transport);
         let handle = ServerHandle {
             shared: self.clone(),
         };
-        h1.drive(|stream| handle.spawn_handler(stream)).await;
+        Either::Right(async move { h1.drive(|stream| handle.spawn_handler(stream)).await })
     }
 
-    async fn set_up(&self, conn: Conn) -> Option<Transport> {
+    async fn set_up(self: Rc<Self>, conn: Conn) -> Option<Transport> {
         let setup = self.setup.borrow().clone()?;
         match setup.run(conn).await {
             Ok(t) => Some(t),
@@ -638,7 +645,7 @@ impl Shared {
         }
     }
 
-    async fn serve_h2(self: &Rc<Self>, key: usize, transport: Transport) {
+    async fn serve_h2(self: Rc<Self>, key: usize, transport: Transport) {
         let handle = ServerHandle {
             shared: self.clone(),
         };

@@ -81,7 +81,8 @@ pub(crate) struct ConnState {
     pub(crate) rbuf: BytesMut,
     pub(crate) wbuf: BytesMut,
     /// The body being read: present from a request head until its body is finished.
-    pub(crate) body: Option<BodyRead>,
+    /// Boxed: an idle connection has none, and should not pay its size.
+    pub(crate) body: Option<Box<BodyRead>>,
     /// The number the next stream gets.
     pub(crate) next_seq: u64,
     /// The stream that may write now; responses go out in this order.
@@ -222,7 +223,9 @@ impl H1Conn {
                 tracing::debug!(peer = ?self.peer_addr, "connection error: {e}");
             }
         }
-        self.finish(&ctl, &mut send).await;
+        // Boxed: closing (lingering included) is a large state the task would otherwise
+        // carry for the connection's whole life.
+        Box::pin(self.finish(&ctl, &mut send)).await;
     }
 
     fn start_stream(self: &Rc<Self>, head: RequestHead) -> H1Stream {
@@ -235,13 +238,13 @@ impl H1Conn {
         }
         let upgrade = head.upgrade || head.is_connect;
         if head.body != BodyKind::Empty || upgrade || head.expect_continue {
-            st.body = Some(BodyRead {
+            st.body = Some(Box::new(BodyRead {
                 seq,
                 decoder: Decoder::new(head.body, self.cfg.limits.max_head),
                 owner_alive: true,
                 continue_pending: head.expect_continue && head.body != BodyKind::Empty,
                 upgrade,
-            });
+            }));
         }
         drop(st);
         H1Stream::new(self.clone(), seq, head)
