@@ -353,10 +353,20 @@ fn version_http2_closes_a_cleartext_http1_request_without_an_http1_answer() {
 /// handler waits until all 50 have started) and each is answered with its own path.
 #[test]
 fn fifty_concurrent_streams_on_one_connection_are_each_answered_with_their_path() {
-    const N: usize = 50;
+    concurrent_streams_are_each_answered_with_their_path(50);
+}
+
+/// 100 streams (the default concurrency limit) sent at once: more than the connection
+/// accepts in one turn of the loop (64), so it must come back for the rest by itself.
+#[test]
+fn more_streams_than_one_turn_accepts_are_all_answered() {
+    concurrent_streams_are_each_answered_with_their_path(100);
+}
+
+fn concurrent_streams_are_each_answered_with_their_path(n: usize) {
     let server = TestServer::start(
         |o| o,
-        || {
+        move || {
             let started = Rc::new(Cell::new(0usize));
             move |_srv, stream: Stream| {
                 let started = started.clone();
@@ -364,7 +374,7 @@ fn fifty_concurrent_streams_on_one_connection_are_each_answered_with_their_path(
                     let req = stream.get_headers().await?;
                     started.set(started.get() + 1);
                     let deadline = Instant::now() + Duration::from_secs(2);
-                    while started.get() < N && Instant::now() < deadline {
+                    while started.get() < n && Instant::now() < deadline {
                         onstream::sleep(Duration::from_millis(5)).await;
                     }
                     let body = format!("{} with {}", req.get(":path").unwrap_or(""), started.get());
@@ -377,7 +387,7 @@ fn fifty_concurrent_streams_on_one_connection_are_each_answered_with_their_path(
     let replies = block_on(async {
         let client = h2c(addr).await;
         let mut pending = Vec::new();
-        for i in 0..N {
+        for i in 0..n {
             let mut send = ready(&client).await;
             let (response, _) = send
                 .send_request(request(&client, "GET", &format!("/s/{i}")), true)
@@ -392,7 +402,7 @@ fn fifty_concurrent_streams_on_one_connection_are_each_answered_with_their_path(
     });
     for (i, reply) in replies.iter().enumerate() {
         assert_eq!(reply.status, 200);
-        assert_eq!(reply.text(), format!("/s/{i} with {N}"));
+        assert_eq!(reply.text(), format!("/s/{i} with {n}"));
     }
 }
 

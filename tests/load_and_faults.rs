@@ -486,20 +486,9 @@ struct ServerProcess {
 
 impl ServerProcess {
     fn start() -> ServerProcess {
-        let mut child = ChildGuard(
-            Command::new(std::env::current_exe().expect("current_exe"))
-                .args([
-                    "--exact",
-                    "slowloris_connections_are_closed_while_the_others_are_served",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(SLOWLORIS_CHILD_ENV, "1")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn the server process"),
+        let mut child = ChildGuard::rerun(
+            "slowloris_connections_are_closed_while_the_others_are_served",
+            SLOWLORIS_CHILD_ENV,
         );
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let (line_tx, lines) = mpsc::channel::<String>();
@@ -661,20 +650,9 @@ fn running_out_of_descriptors_neither_spins_nor_stops_the_server() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return emfile_child();
     }
-    let mut child = ChildGuard(
-        Command::new(std::env::current_exe().expect("current_exe"))
-            .args([
-                "--exact",
-                "running_out_of_descriptors_neither_spins_nor_stops_the_server",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the child server"),
+    let mut child = ChildGuard::rerun(
+        "running_out_of_descriptors_neither_spins_nor_stops_the_server",
+        CHILD_ENV,
     );
     let pid = child.0.id();
     let stdout_lines = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -881,6 +859,23 @@ fn emfile_child() {
 
 /// Kills (by its own handle) and reaps the child if a failing test leaves it running.
 struct ChildGuard(Child);
+
+impl ChildGuard {
+    /// This test binary run again as a child for the one test `name`, with `env` set (the
+    /// test then plays the server), stdin, stdout and stderr piped.
+    fn rerun(name: &str, env: &str) -> ChildGuard {
+        ChildGuard(
+            Command::new(std::env::current_exe().expect("current_exe"))
+                .args(["--exact", name, "--nocapture", "--test-threads=1"])
+                .env(env, "1")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn the child server"),
+        )
+    }
+}
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
