@@ -629,7 +629,9 @@ impl Shared {
         let handle = ServerHandle {
             shared: self.clone(),
         };
-        Either::Right(async move { h1.drive(|stream| handle.spawn_handler(stream)).await })
+        // The driver's future itself, not an async block awaiting it, which would keep
+        // another slot for `h1` and `handle`.
+        Either::Right(h1.drive(move |stream| handle.spawn_handler(stream)))
     }
 
     async fn set_up(self: Rc<Self>, conn: Conn) -> Option<Transport> {

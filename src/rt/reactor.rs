@@ -28,8 +28,10 @@ const WRITE_CLOSED: u8 = 0b1000;
 
 /// Readiness and waiting tasks of one registered socket.
 pub(crate) struct IoState {
-    /// The slab index, which is also the socket's `mio::Token`.
-    token: usize,
+    /// The slab index, which is also the socket's `mio::Token`. `u32` (an index of open
+    /// sockets fits) so that with `ready` it takes 8 bytes: this state lives as long as
+    /// each connection, and 8 bytes less moves it to a smaller malloc size class.
+    token: u32,
     /// `READABLE` / `WRITABLE` bits: set by events, cleared by `WouldBlock`.
     ready: Cell<u8>,
     /// The one task waiting to read. Each direction has a single owner at a time (the
@@ -126,7 +128,7 @@ impl Reactor {
         let mut sources = self.sources.borrow_mut();
         let entry = sources.vacant_entry();
         let state = Rc::new(IoState {
-            token: entry.key(),
+            token: u32::try_from(entry.key()).map_err(|_| io::ErrorKind::OutOfMemory)?,
             ready: Cell::new(READABLE | WRITABLE),
             read_waker: Cell::new(None),
             write_waker: Cell::new(None),
@@ -143,7 +145,7 @@ impl Reactor {
     pub(crate) fn deregister(&self, source: &mut impl mio::event::Source, state: &IoState) {
         // Deregistration fails only if the fd is already gone; nothing is left to undo then.
         let _ = self.registry.deregister(source);
-        self.sources.borrow_mut().try_remove(state.token);
+        self.sources.borrow_mut().try_remove(state.token as usize);
     }
 
     /// Waits for events for at most `timeout` and wakes the tasks waiting on them. Returns
