@@ -47,6 +47,7 @@ mod h2;
 mod headers;
 mod net;
 mod options;
+mod parking;
 pub mod rt;
 mod server;
 mod setup;

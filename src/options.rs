@@ -16,6 +16,9 @@ use crate::{
 pub const DEFAULT_CONNECTION_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle time allowed between requests on a keep-alive connection (lua-http: 10 s).
 pub const DEFAULT_INTRA_STREAM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP/1 keep-alive connection waits with nothing in flight before it parks
+/// (gives back its task and buffers until its next request).
+pub const DEFAULT_PARK_AFTER: Duration = Duration::from_millis(50);
 /// Time allowed from a request's first byte to the end of its head (nginx's
 /// `client_header_timeout` is 60 s; a slowloris client holds a slot for at most this).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +57,7 @@ pub struct Options {
     pub(crate) max_concurrent: usize,
     pub(crate) connection_setup_timeout: Duration,
     pub(crate) intra_stream_timeout: Duration,
+    pub(crate) park_after: Duration,
     pub(crate) header_read_timeout: Duration,
     pub(crate) send_timeout: Duration,
     pub(crate) close_timeout: Duration,
@@ -102,6 +106,7 @@ impl Default for Options {
             max_concurrent: usize::MAX,
             connection_setup_timeout: DEFAULT_CONNECTION_SETUP_TIMEOUT,
             intra_stream_timeout: DEFAULT_INTRA_STREAM_TIMEOUT,
+            park_after: DEFAULT_PARK_AFTER,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -205,6 +210,23 @@ impl Options {
     /// How long a keep-alive connection may sit idle between requests.
     pub fn intra_stream_timeout(mut self, t: Duration) -> Options {
         self.intra_stream_timeout = t;
+        self
+    }
+
+    /// How long an HTTP/1 keep-alive connection waits for its next request, with nothing
+    /// in flight, before it parks: it then gives back its task and buffers and waits as
+    /// a record of a few hundred bytes, and a new task takes it up when input comes or its
+    /// idle deadline passes (default 50 ms). Shorter saves memory sooner (and keeps a burst
+    /// of new connections from growing the heap); longer spares connections that pause
+    /// briefly between requests the few allocations of parking and taking up. A value at
+    /// least `intra_stream_timeout` never parks.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let options = onstream::Options::new().park_after(Duration::ZERO);
+    /// ```
+    pub fn park_after(mut self, t: Duration) -> Options {
+        self.park_after = t;
         self
     }
 

@@ -9,6 +9,7 @@
 //! lua-http reports them from `:step()`); a client that sends garbage, resets or times out
 //! costs its own connection and a log line, never the server.
 
+use bytes::BytesMut;
 use futures_util::{future::Either, FutureExt};
 use slab::Slab;
 use std::{
@@ -21,18 +22,19 @@ use std::{
     pin::Pin,
     rc::{Rc, Weak},
     sync::Arc,
-    task::{Poll, Waker},
+    task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
 
 use crate::{
     error::{Error, Result},
-    h1::{H1Config, H1Conn, H1Stream, Outcome},
+    h1::{H1Config, H1Conn, H1Stream, Outcome, Parked},
     h2::{H2Config, H2Shared, H2Stream},
     net::{bind, Accepting, Conn, Connected, Listener, LocalAddr},
     options::Options,
     options::Version,
-    rt::{sleep, Controller, Remote},
+    parking::{ParkingLot, Ticket},
+    rt::{sleep, sleep_until, Controller, Remote, Sleep},
     setup::{Setup, Transport},
     stream::{Inner, Stream},
     tls::{self, Tls},
@@ -96,6 +98,8 @@ struct Shared {
     accept_waker: Cell<Option<Waker>>,
     /// Open connections, to close them on shutdown (`None` while still in setup).
     conns: RefCell<Slab<Option<ConnRef>>>,
+    /// Wakers and deadlines of the parked connections in `conns`.
+    parking: ParkingLot,
     /// How connections are set up (TLS or not); made when the server starts listening,
     /// since a self-signed certificate names the listen host.
     setup: RefCell<Option<Rc<Setup>>>,
@@ -111,6 +115,13 @@ struct Shared {
 enum ConnRef {
     H1(Weak<H1Conn>),
     H2(Weak<H2Shared>),
+    /// An idle HTTP/1 connection without a task (see `parking.rs`).
+    Parked(Box<ParkedConn>),
+}
+
+struct ParkedConn {
+    ticket: Ticket,
+    conn: Parked,
 }
 
 impl ConnRef {
@@ -118,6 +129,8 @@ impl ConnRef {
         match self {
             ConnRef::H1(c) => c.upgrade().into_iter().for_each(|c| c.close_gracefully()),
             ConnRef::H2(c) => c.upgrade().into_iter().for_each(|c| c.close_gracefully()),
+            // Taken up (and so closed gracefully by its new driver) before this is called.
+            ConnRef::Parked(_) => {}
         }
     }
 
@@ -125,13 +138,15 @@ impl ConnRef {
         match self {
             ConnRef::H1(c) => c.upgrade().into_iter().for_each(|c| c.abort()),
             ConnRef::H2(c) => c.upgrade().into_iter().for_each(|c| c.abort()),
+            ConnRef::Parked(_) => {}
         }
     }
 
-    fn clone_weak(&self) -> ConnRef {
+    fn clone_weak(&self) -> Option<ConnRef> {
         match self {
-            ConnRef::H1(c) => ConnRef::H1(c.clone()),
-            ConnRef::H2(c) => ConnRef::H2(c.clone()),
+            ConnRef::H1(c) => Some(ConnRef::H1(c.clone())),
+            ConnRef::H2(c) => Some(ConnRef::H2(c.clone())),
+            ConnRef::Parked(_) => None,
         }
     }
 }
@@ -218,6 +233,7 @@ impl Server {
                         intra_stream_timeout: options.intra_stream_timeout,
                         header_read_timeout: options.header_read_timeout,
                         send_timeout: options.send_timeout,
+                        park_after: options.park_after,
                     }),
                     h2: H2Config {
                         max_concurrent_streams: options.h2.max_concurrent_streams,
@@ -244,6 +260,7 @@ impl Server {
                     closing: Cell::new(false),
                     accept_waker: Cell::new(None),
                     conns: RefCell::new(Slab::new()),
+                    parking: ParkingLot::default(),
                     setup: RefCell::new(None),
                     tls: options.tls,
                     tls_config: options.tls_config.clone(),
@@ -391,11 +408,25 @@ impl ServerHandle {
         }
         *shared.listener.borrow_mut() = ListenerState::Closed;
         shared.wake_accept();
+        // Parked connections get a driver again, which closes them as it would have.
+        let parked: Vec<Ticket> = shared
+            .conns
+            .borrow()
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Some(ConnRef::Parked(p)) => Some(p.ticket),
+                _ => None,
+            })
+            .collect();
+        for ticket in parked {
+            shared.take_up(ticket);
+        }
+        shared.parking.wake_task();
         let conns: Vec<ConnRef> = shared
             .conns
             .borrow()
             .iter()
-            .filter_map(|(_, c)| c.as_ref().map(ConnRef::clone_weak))
+            .filter_map(|(_, c)| c.as_ref().and_then(ConnRef::clone_weak))
             .collect();
         for c in &conns {
             c.close_gracefully();
@@ -601,16 +632,106 @@ impl Shared {
         let task = Box::pin(self.clone().set_up(conn))
             .then(move |transport| match transport {
                 Some(transport) => Either::Left(shared.serve_connection(key, transport)),
-                None => Either::Right(std::future::ready(())),
+                None => Either::Right(std::future::ready(None)),
             })
-            .map(move |()| {
-                after.conns.borrow_mut().remove(key);
-                after.wake_accept();
-            });
+            .map(move |parked| after.connection_ended(key, parked));
         self.ctl.spawn(task).detach();
     }
 
-    /// Runs one connection after setup: HTTP/1 or HTTP/2 until it closes.
+    /// A connection's driver returned: the connection closed, or it parked.
+    fn connection_ended(self: &Rc<Self>, key: usize, parked: Option<Parked>) {
+        match parked {
+            Some(parked) if !self.closing.get() => self.park(key, parked),
+            // Closing: a new driver closes it gracefully.
+            Some(parked) => self.take_up_parked(key, parked, Default::default()),
+            None => {
+                self.conns.borrow_mut().remove(key);
+                self.wake_accept();
+            }
+        }
+    }
+
+    /// Keeps an idle HTTP/1 connection without a task until input comes or its idle
+    /// deadline passes.
+    fn park(self: &Rc<Self>, key: usize, mut conn: Parked) {
+        let (ticket, waker) = self.parking.ticket(key);
+        if let Poll::Ready(read_ahead) = conn.poll_input(&mut Context::from_waker(&waker)) {
+            // Input came just now: no need to park.
+            return self.take_up_parked(key, conn, read_ahead);
+        }
+        let idle_by = conn.idle_by();
+        self.conns.borrow_mut()[key] = Some(ConnRef::Parked(Box::new(ParkedConn { ticket, conn })));
+        if self.parking.park(ticket, idle_by) {
+            self.ctl
+                .spawn(Shared::parking_loop(Rc::downgrade(self)))
+                .detach();
+        }
+    }
+
+    /// Gives the parked connection of `ticket`, if it is still parked, a new driver.
+    fn take_up(self: &Rc<Self>, (key, gen): Ticket) {
+        let parked = {
+            let mut conns = self.conns.borrow_mut();
+            match conns.get_mut(key) {
+                Some(slot @ Some(ConnRef::Parked(_))) => match slot.take() {
+                    Some(ConnRef::Parked(p)) if p.ticket.1 == gen => p,
+                    other => {
+                        *slot = other;
+                        return;
+                    }
+                },
+                _ => return,
+            }
+        };
+        self.parking.unpark();
+        self.take_up_parked(key, parked.conn, Default::default());
+    }
+
+    fn take_up_parked(self: &Rc<Self>, key: usize, conn: Parked, read_ahead: BytesMut) {
+        let idle_by = conn.idle_by();
+        let h1 = self.start_h1(key, conn.into_transport(read_ahead));
+        let after = self.clone();
+        let task = self
+            .drive_h1(h1, Some(idle_by))
+            .map(move |parked| after.connection_ended(key, parked));
+        self.ctl.spawn(task).detach();
+    }
+
+    /// The lot's task: hands parked connections whose socket woke or whose idle deadline
+    /// passed to new drivers. It ends when nothing is parked (and is started again by the
+    /// next parking), or with the server.
+    async fn parking_loop(shared: Weak<Self>) {
+        let mut due = Vec::new();
+        let mut timer: Option<Sleep> = None;
+        poll_fn(|cx| loop {
+            let Some(shared) = shared.upgrade() else {
+                return Poll::Ready(());
+            };
+            let next = shared
+                .parking
+                .take_due(shared.ctl.now(), cx.waker(), &mut due);
+            for ticket in due.drain(..) {
+                shared.take_up(ticket);
+            }
+            if !shared.parking.keep_running() {
+                return Poll::Ready(());
+            }
+            let Some(next) = next else {
+                return Poll::Pending;
+            };
+            let timer = match &mut timer {
+                Some(t) if t.deadline() == next => t,
+                slot => slot.insert(sleep_until(next)),
+            };
+            if Pin::new(timer).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        })
+        .await;
+    }
+
+    /// Runs one connection after setup: HTTP/1 or HTTP/2 until it closes, or an HTTP/1
+    /// connection until it parks.
     ///
     /// The connection task lives as long as the connection, and its size is fixed by its
     /// largest state, so only the HTTP/1 driver runs inline: HTTP/2 is boxed, and what
@@ -621,17 +742,25 @@ impl Shared {
         self: &Rc<Self>,
         key: usize,
         transport: Transport,
-    ) -> impl Future<Output = ()> {
+    ) -> impl Future<Output = Option<Parked>> {
         if transport.h2 {
-            return Either::Left(Box::pin(self.clone().serve_h2(key, transport)));
+            return Either::Left(Box::pin(self.clone().serve_h2(key, transport)).map(|()| None));
         }
         let h1 = self.start_h1(key, transport);
+        Either::Right(self.drive_h1(h1, None))
+    }
+
+    /// The HTTP/1 driver's future itself, not an async block awaiting it, which would
+    /// keep another slot for `h1` and the handle.
+    fn drive_h1(
+        self: &Rc<Self>,
+        h1: Rc<H1Conn>,
+        resumed: Option<Instant>,
+    ) -> impl Future<Output = Option<Parked>> {
         let handle = ServerHandle {
             shared: self.clone(),
         };
-        // The driver's future itself, not an async block awaiting it, which would keep
-        // another slot for `h1` and `handle`.
-        Either::Right(h1.drive(move |stream| handle.spawn_handler(stream)))
+        h1.drive(move |stream| handle.spawn_handler(stream), resumed)
     }
 
     async fn set_up(self: Rc<Self>, conn: Conn) -> Option<Transport> {

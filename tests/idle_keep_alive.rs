@@ -1,35 +1,56 @@
-//! Idle keep-alive connections give their read and write buffers back between requests
-//! (issue 7, "Memory") and read the next request through a buffer on the stack: every kind
-//! of request that follows an idle pause must still be read whole, whatever its size and
-//! however it is split.
+//! Idle keep-alive connections (issue 7, "Memory"): they give their read and write buffers
+//! back between requests and read the next request through a buffer on the stack, and
+//! after `park_after` they park (give up their task and connection state until input
+//! comes; `parking.rs`). Every kind of request that follows an idle pause must still be
+//! read whole, whatever its size and however it is split, parked or not; a parked
+//! connection must still be closed at its idle deadline and by `close()`.
 
 mod common;
 
-use std::{thread::sleep, time::Duration};
+use std::{
+    thread::sleep,
+    time::{Duration, Instant},
+};
 
 use common::*;
 
 /// Long enough for the server to have answered, flushed and gone back to waiting.
 const PAUSE: Duration = Duration::from_millis(50);
 
-/// A server that answers with the request's path and the size of its body.
-fn start() -> TestServer {
-    TestServer::start(
-        |o| o,
-        || {
-            |_srv, stream: onstream::Stream| async move {
-                let req = stream.get_headers().await?;
-                let path = req.get(":path").unwrap_or("").to_string();
-                let n = stream.get_body_as_bytes().await?.len();
-                respond(&stream, "200", format!("{path} {n}")).await
+/// `park_after` values: park as soon as the connection waits, and never.
+const PARKING: [Duration; 2] = [Duration::ZERO, Duration::from_secs(3600)];
+
+/// A server that answers with the request's path and the size of its body, after 100 ms
+/// when the path is `/slow`.
+fn start(park_after: Duration) -> TestServer {
+    start_with(move |o| o.park_after(park_after))
+}
+
+fn start_with(
+    opts: impl FnOnce(onstream::Options) -> onstream::Options + Send + 'static,
+) -> TestServer {
+    TestServer::start(opts, || {
+        |_srv, stream: onstream::Stream| async move {
+            let req = stream.get_headers().await?;
+            let path = req.get(":path").unwrap_or("").to_string();
+            if path == "/slow" {
+                onstream::sleep(Duration::from_millis(100)).await;
             }
-        },
-    )
+            let n = stream.get_body_as_bytes().await?.len();
+            respond(&stream, "200", format!("{path} {n}")).await
+        }
+    })
 }
 
 #[test]
 fn requests_after_idle_pauses_are_answered_on_the_same_connection() {
-    let server = start();
+    for park_after in PARKING {
+        requests_after_idle_pauses(park_after);
+    }
+}
+
+fn requests_after_idle_pauses(park_after: Duration) {
+    let server = start(park_after);
     let mut client = Client::connect(server.addr());
     for i in 0..5 {
         let res = client.get(&format!("/{i}"));
@@ -44,7 +65,13 @@ fn requests_after_idle_pauses_are_answered_on_the_same_connection() {
 
 #[test]
 fn a_request_head_split_across_writes_after_an_idle_pause_is_read_whole() {
-    let server = start();
+    for park_after in PARKING {
+        a_split_head_after_an_idle_pause(park_after);
+    }
+}
+
+fn a_split_head_after_an_idle_pause(park_after: Duration) {
+    let server = start(park_after);
     let mut client = Client::connect(server.addr());
     assert_eq!(client.get("/first").body_str(), "/first 0");
     sleep(PAUSE);
@@ -60,7 +87,13 @@ fn a_request_head_split_across_writes_after_an_idle_pause_is_read_whole() {
 
 #[test]
 fn a_request_larger_than_one_read_after_an_idle_pause_is_read_whole() {
-    let server = start();
+    for park_after in PARKING {
+        a_large_request_after_an_idle_pause(park_after);
+    }
+}
+
+fn a_large_request_after_an_idle_pause(park_after: Duration) {
+    let server = start(park_after);
     let mut client = Client::connect(server.addr());
     assert_eq!(client.get("/first").body_str(), "/first 0");
     sleep(PAUSE);
@@ -85,7 +118,13 @@ fn a_request_larger_than_one_read_after_an_idle_pause_is_read_whole() {
 
 #[test]
 fn pipelined_requests_after_an_idle_pause_are_answered_in_order() {
-    let server = start();
+    for park_after in PARKING {
+        pipelined_requests_after_an_idle_pause(park_after);
+    }
+}
+
+fn pipelined_requests_after_an_idle_pause(park_after: Duration) {
+    let server = start(park_after);
     let mut client = Client::connect(server.addr());
     assert_eq!(client.get("/first").body_str(), "/first 0");
     sleep(PAUSE);
@@ -103,4 +142,76 @@ fn pipelined_requests_after_an_idle_pause_are_answered_in_order() {
     for i in 0..8 {
         assert_eq!(client.read_response().body_str(), format!("/{i} {i}"));
     }
+}
+
+/// A connection waiting for its next request while a handler is still at work does not
+/// park (the handler still writes through it); it parks once the handler ends, and the
+/// request sent meanwhile is answered in order.
+#[test]
+fn a_connection_parks_only_after_its_handlers_end() {
+    let server = start(Duration::ZERO);
+    let mut client = Client::connect(server.addr());
+    client.send(b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n");
+    sleep(PAUSE);
+    client.send(b"GET /next HTTP/1.1\r\nHost: test\r\n\r\n");
+    assert_eq!(client.read_response().body_str(), "/slow 0");
+    assert_eq!(client.read_response().body_str(), "/next 0");
+    sleep(PAUSE);
+    assert_eq!(client.get("/after").body_str(), "/after 0");
+    assert_eq!(server.connections(), 1);
+}
+
+/// A parked connection is closed, cleanly and without an answer, at its idle deadline.
+#[test]
+fn a_parked_connection_is_closed_at_its_idle_deadline() {
+    let server = start_with(|o| {
+        o.park_after(Duration::ZERO)
+            .intra_stream_timeout(Duration::from_millis(200))
+    });
+    let mut client = Client::connect(server.addr());
+    assert_eq!(client.get("/").status, 200);
+    let idle_since = Instant::now();
+    let rest = client
+        .read_to_close(Duration::from_secs(2))
+        .expect("the parked connection was not closed");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let idle = idle_since.elapsed();
+    assert!(idle >= Duration::from_millis(150), "closed after {idle:?}");
+    assert!(server.wait_connections(0, Duration::from_secs(1)));
+}
+
+/// A connection that parked, was taken up by a request and parked again keeps its new
+/// deadline: the first parking's deadline, still in the lot, must not close it.
+#[test]
+fn an_earlier_parking_deadline_does_not_close_the_connection() {
+    let server = start_with(|o| {
+        o.park_after(Duration::ZERO)
+            .intra_stream_timeout(Duration::from_millis(300))
+    });
+    let mut client = Client::connect(server.addr());
+    for i in 0..4 {
+        assert_eq!(client.get(&format!("/{i}")).body_str(), format!("/{i} 0"));
+        // Four requests 150 ms apart span 450 ms: past the first parking's deadline.
+        sleep(Duration::from_millis(150));
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+/// `close()` closes parked connections at once and cleanly, as it closes idle ones.
+#[test]
+fn closing_the_server_closes_parked_connections() {
+    let server = start(Duration::ZERO);
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(server.addr())).collect();
+    for c in &mut clients {
+        assert_eq!(c.get("/").status, 200);
+    }
+    sleep(PAUSE);
+    server.exec(|s| s.close());
+    for c in &mut clients {
+        let rest = c
+            .read_to_close(Duration::from_secs(2))
+            .expect("a parked connection was not closed by close()");
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    }
+    assert!(server.wait_connections(0, Duration::from_secs(1)));
 }

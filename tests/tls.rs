@@ -248,3 +248,41 @@ fn auto_without_a_port_is_a_config_error() {
     let err = server.listen_now().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
 }
+
+/// A keep-alive TLS connection parks between requests (its socket and TLS session wait
+/// without a task) and answers the next request when it comes.
+#[test]
+fn a_parked_tls_connection_answers_its_next_request() {
+    let (cert, config) = localhost_cert();
+    let server = TestServer::start(
+        move |o| o.tls(Tls::On).tls_config(config).park_after(Duration::ZERO),
+        scheme_echo,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let raw = rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(trusting(&cert, &[])));
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.expect("handshake");
+        tls.write_all(b"GET /first HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        // The answer waits in the socket; the connection meanwhile parks.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tls.write_all(b"GET /second HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(IO_TIMEOUT, tls.read_to_end(&mut raw))
+            .await
+            .expect("responses timed out")
+            .expect("the server closed without close_notify");
+        raw
+    });
+    let responses = parse_responses(&raw);
+    let bodies: Vec<&str> = responses.iter().map(Response::body_str).collect();
+    assert_eq!(bodies, ["https /first", "https /second"]);
+}

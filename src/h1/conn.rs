@@ -29,7 +29,7 @@ use std::{
     pin::Pin,
     rc::Rc,
     task::{ready, Context, Poll, Waker},
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio::io::{AsyncWrite, ReadBuf};
 
@@ -56,6 +56,9 @@ pub(crate) struct H1Config {
     pub intra_stream_timeout: Duration,
     pub header_read_timeout: Duration,
     pub send_timeout: Duration,
+    /// How long a connection waits for its next request with nothing in flight before
+    /// it parks (see [`Parked`]).
+    pub park_after: Duration,
 }
 
 /// One HTTP/1 connection, shared by its driver task and its streams.
@@ -107,6 +110,53 @@ pub(crate) struct ConnState {
     driver: Option<Waker>,
     /// Streams waiting for their write turn or for buffer space.
     pub(crate) writers: Vec<Waker>,
+}
+
+/// An idle keep-alive connection without its task: the socket and what a driver needs to
+/// take it up again, and nothing else (no buffers, no stream state). nginx's idle
+/// keep-alive connections are as small; a parked connection costs a few hundred bytes
+/// where a waiting driver costs a task and a connection state.
+///
+/// The server keeps it, with a waker on the socket's readability and a deadline,
+/// and hands it to a new driver ([`H1Conn::new`], [`H1Conn::drive`]) when input arrives, the
+/// idle deadline passes or the server closes; the new driver does what the old one would
+/// have done (read the request, or close the idle connection gracefully).
+pub(crate) struct Parked {
+    io: Box<dyn Io>,
+    peer_addr: Option<SocketAddr>,
+    local_addr: Option<SocketAddr>,
+    https: bool,
+    idle_by: Instant,
+}
+
+impl Parked {
+    /// When the connection has been idle too long and is to be closed.
+    pub(crate) fn idle_by(&self) -> Instant {
+        self.idle_by
+    }
+
+    /// Whether input (or EOF, or an error) is there; if not, `cx`'s waker is woken when it
+    /// comes. What was read belongs to the next request.
+    pub(crate) fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<BytesMut> {
+        let mut read_ahead = BytesMut::new();
+        match read_idle(&mut *self.io, &mut read_ahead, cx) {
+            Poll::Pending => Poll::Pending,
+            // The driver that takes the connection up reads EOF or the error again itself.
+            Poll::Ready(_) => Poll::Ready(read_ahead),
+        }
+    }
+
+    /// The connection as a transport for a new driver, with input already read.
+    pub(crate) fn into_transport(self, read_ahead: BytesMut) -> Transport {
+        Transport {
+            io: self.io,
+            read_ahead,
+            peer_addr: self.peer_addr,
+            local_addr: self.local_addr,
+            scheme: if self.https { "https" } else { "http" },
+            h2: false,
+        }
+    }
 }
 
 /// The request body being read and who reads it.
@@ -179,45 +229,65 @@ impl H1Conn {
         st.wake_writers();
     }
 
-    /// Reads request heads and hands each to `on_request` until the connection ends.
-    pub(crate) async fn drive(self: Rc<Self>, mut on_request: impl FnMut(H1Stream)) {
+    /// Reads request heads and hands each to `on_request` until the connection ends, or
+    /// until it has waited `park_after` for its next request with nothing in flight: it
+    /// then returns its socket as a [`Parked`] connection. `resumed` is a parked
+    /// connection's idle deadline, when this driver takes one up again.
+    pub(crate) async fn drive(
+        self: Rc<Self>,
+        mut on_request: impl FnMut(H1Stream),
+        mut resumed: Option<Instant>,
+    ) -> Option<Parked> {
         let ctl = Controller::current();
         let mut timer = sleep(self.cfg.connection_setup_timeout);
         let mut send = SendGuard::default();
-        let mut first = true;
+        let mut first = resumed.is_none();
         // The driver's future is most of every idle connection's task, and a value alive
         // across an `await` takes room in it: so the request just read is matched away
         // before the error answer is awaited, and the outcome lives in a block that ends
         // before closing is awaited.
         {
-            let outcome: Result<()> = loop {
-                timer.reset(ctl.now() + self.cfg.intra_stream_timeout);
-                let between =
-                    poll_fn(|cx| self.poll_between_requests(cx, &ctl, &mut timer, &mut send));
+            let outcome: Result<Option<Instant>> = loop {
+                let discard_by = ctl.now() + self.cfg.intra_stream_timeout;
+                let between = poll_fn(|cx| {
+                    self.poll_between_requests(cx, &ctl, &mut timer, discard_by, &mut send)
+                });
                 if let Err(e) = between.await {
                     break Err(e);
                 }
                 if !self.st.borrow().keep_alive {
-                    break Ok(());
+                    break Ok(None);
                 }
                 let idle = if first {
                     self.cfg.connection_setup_timeout
                 } else {
                     self.cfg.intra_stream_timeout
                 };
-                timer.reset(ctl.now() + idle);
+                let now = ctl.now();
+                let close_at = resumed.take().unwrap_or(now + idle);
+                let idle = Idle {
+                    park_at: now
+                        .checked_add(self.cfg.park_after)
+                        .map_or(close_at, |at| at.min(close_at)),
+                    close_at,
+                };
+                // The timer first wakes the driver when it may park. Deadlines only move
+                // later from one request to the next, so this costs no timer update on a
+                // busy connection (see `Sleep::reset`).
+                timer.reset(idle.park_at);
                 let mut started = false;
                 let read = poll_fn(|cx| {
-                    self.poll_read_head(cx, &ctl, &mut timer, &mut started, &mut send)
+                    self.poll_read_head(cx, &ctl, &mut timer, idle, &mut started, &mut send)
                 });
                 let (status, message) = match read.await {
-                    Ok(Some(head)) => {
+                    Ok(NextHead::Head(head)) => {
                         first = false;
                         let stream = self.start_stream(head);
                         on_request(stream);
                         continue;
                     }
-                    Ok(None) => break Ok(()),
+                    Ok(NextHead::End) => break Ok(None),
+                    Ok(NextHead::Park) => break Ok(Some(idle.close_at)),
                     Err(HeadError::Parse(e)) => {
                         tracing::debug!(peer = ?self.peer_addr, status = e.status(), "bad request: {}", e.message());
                         (e.status(), e.message())
@@ -233,17 +303,30 @@ impl H1Conn {
                 poll_fn(|cx| self.poll_streams_ended(cx)).await;
                 let mut st = self.st.borrow_mut();
                 super::encode::error_response(&mut st.wbuf, status, message);
-                break Ok(());
+                break Ok(None);
             };
-            if let Err(e) = &outcome {
-                if !e.is_disconnect() {
-                    tracing::debug!(peer = ?self.peer_addr, "connection error: {e}");
+            match outcome {
+                Ok(Some(idle_by)) => {
+                    let mut st = self.st.borrow_mut();
+                    if let Some(io) = st.io.take() {
+                        return Some(Parked {
+                            io,
+                            peer_addr: self.peer_addr,
+                            local_addr: self.local_addr,
+                            https: st.https,
+                            idle_by,
+                        });
+                    }
                 }
+                Ok(None) => {}
+                Err(e) if e.is_disconnect() => {}
+                Err(e) => tracing::debug!(peer = ?self.peer_addr, "connection error: {e}"),
             }
         }
         // Boxed: closing (lingering included) is a large state the task would otherwise
         // carry for the connection's whole life.
         Box::pin(self.finish(&ctl, &mut send)).await;
+        None
     }
 
     fn start_stream(self: &Rc<Self>, head: RequestHead) -> H1Stream {
@@ -279,6 +362,7 @@ impl H1Conn {
         cx: &mut Context<'_>,
         ctl: &Controller,
         timer: &mut Sleep,
+        discard_by: Instant,
         send: &mut SendGuard,
     ) -> Poll<Result<()>> {
         let mut st = self.st.borrow_mut();
@@ -341,6 +425,11 @@ impl H1Conn {
                         Poll::Ready(Ok(_)) => {}
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
                         Poll::Pending => {
+                            // Set only here: most requests have no body to throw away,
+                            // and moving the deadline earlier costs a timer update.
+                            if timer.deadline() != discard_by {
+                                timer.reset(discard_by);
+                            }
                             if Pin::new(&mut *timer).poll(cx).is_ready() {
                                 return Poll::Ready(Err(Error::timeout(
                                     "discarding a request body",
@@ -361,26 +450,27 @@ impl H1Conn {
         cx: &mut Context<'_>,
         ctl: &Controller,
         timer: &mut Sleep,
+        idle: Idle,
         started: &mut bool,
         send: &mut SendGuard,
-    ) -> Poll<std::result::Result<Option<RequestHead>, HeadError>> {
+    ) -> Poll<std::result::Result<NextHead, HeadError>> {
         let mut st = self.st.borrow_mut();
         let st = &mut *st;
         let scheme = if st.https { "https" } else { "http" };
         loop {
             if st.io.is_none() {
-                return Poll::Ready(Ok(None));
+                return Poll::Ready(Ok(NextHead::End));
             }
             if let Poll::Ready(Err(e)) = send.poll_flush(st, cx, ctl, self.cfg.send_timeout) {
                 return Poll::Ready(Err(HeadError::Io(e)));
             }
             match parse_request(&mut st.rbuf, scheme, &self.cfg.limits) {
-                Ok(Some(head)) => return Poll::Ready(Ok(Some(head))),
+                Ok(Some(head)) => return Poll::Ready(Ok(NextHead::Head(head))),
                 Err(e) => return Poll::Ready(Err(HeadError::Parse(e))),
                 Ok(None) => {}
             }
             if st.closing && st.rbuf.is_empty() {
-                return Poll::Ready(Ok(None));
+                return Poll::Ready(Ok(NextHead::End));
             }
             if !st.rbuf.is_empty() && !*started {
                 // The first byte of a request starts the header clock (slowloris defence).
@@ -397,17 +487,31 @@ impl H1Conn {
                 Poll::Ready(Ok(0)) => {
                     st.read_eof = true;
                     // EOF between requests, or after a partial head nobody will finish.
-                    return Poll::Ready(Ok(None));
+                    return Poll::Ready(Ok(NextHead::End));
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(HeadError::Io(e.into()))),
                 Poll::Pending => {
                     st.driver = Some(cx.waker().clone());
-                    if Pin::new(&mut *timer).poll(cx).is_ready() {
-                        if st.rbuf.is_empty() {
-                            return Poll::Ready(Ok(None));
+                    let fired = Pin::new(&mut *timer).poll(cx).is_ready();
+                    if !st.rbuf.is_empty() {
+                        if fired {
+                            return Poll::Ready(Err(HeadError::HeaderTimeout));
                         }
-                        return Poll::Ready(Err(HeadError::HeaderTimeout));
+                        return Poll::Pending;
+                    }
+                    let now = ctl.now();
+                    if now >= idle.close_at {
+                        return Poll::Ready(Ok(NextHead::End));
+                    }
+                    // Checked on every wake-up, not only when the timer fires: handlers of
+                    // earlier requests may have been at work then, and their end wakes us.
+                    if now >= idle.park_at && st.may_park() && send.is_idle() {
+                        return Poll::Ready(Ok(NextHead::Park));
+                    }
+                    if fired {
+                        timer.reset(idle.close_at);
+                        return Pin::new(&mut *timer).poll(cx).map(|()| Ok(NextHead::End));
                     }
                     return Poll::Pending;
                 }
@@ -501,6 +605,11 @@ struct Stuck {
 }
 
 impl SendGuard {
+    /// No output is stuck waiting for the client.
+    fn is_idle(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// Flushes; `Ready(Err)` on a write error or when the client has taken no byte for
     /// the whole `send_timeout` (the connection is then closed).
     fn poll_flush(
@@ -543,6 +652,22 @@ impl SendGuard {
             }
         }
     }
+}
+
+/// When a connection waiting for its next request may park, and when it is closed.
+#[derive(Clone, Copy)]
+struct Idle {
+    park_at: Instant,
+    close_at: Instant,
+}
+
+/// What reading the next request head came to.
+enum NextHead {
+    Head(RequestHead),
+    /// The connection ends: EOF, idle timeout, server closing, socket gone.
+    End,
+    /// Idle with nothing in flight for `park_after`: the connection parks.
+    Park,
 }
 
 enum HeadError {
@@ -634,13 +759,28 @@ impl ConnState {
     /// Gives the read buffer back, and the write buffer if it is empty, while the
     /// connection waits for its next request with nothing buffered: an idle keep-alive
     /// connection then holds no buffer (as nginx frees its buffers on idle keep-alive
-    /// connections), and the next request allocates one of the size it needs.
+    /// connections), and the next request allocates one of the size it needs. Not only
+    /// when parking: thousands of connections holding their buffers for `park_after` at
+    /// once would grow the heap to that peak, and freed memory inside the heap is not
+    /// given back to the system.
     fn release_idle_buffers(&mut self) {
         debug_assert!(self.rbuf.is_empty());
         self.rbuf = BytesMut::new();
         if self.wbuf.is_empty() {
             self.wbuf = BytesMut::new();
         }
+    }
+
+    /// Nothing is in flight, buffered or owed: the connection may give up its task and
+    /// buffers until its next request.
+    fn may_park(&self) -> bool {
+        self.rbuf.is_empty()
+            && self.wbuf.is_empty()
+            && self.n_open_streams == 0
+            && self.body.is_none()
+            && !self.closing
+            && self.keep_alive
+            && self.io.is_some()
     }
 
     /// Counts bytes a stream sent past the buffer (sendfile) as progress.
@@ -666,12 +806,20 @@ fn poll_fill_idle(
     rbuf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    let Some(io) = io else {
-        return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
-    };
+    match io {
+        Some(io) => read_idle(&mut **io, rbuf, cx),
+        None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+    }
+}
+
+fn read_idle(
+    io: &mut dyn Io,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
     let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
     let mut read = ReadBuf::uninit(&mut stack);
-    ready!(Pin::new(&mut **io).poll_read(cx, &mut read))?;
+    ready!(Pin::new(io).poll_read(cx, &mut read))?;
     let filled = read.filled();
     if filled.len() == READ_CHUNK {
         rbuf.reserve(2 * READ_CHUNK);

@@ -14,6 +14,6 @@ mod encode;
 pub(crate) mod parse;
 mod stream;
 
-pub(crate) use conn::{H1Config, H1Conn};
+pub(crate) use conn::{H1Config, H1Conn, Parked};
 pub(crate) use parse::Limits;
 pub(crate) use stream::{H1Stream, Outcome};
