@@ -5,6 +5,7 @@
 use bytes::{Buf, Bytes};
 use std::{
     fmt, io,
+    net::SocketAddr,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -25,10 +26,26 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {
     ) -> Option<Poll<io::Result<usize>>> {
         None
     }
+
+    /// The peer's and the local address, asked of the socket (getpeername, getsockname):
+    /// `None` for unix sockets and streams that are not sockets, or once the socket
+    /// failed.
+    fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        (None, None)
+    }
 }
 
-impl Io for Upgraded {}
-impl Io for tokio_rustls::server::TlsStream<Box<dyn Io>> {}
+impl Io for Upgraded {
+    fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        self.io.socket_addrs()
+    }
+}
+
+impl Io for tokio_rustls::server::TlsStream<Box<dyn Io>> {
+    fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        self.get_ref().0.socket_addrs()
+    }
+}
 
 /// Reads into the spare capacity of `buf` (which the caller has reserved) without zeroing
 /// it first, and extends `buf` by what was read. `Ok(0)` is EOF.

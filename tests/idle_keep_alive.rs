@@ -21,7 +21,7 @@ const PAUSE: Duration = Duration::from_millis(50);
 const PARKING: [Duration; 2] = [Duration::ZERO, Duration::from_secs(3600)];
 
 /// A server that answers with the request's path and the size of its body, after 100 ms
-/// when the path is `/slow`.
+/// when the path is `/slow`; with the connection's addresses when it is `/addrs`.
 fn start(park_after: Duration) -> TestServer {
     start_with(move |o| o.park_after(park_after))
 }
@@ -35,6 +35,10 @@ fn start_with(
             let path = req.get(":path").unwrap_or("").to_string();
             if path == "/slow" {
                 onstream::sleep(Duration::from_millis(100)).await;
+            }
+            if path == "/addrs" {
+                let addrs = format!("{:?} {:?}", stream.peer_addr(), stream.local_addr());
+                return respond(&stream, "200", addrs).await;
             }
             let n = stream.get_body_as_bytes().await?.len();
             respond(&stream, "200", format!("{path} {n}")).await
@@ -214,4 +218,17 @@ fn closing_the_server_closes_parked_connections() {
         assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
     }
     assert!(server.wait_connections(0, Duration::from_secs(1)));
+}
+
+/// A connection taken up after parking reports the same addresses (the parked record
+/// does not keep them; the socket is asked again).
+#[test]
+fn a_parked_connection_keeps_its_addresses() {
+    let server = start(Duration::ZERO);
+    let mut client = Client::connect(server.addr());
+    let before = client.get("/addrs").body_str().to_string();
+    sleep(PAUSE);
+    let after = client.get("/addrs").body_str().to_string();
+    assert!(before.starts_with("Some(127.0.0.1:"), "{before}");
+    assert_eq!(before, after);
 }

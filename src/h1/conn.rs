@@ -122,9 +122,9 @@ pub(crate) struct ConnState {
 /// idle deadline passes or the server closes; the new driver does what the old one would
 /// have done (read the request, or close the idle connection gracefully).
 pub(crate) struct Parked {
+    /// The addresses are not kept (64 bytes, half of what is left): the socket is asked
+    /// for them again when the connection is taken up.
     io: Box<dyn Io>,
-    peer_addr: Option<SocketAddr>,
-    local_addr: Option<SocketAddr>,
     https: bool,
     idle_by: Instant,
 }
@@ -148,11 +148,12 @@ impl Parked {
 
     /// The connection as a transport for a new driver, with input already read.
     pub(crate) fn into_transport(self, read_ahead: BytesMut) -> Transport {
+        let (peer_addr, local_addr) = self.io.socket_addrs();
         Transport {
             io: self.io,
             read_ahead,
-            peer_addr: self.peer_addr,
-            local_addr: self.local_addr,
+            peer_addr,
+            local_addr,
             scheme: if self.https { "https" } else { "http" },
             h2: false,
         }
@@ -311,8 +312,6 @@ impl H1Conn {
                     if let Some(io) = st.io.take() {
                         return Some(Parked {
                             io,
-                            peer_addr: self.peer_addr,
-                            local_addr: self.local_addr,
                             https: st.https,
                             idle_by,
                         });

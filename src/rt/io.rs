@@ -97,7 +97,7 @@ impl<T: mio::event::Source + std::fmt::Debug> std::fmt::Debug for Registered<T> 
 /// Implements the tokio I/O traits (and `Io`, with sendfile) for a registered stream socket
 /// whose `&T` reads and writes.
 macro_rules! async_io_impls {
-    ($ty:ty) => {
+    ($ty:ty, $addrs:expr) => {
         impl AsyncRead for $ty {
             fn poll_read(
                 self: Pin<&mut Self>,
@@ -171,6 +171,10 @@ macro_rules! async_io_impls {
             ) -> Option<Poll<io::Result<usize>>> {
                 Some(poll_sendfile(&self.0, cx, file, offset, count))
             }
+
+            fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+                $addrs(self)
+            }
         }
     };
 }
@@ -235,7 +239,10 @@ impl TcpStream {
     }
 }
 
-async_io_impls!(TcpStream);
+async_io_impls!(TcpStream, |s: &TcpStream| (
+    s.peer_addr().ok(),
+    s.local_addr().ok()
+));
 
 /// A unix-domain stream connection on the step loop.
 #[derive(Debug)]
@@ -262,7 +269,7 @@ impl UnixStream {
     }
 }
 
-async_io_impls!(UnixStream);
+async_io_impls!(UnixStream, |_: &UnixStream| (None, None));
 
 impl std::os::fd::AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
