@@ -3,7 +3,10 @@
 //! A server owns its listener and its set of connections, and runs on a [`Controller`]:
 //! an accept task takes connections (pausing at `max_concurrent`, backing off when out of
 //! file descriptors), a driver task per connection reads requests, and each request runs
-//! the `onstream` handler in a task of its own.
+//! the `onstream` handler in a task of its own. An idle HTTP/1 connection parks: its
+//! driver ends, the connection table keeps its socket, and the parking lot
+//! (`parking.rs`) has it taken up by a new driver when input comes or its idle deadline
+//! passes.
 //!
 //! Errors: only handler failures reach `onerror` (queued here and delivered from `step`, as
 //! lua-http reports them from `:step()`); a client that sends garbage, resets or times out
