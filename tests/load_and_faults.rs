@@ -435,6 +435,10 @@ fn slowloris_options(o: Options) -> Options {
         // Opening thousands of connections must not count against anyone.
         .connection_setup_timeout(SLOWLORIS_DEADLINE)
         .intra_stream_timeout(SLOWLORIS_DEADLINE)
+        // Well-behaved clients pause longer than this between requests, so each parks
+        // and is taken up again for every request: thousands of times while the
+        // slowloris connections (a partial head: never parked) are open.
+        .park_after(Duration::from_millis(50))
         .backlog(4096)
 }
 
