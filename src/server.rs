@@ -123,7 +123,8 @@ enum ConnRef {
 }
 
 struct ParkedConn {
-    ticket: Ticket,
+    /// The generation of this parking (the key is the connection's place in the table).
+    gen: u64,
     conn: Parked,
 }
 
@@ -416,8 +417,8 @@ impl ServerHandle {
             .conns
             .borrow()
             .iter()
-            .filter_map(|(_, c)| match c {
-                Some(ConnRef::Parked(p)) => Some(p.ticket),
+            .filter_map(|(key, c)| match c {
+                Some(ConnRef::Parked(p)) => Some((key, p.gen)),
                 _ => None,
             })
             .collect();
@@ -663,7 +664,8 @@ impl Shared {
             return self.take_up_parked(key, conn, read_ahead);
         }
         let idle_by = conn.idle_by();
-        self.conns.borrow_mut()[key] = Some(ConnRef::Parked(Box::new(ParkedConn { ticket, conn })));
+        let gen = ticket.1;
+        self.conns.borrow_mut()[key] = Some(ConnRef::Parked(Box::new(ParkedConn { gen, conn })));
         if self.parking.park(ticket, idle_by) {
             self.ctl
                 .spawn(Shared::parking_loop(Rc::downgrade(self)))
@@ -675,16 +677,16 @@ impl Shared {
     fn take_up(self: &Rc<Self>, (key, gen): Ticket) {
         let parked = {
             let mut conns = self.conns.borrow_mut();
-            match conns.get_mut(key) {
-                Some(slot @ Some(ConnRef::Parked(_))) => match slot.take() {
-                    Some(ConnRef::Parked(p)) if p.ticket.1 == gen => p,
-                    other => {
-                        *slot = other;
-                        return;
-                    }
-                },
-                _ => return,
+            let Some(slot) = conns.get_mut(key) else {
+                return;
+            };
+            if !matches!(slot, Some(ConnRef::Parked(p)) if p.gen == gen) {
+                return;
             }
+            let Some(ConnRef::Parked(parked)) = slot.take() else {
+                return;
+            };
+            parked
         };
         self.parking.unpark();
         self.take_up_parked(key, parked.conn, Default::default());

@@ -232,3 +232,57 @@ fn a_parked_connection_keeps_its_addresses() {
     assert!(before.starts_with("Some(127.0.0.1:"), "{before}");
     assert_eq!(before, after);
 }
+
+/// A client that closes, or resets, its parked connection: the server takes the
+/// connection up, reads the EOF or the error, and closes its side at once, long before the
+/// idle deadline; other connections are served meanwhile.
+#[test]
+fn a_parked_connection_whose_client_leaves_is_closed_at_once() {
+    let server = start(Duration::ZERO);
+    let mut closing = Client::connect(server.addr());
+    let mut resetting = Client::connect(server.addr());
+    let mut other = Client::connect(server.addr());
+    for c in [&mut closing, &mut resetting, &mut other] {
+        assert_eq!(c.get("/").status, 200);
+    }
+    sleep(PAUSE);
+    closing.shutdown_write();
+    socket2::SockRef::from(&resetting.writer)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(resetting); // RST
+    let rest = closing
+        .read_to_close(Duration::from_secs(2))
+        .expect("the server did not close the parked connection after the client's EOF");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    drop(closing);
+    // The default idle timeout is 10 s: only the two that left are gone.
+    assert!(server.wait_connections(1, Duration::from_secs(2)));
+    assert_eq!(other.get("/still").body_str(), "/still 0");
+}
+
+/// A parked connection taken up by the first bytes of a request that never ends is
+/// answered `408` after `header_read_timeout`, counted from those bytes, as if it had
+/// never parked (slowloris on a keep-alive connection).
+#[test]
+fn a_partial_head_on_a_parked_connection_gets_408() {
+    let server = start_with(|o| {
+        o.park_after(Duration::ZERO)
+            .header_read_timeout(Duration::from_millis(200))
+    });
+    let mut client = Client::connect(server.addr());
+    assert_eq!(client.get("/").status, 200);
+    sleep(PAUSE);
+    client.send(b"GET /never HTTP/1.1\r\nHost: te");
+    let sent = Instant::now();
+    let rest = client
+        .read_to_close(Duration::from_secs(2))
+        .expect("the partial head was not timed out");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(parse_one(&rest).status, 408);
+    assert!(server.wait_connections(0, Duration::from_secs(1)));
+}
