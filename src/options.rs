@@ -25,6 +25,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long buffered output may wait for a client that reads nothing (nginx's
 /// `send_timeout` is 60 s): a client that stops reading cannot hold a connection forever.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a request body may go without a byte arriving while a handler waits for it
+/// (nginx's `client_body_timeout` is 60 s): a slow-POST client cannot hold a handler, a
+/// socket and whatever the handler opened for its body forever.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `close()` lets in-flight requests finish before closing their connections.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -60,6 +64,7 @@ pub struct Options {
     pub(crate) park_after: Duration,
     pub(crate) header_read_timeout: Duration,
     pub(crate) send_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
     pub(crate) close_timeout: Duration,
     pub(crate) limits: Limits,
     pub(crate) controller: Option<Controller>,
@@ -109,6 +114,7 @@ impl Default for Options {
             park_after: DEFAULT_PARK_AFTER,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             limits: Limits::default(),
             controller: None,
@@ -243,6 +249,16 @@ impl Options {
         self
     }
 
+    /// How long a handler waiting for the request body waits for its next byte (default
+    /// 60 s, as nginx's `client_body_timeout`), over HTTP/1 and HTTP/2 alike. When it
+    /// passes, the read fails with a timeout error, an unanswered request is answered
+    /// `408`, and the rest of the body is not waited for (HTTP/1 closes the connection,
+    /// HTTP/2 resets the stream).
+    pub fn body_read_timeout(mut self, t: Duration) -> Options {
+        self.body_read_timeout = t;
+        self
+    }
+
     /// How long `close()` lets in-flight requests finish.
     pub fn close_timeout(mut self, t: Duration) -> Options {
         self.close_timeout = t;
@@ -285,6 +301,16 @@ impl Options {
     pub fn lingering_close(mut self, time: Duration, bytes: usize) -> Options {
         self.limits.linger_time = time;
         self.limits.linger_bytes = bytes;
+        self
+    }
+
+    /// How many pipelined HTTP/1 requests a connection may have in flight (read and not yet
+    /// answered) before it stops reading until a response is done (default 16). A client
+    /// that sends requests without reading the responses then holds at most this many
+    /// handlers, and what they opened, per connection. hyper and nginx answer one at a
+    /// time (1); a larger value lets handlers of a pipelined batch run at once.
+    pub fn max_pipelined(mut self, n: usize) -> Options {
+        self.limits.max_pipelined = n.max(1);
         self
     }
 

@@ -237,6 +237,7 @@ impl Server {
                         intra_stream_timeout: options.intra_stream_timeout,
                         header_read_timeout: options.header_read_timeout,
                         send_timeout: options.send_timeout,
+                        body_read_timeout: options.body_read_timeout,
                         park_after: options.park_after,
                     }),
                     h2: H2Config {
@@ -252,6 +253,8 @@ impl Server {
                         max_local_error_reset_streams: options.h2.max_local_error_reset_streams,
                         connection_setup_timeout: options.connection_setup_timeout,
                         intra_stream_timeout: options.intra_stream_timeout,
+                        send_timeout: options.send_timeout,
+                        body_read_timeout: options.body_read_timeout,
                     },
                     version: options.version,
                     max_concurrent: options.max_concurrent,

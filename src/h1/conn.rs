@@ -56,6 +56,7 @@ pub(crate) struct H1Config {
     pub intra_stream_timeout: Duration,
     pub header_read_timeout: Duration,
     pub send_timeout: Duration,
+    pub body_read_timeout: Duration,
     /// How long a connection waits for its next request with nothing in flight before
     /// it parks (see [`Parked`]).
     pub park_after: Duration,

@@ -38,6 +38,8 @@ pub(crate) const DEFAULT_LINGER_TIME: Duration = Duration::from_secs(1);
 pub(crate) const DEFAULT_LINGER_BYTES: usize = 256 * 1024;
 /// Default for [`Limits::write_buffer`].
 pub(crate) const DEFAULT_WRITE_BUFFER: usize = 64 * 1024;
+/// Default for [`Limits::max_pipelined`].
+pub(crate) const DEFAULT_MAX_PIPELINED: usize = 16;
 /// Default for [`Limits::max_headers`].
 pub(crate) const DEFAULT_MAX_HEADERS: usize = 100;
 
@@ -73,6 +75,9 @@ pub(crate) struct Limits {
     pub linger_bytes: usize,
     /// Past this many buffered output bytes a writing stream waits for the socket.
     pub write_buffer: usize,
+    /// Most requests in flight (parsed, response not finished) on one connection; at the
+    /// bound the driver reads no further head until a response ends.
+    pub max_pipelined: usize,
 }
 
 impl Default for Limits {
@@ -85,6 +90,7 @@ impl Default for Limits {
             linger_time: DEFAULT_LINGER_TIME,
             linger_bytes: DEFAULT_LINGER_BYTES,
             write_buffer: DEFAULT_WRITE_BUFFER,
+            max_pipelined: DEFAULT_MAX_PIPELINED,
         }
     }
 }

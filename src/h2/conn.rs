@@ -38,6 +38,8 @@ pub(crate) struct H2Config {
     pub max_local_error_reset_streams: usize,
     pub connection_setup_timeout: Duration,
     pub intra_stream_timeout: Duration,
+    pub send_timeout: Duration,
+    pub body_read_timeout: Duration,
 }
 
 /// What the connection's streams and the server share with the connection task.
