@@ -67,7 +67,7 @@ pub use options::{
 };
 pub use rt::{sleep, sleep_until, timeout, Controller, Remote, Task};
 pub use server::{OnError, Server, ServerHandle};
-pub use stream::Stream;
+pub use stream::{Stream, Within};
 pub use tls::Tls;
 pub use upgrade::Upgraded;
 pub use workers::{Closer, Workers};

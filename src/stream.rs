@@ -2,10 +2,13 @@
 //! the same API whatever the HTTP version (lua-http's `stream_common.lua` over
 //! `h1_stream`).
 //!
-//! The version-specific side (today `h1::H1Stream`) reads body chunks and writes heads and
-//! chunks; this module adds what every version shares on top: the `unget` buffer and the
-//! body helpers built on `get_next_chunk` (`get_body_until`, `get_body_chars`, files, a
-//! `futures::Stream` of chunks).
+//! The version-specific side (`h1::H1Stream`, `h2::H2Stream`) reads body chunks and writes
+//! heads and chunks; this module adds what every version shares on top: the `unget` buffer,
+//! the body helpers built on `get_next_chunk` (`get_body_until`, `get_body_chars`, files, a
+//! `futures::Stream` of chunks), and the bounds on waiting for the body — the server's
+//! `body_read_timeout` between bytes (a slow client's fault: answered 408) and a caller's
+//! own limit for one call ([`Stream::within`], lua-http's `timeout` argument) — so that
+//! both versions get them from one place.
 
 use bytes::{Bytes, BytesMut};
 use std::{
@@ -13,10 +16,13 @@ use std::{
     collections::VecDeque,
     fmt,
     fs::File,
-    future::poll_fn,
+    future::{poll_fn, Future},
     io::{Read, Seek, Write},
     net::SocketAddr,
+    pin::{pin, Pin},
     rc::Rc,
+    task::Poll,
+    time::{Duration, Instant},
 };
 
 use crate::{
@@ -24,6 +30,7 @@ use crate::{
     h1::{H1Stream, Outcome},
     h2::H2Stream,
     headers::Headers,
+    rt::{sleep_until, Controller, Sleep},
     upgrade::Upgraded,
 };
 
@@ -85,7 +92,27 @@ impl Inner {
             s.after_poll(handler_done);
         }
     }
+
+    /// The server's `body_read_timeout`.
+    fn body_read_timeout(&self) -> Duration {
+        match self {
+            Inner::H1(s) => s.body_read_timeout(),
+            Inner::H2(s) => s.body_read_timeout(),
+        }
+    }
+
+    /// The client sent no byte of the body for `body_read_timeout`: the rest is not waited
+    /// for (HTTP/1 closes the connection after the response; HTTP/2 resets the stream
+    /// when its handler ends).
+    fn body_timed_out(&self) {
+        if let Inner::H1(s) = self {
+            s.body_timed_out();
+        }
+    }
 }
+
+/// The status a request whose body stopped coming is answered with (RFC 9110 §15.5.9).
+const BODY_TIMEOUT_STATUS: u16 = 408;
 
 impl Stream {
     pub(crate) fn new(inner: Inner) -> Stream {
@@ -141,13 +168,32 @@ impl Stream {
 
     /// The next piece of the request body, or `None` at its end. For a request that sent
     /// `Expect: 100-continue`, the first call sends `100 Continue`.
+    ///
+    /// Waits at most the server's `body_read_timeout` for the client's next byte; then the
+    /// call fails with a protocol error whose status is 408, which the server sends if the
+    /// handler has not answered yet. [`Stream::within`] bounds a call more tightly.
     pub async fn get_next_chunk(&self) -> Result<Option<Bytes>> {
-        if let Some(b) = self.ungot.borrow_mut().pop_front() {
-            return Ok(Some(b));
-        }
-        match &self.inner {
-            Inner::H1(s) => poll_fn(|cx| s.poll_next_chunk(cx)).await,
-            Inner::H2(s) => s.get_next_chunk().await,
+        self.next_chunk(None).await
+    }
+
+    /// The body-reading methods bounded as a whole by `limit` from now (lua-http's
+    /// optional `timeout` argument): `stream.within(d).get_body_as_string()` is lua-http's
+    /// `stream:get_body_as_string(d)`. When the limit passes, the call fails with a timeout
+    /// error ([`Error::is_timeout`]) and the stream stays usable: what was read by then is
+    /// kept for the next call where the method reads in pieces (`get_body_chars`,
+    /// `get_body_until` give it back with [`Stream::unget`]).
+    ///
+    /// ```no_run
+    /// # async fn handler(stream: onstream::Stream) -> onstream::Result<()> {
+    /// use std::time::Duration;
+    /// let line = stream.within(Duration::from_secs(5)).get_body_until(b"\n", false).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn within(&self, limit: Duration) -> Within<'_> {
+        let now = Controller::try_current().map_or_else(Instant::now, |c| c.now());
+        Within {
+            stream: self,
+            deadline: now.checked_add(limit),
         }
     }
 
@@ -161,48 +207,143 @@ impl Stream {
 
     /// The whole request body.
     pub async fn get_body_as_bytes(&self) -> Result<Bytes> {
-        let Some(first) = self.get_next_chunk().await? else {
+        self.body_as_bytes(None).await
+    }
+
+    /// The whole request body as text; an error if it is not UTF-8.
+    pub async fn get_body_as_string(&self) -> Result<String> {
+        self.body_as_string(None).await
+    }
+
+    /// The next `n` bytes of the body (fewer at its end), or `None` at the end.
+    pub async fn get_body_chars(&self, n: usize) -> Result<Option<Bytes>> {
+        self.body_chars(n, None).await
+    }
+
+    /// The body up to the next `pattern` (with it when `include`), or what is left if the
+    /// body ends first; `None` at the end.
+    pub async fn get_body_until(&self, pattern: &[u8], include: bool) -> Result<Option<Bytes>> {
+        self.body_until(pattern, include, None).await
+    }
+
+    /// Writes the rest of the body to `file`; returns the number of bytes written.
+    pub async fn save_body_to_file(&self, file: &mut File) -> Result<u64> {
+        self.save_body(file, None).await
+    }
+
+    /// The next chunk, waiting at most `body_read_timeout` for it and never past
+    /// `deadline`. Whichever passes first decides the error: the server's limit is the
+    /// client's fault (408, and the body is given up), the caller's is a plain timeout.
+    async fn next_chunk(&self, deadline: Option<Instant>) -> Result<Option<Bytes>> {
+        if let Some(b) = self.ungot.borrow_mut().pop_front() {
+            return Ok(Some(b));
+        }
+        match &self.inner {
+            Inner::H1(s) => {
+                self.bounded(poll_fn(|cx| s.poll_next_chunk(cx)), deadline)
+                    .await
+            }
+            Inner::H2(s) => self.bounded(s.get_next_chunk(), deadline).await,
+        }
+    }
+
+    /// Runs one body read under the bounds of [`Stream::next_chunk`]. The timer is made only
+    /// when the read has to wait: a body already buffered (or none at all) costs nothing.
+    async fn bounded(
+        &self,
+        read: impl Future<Output = Result<Option<Bytes>>>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Bytes>> {
+        let mut read = pin!(read);
+        // Made at the first wait: the timer, and whether it is the caller's limit.
+        let mut timer: Option<Option<(Sleep, bool)>> = None;
+        let by_caller = poll_fn(|cx| {
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                return Poll::Ready(Ok(r));
+            }
+            let timer = timer.get_or_insert_with(|| {
+                let now = Controller::try_current().map_or_else(Instant::now, |c| c.now());
+                // A limit too far to represent is no limit.
+                let server = now.checked_add(self.inner.body_read_timeout());
+                match (server, deadline) {
+                    (Some(server), Some(caller)) if caller <= server => {
+                        Some((sleep_until(caller), true))
+                    }
+                    (Some(server), _) => Some((sleep_until(server), false)),
+                    (None, Some(caller)) => Some((sleep_until(caller), true)),
+                    (None, None) => None,
+                }
+            });
+            match timer {
+                Some((sleep, by_caller)) => Pin::new(sleep).poll(cx).map(|()| Err(*by_caller)),
+                None => Poll::Pending,
+            }
+        })
+        .await;
+        match by_caller {
+            Ok(r) => r,
+            Err(true) => Err(Error::timeout(
+                "reading the request body: the caller's limit passed",
+            )),
+            Err(false) => {
+                self.inner.body_timed_out();
+                Err(Error::protocol(
+                    BODY_TIMEOUT_STATUS,
+                    "the request body stopped arriving (body_read_timeout)",
+                ))
+            }
+        }
+    }
+
+    async fn body_as_bytes(&self, deadline: Option<Instant>) -> Result<Bytes> {
+        let Some(first) = self.next_chunk(deadline).await? else {
             return Ok(Bytes::new());
         };
-        let Some(second) = self.get_next_chunk().await? else {
+        let Some(second) = self.next_chunk(deadline).await? else {
             return Ok(first);
         };
         let mut all = BytesMut::from(&first[..]);
         all.extend_from_slice(&second);
-        while let Some(chunk) = self.get_next_chunk().await? {
+        while let Some(chunk) = self.next_chunk(deadline).await? {
             all.extend_from_slice(&chunk);
         }
         Ok(all.freeze())
     }
 
-    /// The whole request body as text; an error if it is not UTF-8.
-    pub async fn get_body_as_string(&self) -> Result<String> {
-        let bytes = self.get_body_as_bytes().await?;
+    async fn body_as_string(&self, deadline: Option<Instant>) -> Result<String> {
+        let bytes = self.body_as_bytes(deadline).await?;
         String::from_utf8(bytes.to_vec())
             .map_err(|e| Error::protocol(400, "request body is not UTF-8").with_source(e))
     }
 
-    /// The next `n` bytes of the body (fewer at its end), or `None` at the end.
-    pub async fn get_body_chars(&self, n: usize) -> Result<Option<Bytes>> {
+    async fn body_chars(&self, n: usize, deadline: Option<Instant>) -> Result<Option<Bytes>> {
         let mut got = BytesMut::new();
         while got.len() < n {
-            match self.get_next_chunk().await? {
-                Some(mut chunk) => {
+            match self.next_chunk(deadline).await {
+                Ok(Some(mut chunk)) => {
                     let want = n - got.len();
                     if chunk.len() > want {
                         self.unget(chunk.split_off(want));
                     }
                     got.extend_from_slice(&chunk);
                 }
-                None => break,
+                Ok(None) => break,
+                Err(e) => {
+                    // Nothing read is lost: the next call starts with it.
+                    self.unget(got.freeze());
+                    return Err(e);
+                }
             }
         }
         Ok((!got.is_empty()).then(|| got.freeze()))
     }
 
-    /// The body up to the next `pattern` (with it when `include`), or what is left if the
-    /// body ends first; `None` at the end.
-    pub async fn get_body_until(&self, pattern: &[u8], include: bool) -> Result<Option<Bytes>> {
+    async fn body_until(
+        &self,
+        pattern: &[u8],
+        include: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Bytes>> {
         assert!(
             !pattern.is_empty(),
             "get_body_until needs a non-empty pattern"
@@ -210,9 +351,13 @@ impl Stream {
         let mut got = BytesMut::new();
         loop {
             let searched_from = got.len().saturating_sub(pattern.len() - 1);
-            match self.get_next_chunk().await? {
-                Some(chunk) => got.extend_from_slice(&chunk),
-                None => return Ok((!got.is_empty()).then(|| got.freeze())),
+            match self.next_chunk(deadline).await {
+                Ok(Some(chunk)) => got.extend_from_slice(&chunk),
+                Ok(None) => return Ok((!got.is_empty()).then(|| got.freeze())),
+                Err(e) => {
+                    self.unget(got.freeze());
+                    return Err(e);
+                }
             }
             if let Some(at) = find(&got[searched_from..], pattern) {
                 let end = searched_from + at + pattern.len();
@@ -226,10 +371,9 @@ impl Stream {
         }
     }
 
-    /// Writes the rest of the body to `file`; returns the number of bytes written.
-    pub async fn save_body_to_file(&self, file: &mut File) -> Result<u64> {
+    async fn save_body(&self, file: &mut File, deadline: Option<Instant>) -> Result<u64> {
         let mut n = 0;
-        while let Some(chunk) = self.get_next_chunk().await? {
+        while let Some(chunk) = self.next_chunk(deadline).await? {
             file.write_all(&chunk)?;
             n += chunk.len() as u64;
         }
@@ -357,6 +501,49 @@ impl fmt::Debug for Stream {
             .field("version", &self.version())
             .field("peer_addr", &self.peer_addr())
             .finish()
+    }
+}
+
+/// The body-reading methods of a [`Stream`] bounded by one deadline: see
+/// [`Stream::within`].
+#[derive(Debug, Clone, Copy)]
+pub struct Within<'a> {
+    stream: &'a Stream,
+    /// `None`: the limit was too far in the future to represent (no limit).
+    deadline: Option<Instant>,
+}
+
+impl Within<'_> {
+    /// [`Stream::get_next_chunk`] within the limit.
+    pub async fn get_next_chunk(&self) -> Result<Option<Bytes>> {
+        self.stream.next_chunk(self.deadline).await
+    }
+
+    /// [`Stream::get_body_as_bytes`] within the limit.
+    pub async fn get_body_as_bytes(&self) -> Result<Bytes> {
+        self.stream.body_as_bytes(self.deadline).await
+    }
+
+    /// [`Stream::get_body_as_string`] within the limit.
+    pub async fn get_body_as_string(&self) -> Result<String> {
+        self.stream.body_as_string(self.deadline).await
+    }
+
+    /// [`Stream::get_body_chars`] within the limit.
+    pub async fn get_body_chars(&self, n: usize) -> Result<Option<Bytes>> {
+        self.stream.body_chars(n, self.deadline).await
+    }
+
+    /// [`Stream::get_body_until`] within the limit.
+    pub async fn get_body_until(&self, pattern: &[u8], include: bool) -> Result<Option<Bytes>> {
+        self.stream
+            .body_until(pattern, include, self.deadline)
+            .await
+    }
+
+    /// [`Stream::save_body_to_file`] within the limit.
+    pub async fn save_body_to_file(&self, file: &mut File) -> Result<u64> {
+        self.stream.save_body(file, self.deadline).await
     }
 }
 

@@ -101,6 +101,11 @@ pub(crate) struct ConnState {
     closing: bool,
     /// The peer closed its side (read returned 0).
     read_eof: bool,
+    /// An `Upgrade` request's stream is open: what follows its body may not be HTTP (its
+    /// handler may answer `101` and take the socket), so no further head is read until
+    /// the stream ends. Cleared when it ends; if it did not take the socket, the
+    /// connection goes on as after any request (RFC 9110 §7.8: the upgrade was ignored).
+    pub(crate) upgrade_pending: bool,
     /// TLS (`:scheme` is `https`). Fixed for the connection's life; kept here rather than
     /// as a `&'static str` beside the addresses because it fits in the padding after the
     /// flags above, which keeps every connection's allocation 16 bytes smaller.
@@ -170,9 +175,9 @@ pub(crate) struct BodyRead {
     pub(crate) owner_alive: bool,
     /// The client sent `Expect: 100-continue` and no `100 Continue` went out yet.
     pub(crate) continue_pending: bool,
-    /// An upgrade or CONNECT request: what follows the head is not HTTP, so the driver
-    /// waits until the stream ends (and may have taken the socket).
-    pub(crate) upgrade: bool,
+    /// Bytes of it thrown away so far by the driver, against `max_discard`; counted across
+    /// polls, so a body trickled in small pieces is bounded as one sent at once.
+    pub(crate) discarded: u64,
 }
 
 impl H1Conn {
@@ -198,6 +203,7 @@ impl H1Conn {
                 keep_alive: true,
                 closing: false,
                 read_eof: false,
+                upgrade_pending: false,
                 https: scheme == "https",
                 n_written: 0,
                 driver: None,
@@ -209,12 +215,17 @@ impl H1Conn {
         })
     }
 
-    /// Asks the connection to finish what is in flight and close (server shutdown).
     /// How long output may wait for a client that does not read.
-    pub(crate) fn send_timeout(&self) -> std::time::Duration {
+    pub(crate) fn send_timeout(&self) -> Duration {
         self.cfg.send_timeout
     }
 
+    /// How long a handler waits for the next byte of a request body.
+    pub(crate) fn body_read_timeout(&self) -> Duration {
+        self.cfg.body_read_timeout
+    }
+
+    /// Asks the connection to finish what is in flight and close (server shutdown).
     pub(crate) fn close_gracefully(&self) {
         let mut st = self.st.borrow_mut();
         st.closing = true;
@@ -334,17 +345,22 @@ impl H1Conn {
         let seq = st.next_seq;
         st.next_seq += 1;
         st.n_open_streams += 1;
-        if !head.keep_alive {
+        // RFC 9110 §9.3.6: what follows a CONNECT head is the tunnel's, never another
+        // request, whether or not the handler opens the tunnel.
+        if !head.keep_alive || head.is_connect {
             st.keep_alive = false;
         }
-        let upgrade = head.upgrade || head.is_connect;
-        if head.body != BodyKind::Empty || upgrade || head.expect_continue {
+        st.upgrade_pending = head.upgrade || head.is_connect;
+        // An `Upgrade` request's body is an ordinary body, framed by its Content-Length or
+        // Transfer-Encoding (RFC 9112 §6.3), read by the handler whether or not it
+        // upgrades: the protocol switch happens after it. A CONNECT request has none.
+        if (head.body != BodyKind::Empty && !head.is_connect) || head.expect_continue {
             st.body = Some(Box::new(BodyRead {
                 seq,
                 decoder: Decoder::new(head.body, self.cfg.limits.max_head),
                 owner_alive: true,
                 continue_pending: head.expect_continue && head.body != BodyKind::Empty,
-                upgrade,
+                discarded: 0,
             }));
         }
         drop(st);
@@ -373,6 +389,32 @@ impl H1Conn {
         if let Poll::Ready(Err(e)) = send.poll_flush(st, cx, ctl, self.cfg.send_timeout) {
             return Poll::Ready(Err(e));
         }
+        if st.body.is_some() {
+            ready!(self.poll_discard(st, cx, timer, discard_by))?;
+        }
+        // Read no further head while an upgrade may still take the socket, or while
+        // `max_pipelined` requests are in flight: a client that sends requests without
+        // reading the answers holds that many handlers (and what they opened), not one
+        // per request it sent, and its requests wait in the socket, not in memory.
+        if st.keep_alive
+            && (st.upgrade_pending || st.n_open_streams as usize >= self.cfg.limits.max_pipelined)
+        {
+            st.driver = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Ready when the previous request's body is gone: read to its end by its handler, or
+    /// by this function, which throws away what the handler left (up to `max_discard`,
+    /// before `discard_by`), or given up on (the connection then closes).
+    fn poll_discard(
+        &self,
+        st: &mut ConnState,
+        cx: &mut Context<'_>,
+        timer: &mut Sleep,
+        discard_by: Instant,
+    ) -> Poll<Result<()>> {
         let Some(body) = &mut st.body else {
             return Poll::Ready(Ok(()));
         };
@@ -380,9 +422,9 @@ impl H1Conn {
             st.driver = Some(cx.waker().clone());
             return Poll::Pending;
         }
-        if body.upgrade || body.continue_pending {
-            // Nothing after an upgrade is HTTP; and a client still waiting for
-            // `100 Continue` may never send the body. Either way no request follows.
+        if body.continue_pending {
+            // A client still waiting for `100 Continue` may never send the body, or may
+            // send it: what follows cannot be told apart from a request.
             st.body = None;
             st.keep_alive = false;
             return Poll::Ready(Ok(()));
@@ -397,12 +439,11 @@ impl H1Conn {
             st.body = None;
             return Poll::Ready(Ok(()));
         }
-        let mut discarded = 0u64;
         loop {
             match body.decoder.decode(&mut st.rbuf) {
                 Ok(Decoded::Data(d)) => {
-                    discarded += d.len() as u64;
-                    if discarded > self.cfg.limits.max_discard {
+                    body.discarded += d.len() as u64;
+                    if body.discarded > self.cfg.limits.max_discard {
                         st.keep_alive = false;
                         st.body = None;
                         return Poll::Ready(Ok(()));

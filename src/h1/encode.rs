@@ -21,15 +21,21 @@ pub(crate) enum Framing {
     NoBody,
 }
 
-/// Fields a handler may not set itself, because the connection decides them.
+/// Fields a handler may not set itself, because the connection decides them. The
+/// handler's `content-length` is among them: the stream validated it and passes it in
+/// `framing`, so exactly one framing field goes out, with digits only (RFC 9110 §8.6,
+/// RFC 9112 §6.2: never with `transfer-encoding`).
 fn is_connection_owned(name: &[u8]) -> bool {
-    matches!(name, b"transfer-encoding" | b"connection" | b"keep-alive")
+    matches!(
+        name,
+        b"transfer-encoding" | b"content-length" | b"connection" | b"keep-alive"
+    )
 }
 
 /// Appends a response head.
 ///
-/// `declared_length` is the `content-length` the handler set, which `framing` already
-/// accounts for; `keep_alive` says whether the connection stays open after this response,
+/// `framing` gives the framing field: `Length(n)` writes `content-length: n` (for a
+/// response without a body, such as HEAD's, the length announced); `keep_alive` says whether the connection stays open after this response,
 /// `http10` whether the client spoke HTTP/1.0 (which needs `connection: keep-alive` to
 /// keep it).
 pub(crate) fn response_head(
@@ -44,7 +50,6 @@ pub(crate) fn response_head(
     dst.put_slice(b"HTTP/1.1 ");
     put_status(dst, status);
     let mut has_date = false;
-    let mut has_length = false;
     let mut close_requested = false;
     for field in headers {
         let name = field.name_bytes();
@@ -53,13 +58,6 @@ pub(crate) fn response_head(
         }
         match name {
             b"date" => has_date = true,
-            b"content-length" => {
-                has_length = true;
-                // 1xx and 204 responses must not carry a length (RFC 9110 §8.6).
-                if status < 200 || status == 204 {
-                    continue;
-                }
-            }
             b"connection" => {
                 close_requested |= field
                     .value_bytes()
@@ -76,7 +74,8 @@ pub(crate) fn response_head(
         put_date(dst);
     }
     match framing {
-        Framing::Length(n) if !has_length => {
+        // 1xx and 204 responses must not carry a length (RFC 9110 §8.6).
+        Framing::Length(n) if status >= 200 && status != 204 => {
             dst.put_slice(b"content-length: ");
             dst.put_slice(itoa::Buffer::new().format(n).as_bytes());
             dst.put_slice(b"\r\n");

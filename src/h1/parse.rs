@@ -126,14 +126,14 @@ pub(crate) enum ParseError {
     InvalidContentLength,
     /// Several `Content-Length` values that differ. 400.
     ConflictingContentLength,
-    /// `Transfer-Encoding` with `chunked` not last, `chunked` twice, or no coding at all.
-    /// 400.
+    /// `Transfer-Encoding` whose last coding is not `chunked` (`gzip` alone included),
+    /// `chunked` twice, or no coding at all. 400.
     InvalidTransferEncoding,
     /// Both `Transfer-Encoding` and `Content-Length`. 400.
     TransferEncodingWithContentLength,
     /// `Transfer-Encoding` in an HTTP/1.0 request. 400.
     TransferEncodingInHttp10,
-    /// A transfer coding other than `chunked`. 501.
+    /// A transfer coding other than `chunked` before a final `chunked`. 501.
     UnsupportedTransferCoding,
     /// A chunk-size line that is not `1*HEXDIG [ chunk-ext ] CRLF`. 400.
     InvalidChunkSize,
@@ -270,7 +270,10 @@ struct Scan {
     /// Bytes to take off the front of the buffer (leading empty lines included).
     len: usize,
     method: (usize, usize),
+    /// The request-target, or for an absolute-form target its path and query.
     path: (usize, usize),
+    /// An absolute-form target's authority, which takes the place of `Host`.
+    target_authority: Option<(usize, usize)>,
     http11: bool,
     /// Where each field's name and value are.
     spans: Vec<Span>,
@@ -325,18 +328,23 @@ pub(crate) fn parse_request(
     let pseudo = [
         Some(field(b":method", slice(scan.method))),
         Some(field(b":scheme", Bytes::from_static(scheme.as_bytes()))),
-        Some(field(b":path", slice(scan.path))),
-        scan.host
-            .map(|host| field(b":authority", slice(spans[host].value))),
+        Some(field(b":path", origin_form(slice(scan.path)))),
+        match scan.target_authority {
+            Some(authority) => Some(field(b":authority", slice(authority))),
+            None => scan
+                .host
+                .map(|host| field(b":authority", slice(spans[host].value))),
+        },
     ];
     let regular = spans
         .iter()
         .enumerate()
         .filter(|&(i, _)| Some(i) != scan.host)
         .map(|(_, span)| Field::parsed(slice(span.name), slice(span.value), false));
-    // The Host field became :authority: the count stays the same with or without it.
-    let headers =
-        Headers::shared_from(spans.len() + 3, pseudo.into_iter().flatten().chain(regular));
+    // The Host field became :authority (or was replaced by the target's): with Host, the
+    // count is the fields' plus three.
+    let n = spans.len() + 3 + usize::from(scan.host.is_none() && scan.target_authority.is_some());
+    let headers = Headers::shared_from(n, pseudo.into_iter().flatten().chain(regular));
     Ok(Some(RequestHead {
         headers,
         version: if scan.http11 {
@@ -351,6 +359,59 @@ pub(crate) fn parse_request(
         is_head,
         is_connect,
     }))
+}
+
+/// An absolute-form request-target (RFC 9112 §3.2.2), `http://authority/path?query`.
+#[derive(Clone, Copy)]
+struct AbsoluteTarget<'a> {
+    authority: &'a [u8],
+    /// From the `/` or `?` after the authority; empty when the target ends there.
+    path: &'a [u8],
+}
+
+/// Splits an absolute-form target. `None`: not absolute-form (origin-form, `*`, or a
+/// CONNECT authority); `Some(None)`: an `http`/`https` URI without a valid host, which
+/// RFC 9110 §4.2.1 says a recipient MUST reject. Other schemes are kept as sent: this
+/// server serves neither proxy requests nor those schemes.
+fn absolute_form(target: &[u8]) -> Option<Option<AbsoluteTarget<'_>>> {
+    let colon = target.iter().position(|&b| b == b':')?;
+    let scheme = &target[..colon];
+    if !(scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https")) {
+        return None;
+    }
+    let rest = target[colon + 1..].strip_prefix(b"//")?;
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // Userinfo (`@`) is deprecated in http(s) URIs (RFC 9110 §4.2.4) and an empty host is
+    // invalid (§4.2.1); `valid_host` refuses the first.
+    if authority.is_empty() || authority[0] == b':' || !valid_host(authority) {
+        return Some(None);
+    }
+    Some(Some(AbsoluteTarget {
+        authority,
+        path: &rest[end..],
+    }))
+}
+
+/// `:path` in origin form: an absolute-form target without a path (`http://a`,
+/// `http://a?q`) has the path `/` (RFC 9112 §3.2.1).
+fn origin_form(path: Bytes) -> Bytes {
+    match path.first() {
+        Some(b'/') | Some(b'*') => path,
+        _ if path.is_empty() => Bytes::from_static(b"/"),
+        // `?query` of an absolute-form target (an origin-form target always starts with
+        // `/`; other forms never reach here without a leading letter).
+        Some(b'?') => {
+            let mut with_slash = Vec::with_capacity(path.len() + 1);
+            with_slash.push(b'/');
+            with_slash.extend_from_slice(&path);
+            Bytes::from(with_slash)
+        }
+        _ => path,
+    }
 }
 
 /// Skips the empty lines (CRLF or bare LF) before a request-line, RFC 9112 §2.2. Returns
@@ -435,6 +496,10 @@ fn scan<'b>(
         return Err(ParseError::InvalidRequestLine);
     };
     let http11 = minor == 1;
+    let target = match absolute_form(path.as_bytes()) {
+        Some(t) => Some(t.ok_or(ParseError::InvalidHost)?),
+        None => None,
+    };
 
     let mut host = None;
     let mut content_length: Option<u64> = None;
@@ -529,6 +594,8 @@ fn scan<'b>(
         }
     }
     match host {
+        // RFC 9112 §3.2.2: with an absolute-form target the Host field is ignored.
+        _ if target.is_some() => {}
         // RFC 9112 §3.2: an HTTP/1.1 request without Host → 400.
         None if http11 => return Err(ParseError::MissingHost),
         // RFC 9112 §3.2: an invalid Host value → 400.
@@ -536,6 +603,11 @@ fn scan<'b>(
             return Err(ParseError::InvalidHost)
         }
         _ => {}
+    }
+    // RFC 9112 §6.3: when chunked is not the final coding the body's length cannot be
+    // determined reliably, and the server MUST answer 400 and close.
+    if te_present && !chunked {
+        return Err(ParseError::InvalidTransferEncoding);
     }
     // RFC 9112 §6.1: a server SHOULD answer 501 to a transfer coding it does not understand.
     // Checked after every 400 above: those are framing errors, this one is a missing feature.
@@ -554,7 +626,8 @@ fn scan<'b>(
     Ok(Some(Scan {
         len: start + len,
         method: range(method.as_bytes()),
-        path: range(path.as_bytes()),
+        path: target.map_or_else(|| range(path.as_bytes()), |t| range(t.path)),
+        target_authority: target.map(|t| range(t.authority)),
         http11,
         spans,
         host,
@@ -640,6 +713,11 @@ fn classify_version(window: &[u8]) -> Option<ParseError> {
         return Some(ParseError::InvalidRequestLine);
     }
     Some(ParseError::UnsupportedVersion)
+}
+
+/// A `Content-Length` value a handler gave, by the same rule as a request's: `1*DIGIT`.
+pub(crate) fn content_length_value(digits: &[u8]) -> Option<u64> {
+    parse_content_length(digits).ok()
 }
 
 /// `Content-Length = 1*DIGIT` (RFC 9110 §8.6): no sign, no inner space, no overflow.
@@ -900,14 +978,56 @@ mod tests {
         assert_eq!(offset("x"), 29);
     }
 
+    /// RFC 9112 §3.2.2: a server MUST accept the absolute form; its authority replaces
+    /// Host, and `:path` is given in origin form so every handler serves it.
+    #[test]
+    fn absolute_form_target_gives_authority_and_origin_form_path() {
+        let targets: [(&[u8], &str, &str); 5] = [
+            (b"GET http://a/b?c HTTP/1.1\r\nHost: a\r\n\r\n", "a", "/b?c"),
+            (
+                b"GET HTTP://x.y:81/ HTTP/1.1\r\nHost: other\r\n\r\n",
+                "x.y:81",
+                "/",
+            ),
+            (
+                b"GET https://[::1]:8443/p HTTP/1.1\r\nHost: a\r\n\r\n",
+                "[::1]:8443",
+                "/p",
+            ),
+            (b"GET http://a HTTP/1.1\r\nHost: a\r\n\r\n", "a", "/"),
+            // Host may be missing: the target names the host.
+            (b"GET http://a?q=1 HTTP/1.1\r\n\r\n", "a", "/?q=1"),
+        ];
+        for (input, authority, path) in targets {
+            check(
+                input,
+                Ok(want(&[
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", path),
+                    (":authority", authority),
+                ])),
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_form_without_a_valid_host_is_400() {
+        for target in ["http:///x", "http://:80/", "http://u@a/", "https://a b/"] {
+            let input = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            let got = parse_request(
+                &mut BytesMut::from(input.as_bytes()),
+                "http",
+                &Limits::default(),
+            );
+            assert!(got.is_err(), "{target}: {got:?}");
+        }
+    }
+
     #[test]
     fn request_target_is_kept_as_sent() {
         let targets: [(&[u8], &str, &str); 4] = [
-            (
-                b"GET http://a/b?c HTTP/1.1\r\nHost: a\r\n\r\n",
-                "GET",
-                "http://a/b?c",
-            ),
+            (b"GET urn:a:b HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "urn:a:b"),
             (
                 b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
                 "CONNECT",
@@ -1498,11 +1618,21 @@ mod tests {
 
     #[test]
     fn unknown_transfer_encoding_is_501() {
-        for te in ["gzip, chunked", "gzip", "x-custom,chunked", "chunked;q=1"] {
+        for te in ["gzip, chunked", "x-custom,chunked"] {
             let input = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
             check(input.as_bytes(), err(ParseError::UnsupportedTransferCoding));
         }
         assert_eq!(ParseError::UnsupportedTransferCoding.status(), 501);
+    }
+
+    /// RFC 9112 §6.3: a request whose final coding is not chunked has no reliable length:
+    /// 400, not 501 (the coding being unknown does not matter).
+    #[test]
+    fn transfer_encoding_gzip_without_chunked_is_400() {
+        for te in ["gzip", "identity", "chunked;q=1", "x-custom"] {
+            let input = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: {te}\r\n\r\n");
+            check(input.as_bytes(), err(ParseError::InvalidTransferEncoding));
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::{
     body::{encode_chunk_header, encode_last_chunk, Decoded},
     conn::{ConnState, H1Conn},
     encode::{informational_head, response_head, Framing},
-    parse::RequestHead,
+    parse::{content_length_value, RequestHead},
 };
 use crate::{
     error::{Error, Result},
@@ -141,6 +141,22 @@ impl H1Stream {
         self.trailers.borrow().clone()
     }
 
+    pub(crate) fn body_read_timeout(&self) -> std::time::Duration {
+        self.conn.body_read_timeout()
+    }
+
+    /// The client stopped sending this stream's body: it is answered 408 if unanswered,
+    /// and the connection closes after the response rather than wait for the rest.
+    pub(crate) fn body_timed_out(&self) {
+        let mut st = self.conn.st.borrow_mut();
+        if st.body.as_ref().is_some_and(|b| b.seq == self.seq) {
+            st.body = None;
+            st.keep_alive = false;
+            st.wake_driver();
+        }
+        self.peer_error.set(Some(408));
+    }
+
     fn is_head_request(&self) -> bool {
         self.head.is_head
     }
@@ -152,7 +168,7 @@ impl H1Stream {
         let mut st = self.conn.st.borrow_mut();
         let st = &mut *st;
         match &st.body {
-            Some(b) if b.seq == self.seq && !b.upgrade => {}
+            Some(b) if b.seq == self.seq => {}
             _ => return Poll::Ready(Ok(None)),
         }
         if st.body.as_ref().is_some_and(|b| b.continue_pending) {
@@ -254,6 +270,15 @@ impl H1Stream {
             return Err(Error::usage("response headers were already written"));
         }
         if (100..200).contains(&status) {
+            if self.head.version == http::Version::HTTP_10 {
+                // RFC 9110 §15.2: a server MUST NOT send a 1xx response to an HTTP/1.0
+                // client. Interim responses are advisory and left out; a protocol switch
+                // cannot be.
+                if status == 101 {
+                    return Err(Error::usage("an HTTP/1.0 client cannot switch protocols"));
+                }
+                return Ok(());
+            }
             self.my_turn().await?;
             let mut st = self.conn.st.borrow_mut();
             informational_head(&mut st.wbuf, status, headers);
@@ -304,6 +329,10 @@ impl H1Stream {
             Resp::NotStarted | Resp::HeadPending { .. }
         ) {
             return Err(Error::usage("100 Continue after the final response head"));
+        }
+        if self.head.version == http::Version::HTTP_10 {
+            // RFC 9110 §15.2: no 1xx to an HTTP/1.0 client (it sends no `Expect` either).
+            return Ok(());
         }
         self.my_turn().await?;
         let mut st = self.conn.st.borrow_mut();
@@ -463,10 +492,9 @@ impl H1Stream {
             return Ok(());
         };
         let declared = match headers.get_bytes("content-length") {
+            // Digits only (RFC 9110 §8.6): `+5` or `5, 5` would reach the client as sent.
             Some(v) => Some(
-                std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
+                content_length_value(v)
                     .ok_or_else(|| Error::usage("invalid content-length in response headers"))?,
             ),
             None => None,
@@ -489,11 +517,13 @@ impl H1Stream {
         if framing == Framing::Close {
             st.keep_alive = false;
         }
-        // A HEAD response announces the length a GET would have had, when it is known.
-        let head_framing = match (framing, self.is_head_request(), known_length) {
-            (Framing::NoBody, true, Some(n))
-                if declared.is_none() && status != 204 && status != 304 =>
-            {
+        // A response without a body may announce the length a GET would have had
+        // (RFC 9110 §8.6): the handler's own `content-length`, or for HEAD the length of a
+        // body written whole. An empty end (`write_headers(h, true)`, lua-http's HEAD
+        // idiom) says nothing about the GET's length, so no `content-length: 0`.
+        let head_framing = match (framing, declared, known_length) {
+            (Framing::NoBody, Some(n), _) => Framing::Length(n),
+            (Framing::NoBody, None, Some(n)) if n > 0 && self.is_head_request() => {
                 Framing::Length(n)
             }
             (f, _, _) => f,
@@ -576,6 +606,15 @@ impl H1Stream {
         st.flush_now()?;
         if !st.wbuf.is_empty() {
             return Err(Error::usage("take_socket while output is still buffered"));
+        }
+        if let Some(body) = st.body.as_ref().filter(|b| b.seq == self.seq) {
+            // The new protocol starts after the request's body (RFC 9110 §7.8): its unread
+            // bytes would reach the new protocol as if they were its own.
+            if body.decoder.remaining_hint() != Some(0) {
+                return Err(Error::usage(
+                    "take_socket before the request body was read to its end",
+                ));
+            }
         }
         let (io, buffered) = st
             .take_io()
@@ -672,6 +711,9 @@ impl H1Stream {
         let mut st = self.conn.st.borrow_mut();
         if let Some(b) = st.body.as_mut().filter(|b| b.seq == self.seq) {
             b.owner_alive = false;
+        }
+        if self.head.upgrade || self.head.is_connect {
+            st.upgrade_pending = false;
         }
         if !matches!(*self.resp.borrow(), Resp::Done) && st.write_seq == self.seq {
             // Upgraded without taking the socket, or never answered: nothing else can

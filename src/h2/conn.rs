@@ -38,6 +38,8 @@ pub(crate) struct H2Config {
     pub max_local_error_reset_streams: usize,
     pub connection_setup_timeout: Duration,
     pub intra_stream_timeout: Duration,
+    // Read by the HTTP/2 send timeout (in progress).
+    #[allow(dead_code)]
     pub send_timeout: Duration,
     pub body_read_timeout: Duration,
 }
@@ -47,6 +49,8 @@ pub(crate) struct H2Shared {
     pub(crate) peer_addr: Option<SocketAddr>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) scheme: &'static str,
+    /// The server's `body_read_timeout`, for the streams.
+    pub(crate) body_read_timeout: Duration,
     /// Streams whose handlers have not ended: the connection is idle at zero.
     n_open: Cell<usize>,
     /// When the last stream ended (or the connection began), for the idle timeout.
@@ -127,6 +131,7 @@ pub(crate) fn serve<'a>(
         peer_addr,
         local_addr,
         scheme,
+        body_read_timeout: cfg.body_read_timeout,
         n_open: Cell::new(0),
         idle_since: Cell::new(Controller::current().now()),
         closing: Cell::new(false),

@@ -91,6 +91,10 @@ impl H2Stream {
         self.conn.local_addr
     }
 
+    pub(crate) fn body_read_timeout(&self) -> std::time::Duration {
+        self.conn.body_read_timeout
+    }
+
     pub(crate) fn trailers(&self) -> Option<Headers> {
         self.trailers.borrow().clone()
     }
