@@ -838,3 +838,43 @@ fn close_lets_an_in_flight_response_finish_then_ends_the_connection() {
     );
     assert!(server.wait_connections(0, Duration::from_secs(1)));
 }
+
+/// The hardening issue's defect 3 over HTTP/2: a client that stops sending a request body
+/// held its handler forever. `body_read_timeout` (one implementation in the shared
+/// `Stream`, for both versions) fails the handler's read with a 408 that is answered, not
+/// reported to `onerror`; the connection's other streams go on.
+#[test]
+fn slow_post_over_http2_is_answered_408_when_the_body_stops() {
+    let server = TestServer::start(
+        |o| o.body_read_timeout(Duration::from_millis(300)),
+        || {
+            |_srv, stream: Stream| async move {
+                let body = stream.get_body_as_bytes().await?;
+                respond(&stream, "200", body).await
+            }
+        },
+    );
+    block_on(async {
+        let client = h2c(server.addr()).await;
+        let (response, mut body) = ready(&client)
+            .await
+            .send_request(request(&client, "PUT", "/slow"), false)
+            .expect("send_request");
+        body.send_data(Bytes::from_static(b"x"), false)
+            .expect("send_data");
+        let reply = read_reply(response).await;
+        assert_eq!(reply.status, 408);
+        let (response, mut body) = ready(&client)
+            .await
+            .send_request(request(&client, "PUT", "/fine"), false)
+            .expect("send_request");
+        send_all(&mut body, Bytes::from_static(b"all of it"), true).await;
+        let reply = read_reply(response).await;
+        assert_eq!((reply.status, reply.text()), (200, "all of it"));
+    });
+    assert!(
+        server.step_errors().is_empty(),
+        "{:?}",
+        server.step_errors()
+    );
+}
