@@ -44,6 +44,7 @@ mod date;
 mod error;
 mod h1;
 mod h2;
+mod handler;
 mod headers;
 mod net;
 mod options;

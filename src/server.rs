@@ -21,7 +21,6 @@ use std::{
     fmt,
     future::{poll_fn, Future},
     os::fd::RawFd,
-    panic::AssertUnwindSafe,
     pin::Pin,
     rc::{Rc, Weak},
     sync::Arc,
@@ -30,8 +29,9 @@ use std::{
 };
 
 use crate::{
+    handler,
     error::{Error, Result},
-    h1::{H1Config, H1Conn, H1Stream, Outcome, Parked},
+    h1::{H1Config, H1Conn, H1Stream, Parked},
     h2::{H2Config, H2Shared, H2Stream},
     net::{bind, Accepting, Conn, Connected, Listener, LocalAddr},
     options::Options,
@@ -815,74 +815,17 @@ impl ServerHandle {
 
     fn run_handler(&self, public: Stream) {
         let stream = public.inner().clone();
+        // Claimed before the handler is called: it may hand the stream to another server
+        // (`add_stream`) at once, and only the last holder may finish it.
         stream.claim();
         let fut = {
             let mut handler = self.shared.handler.borrow_mut();
             handler(self.clone(), public)
         };
         let shared = self.shared.clone();
-        let task = HandlerTask {
-            fut: AssertUnwindSafe(fut).catch_unwind(),
-            stream: stream.clone(),
-        };
-        self.shared
-            .ctl
-            .spawn(async move {
-                let outcome = match task.await {
-                    Ok(Ok(())) => Outcome::Ok,
-                    // The client's fault, not the handler's: answered, logged, not reported.
-                    Ok(Err(e)) if e.status().is_some() => {
-                        tracing::debug!("request failed: {e}");
-                        Outcome::PeerError(e.status().unwrap_or(400))
-                    }
-                    Ok(Err(e)) if e.is_disconnect() => {
-                        tracing::debug!("handler ended by a disconnect: {e}");
-                        Outcome::Failed
-                    }
-                    Ok(Err(e)) => {
-                        shared.errors.borrow_mut().push_back(("onstream", e));
-                        Outcome::Failed
-                    }
-                    Err(panic) => {
-                        let msg = panic_message(&panic);
-                        let e = Error::handler(format!("handler panicked: {msg}"));
-                        shared.errors.borrow_mut().push_back(("onstream", e));
-                        Outcome::Failed
-                    }
-                };
-                // A stream handed to another server with `add_stream` is finished by
-                // the handler that got it last.
-                if stream.unclaim() {
-                    stream.finish(outcome).await;
-                }
-            })
-            .detach();
-    }
-}
-
-/// A handler's future, flushing the connection's output each time the handler yields.
-struct HandlerTask<F> {
-    fut: F,
-    stream: Inner,
-}
-
-impl<F: Future + Unpin> Future for HandlerTask<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
-        let r = Pin::new(&mut self.fut).poll(cx);
-        self.stream.after_poll(r.is_ready());
-        r
-    }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(non-string panic payload)".to_owned()
+        handler::spawn(&self.shared.ctl, stream, fut, move |e| {
+            shared.errors.borrow_mut().push_back(("onstream", e));
+        });
     }
 }
 
