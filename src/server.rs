@@ -29,10 +29,10 @@ use std::{
 };
 
 use crate::{
-    handler,
     error::{Error, Result},
     h1::{H1Config, H1Conn, H1Stream, Parked},
     h2::{H2Config, H2Shared, H2Stream},
+    handler,
     net::{bind, Accepting, Conn, Connected, Listener, LocalAddr},
     options::Options,
     options::Version,
