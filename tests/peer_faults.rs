@@ -1,0 +1,311 @@
+//! Faults of the peer must cost only their own connection (ARCHITECTURE.md: "Bad input
+//! from a peer never reaches `onerror` and never stops the server").
+//!
+//! Guarded here, over real loopback sockets with a rustls client and the server's DEFAULT
+//! `onerror` (which makes `step` return the error, and so stops a `run` loop): a bad TLS
+//! record, or a fatal TLS alert, arriving after the handshake while a handler reads the
+//! request body (HTTP/1 and HTTP/2) or WebSocket messages, and passes the error on with
+//! `?`. `step` must return no error, and the server must go on answering other clients.
+
+mod common;
+
+use std::{
+    future::Future,
+    io::Write,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use onstream::{websocket, ServerHandle, Stream, Tls};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message as M};
+
+type ClientTls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+type BoxFuture = Pin<Box<dyn Future<Output = onstream::Result<()>>>>;
+
+/// What the handlers saw, in order: `"reading"` when one starts waiting for the body or
+/// messages, then `"ok"` or `"error …"` with the error and whether it is a disconnect.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// Bytes that are no TLS record at all (the content type byte `t` does not exist).
+const GARBAGE: &[u8] = b"this is not a TLS record\r\n";
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(IO_TIMEOUT, f)
+                .await
+                .expect("test timed out")
+        })
+}
+
+fn describe<T>(r: &onstream::Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".to_owned(),
+        Err(e) => format!("error {e:?} disconnect={}", e.is_disconnect()),
+    }
+}
+
+/// Reads the body of `POST /upload` (noting what it got) and passes a failure on with
+/// `?`; any other request gets `200 still serving`.
+fn body_reader(seen: Seen) -> impl FnMut(ServerHandle, Stream) -> BoxFuture {
+    move |_srv, stream| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            let req = stream.get_headers().await?;
+            if req.get(":path") != Some("/upload") {
+                return respond(&stream, "200", "still serving").await;
+            }
+            seen.lock().unwrap().push("reading".to_owned());
+            let body = stream.get_body_as_string().await;
+            seen.lock().unwrap().push(describe(&body));
+            body?;
+            respond(&stream, "200", "the whole body").await
+        })
+    }
+}
+
+/// Accepts a WebSocket and echoes text until the client closes, passing a failure to
+/// receive on with `?`.
+fn websocket_echo(seen: Seen) -> impl FnMut(ServerHandle, Stream) -> BoxFuture {
+    move |_srv, stream| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            let req = stream.get_headers().await?;
+            if req.get(":path") != Some("/ws") {
+                return respond(&stream, "200", "still serving").await;
+            }
+            let mut ws = websocket::accept(&stream, websocket::Options::new()).await?;
+            seen.lock().unwrap().push("reading".to_owned());
+            loop {
+                let next = ws.recv().await;
+                if next.is_err() {
+                    seen.lock().unwrap().push(describe(&next));
+                }
+                match next? {
+                    Some(msg) if msg.is_text() => ws.send(msg).await?,
+                    Some(_) => {}
+                    None => return Ok(()),
+                }
+            }
+        })
+    }
+}
+
+/// Waits (bounded) until the handlers have noted `n` events.
+async fn seen_at_least(seen: &Seen, n: usize) -> Vec<String> {
+    for _ in 0..500 {
+        if seen.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    seen.lock().unwrap().clone()
+}
+
+/// A TLS connection to `addr` offering `alpn`, and a second handle on its TCP socket to
+/// write raw bytes past TLS.
+async fn tls_connect(
+    addr: SocketAddr,
+    cert: &CertificateDer<'static>,
+    alpn: &[u8],
+) -> (ClientTls, std::net::TcpStream) {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    let raw = tcp.try_clone().unwrap();
+    raw.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    tcp.set_nonblocking(true).unwrap();
+    let tcp = tokio::net::TcpStream::from_std(tcp).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(trusting(cert, &[alpn])));
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    (tls, raw)
+}
+
+/// A fatal alert, encrypted as the session requires: the client's rustls is fed a
+/// record that does not decrypt, fails, and writes the alert it owes the server.
+fn fatal_alert(conn: &mut rustls::ClientConnection) -> Vec<u8> {
+    let mut bogus = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    bogus.extend_from_slice(&[0x5a; 0x20]);
+    conn.read_tls(&mut &bogus[..]).unwrap();
+    assert!(conn.process_new_packets().is_err());
+    let mut alert = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut alert).unwrap();
+    }
+    assert!(!alert.is_empty(), "rustls wrote no alert");
+    alert
+}
+
+/// Reads until the server closes `tls` (or fails it), bounded.
+async fn until_closed(tls: &mut ClientTls) {
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(IO_TIMEOUT, tls.read_to_end(&mut rest)).await;
+}
+
+/// A fresh TLS client's `GET /` and the body of its answer.
+async fn get_over_tls(addr: SocketAddr, cert: &CertificateDer<'static>) -> String {
+    let (mut tls, _raw) = tls_connect(addr, cert, b"http/1.1").await;
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    // A close without close_notify is an error for rustls; what was read still counts.
+    let _ = tls.read_to_end(&mut raw).await;
+    parse_one(&raw).body_str().to_owned()
+}
+
+/// The handler saw the fault as an error (so the fault reached it), and yet `step`
+/// returned nothing and the server still answers.
+fn assert_only_the_connection_was_lost(server: &TestServer, seen: &[String]) {
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[1].starts_with("error"), "{seen:?}");
+    assert!(
+        server.wait_connections(0, IO_TIMEOUT),
+        "the faulty connection was not closed"
+    );
+    assert!(
+        server.step_errors().is_empty(),
+        "a peer's fault reached onerror and stopped step: {:?}",
+        server.step_errors()
+    );
+}
+
+/// Starts a `Tls::On` server with a self-signed certificate for "localhost".
+fn tls_server<H, Fut>(
+    make_handler: impl FnOnce() -> H + Send + 'static,
+) -> (TestServer, CertificateDer<'static>)
+where
+    H: FnMut(ServerHandle, Stream) -> Fut + 'static,
+    Fut: Future<Output = onstream::Result<()>> + 'static,
+{
+    let (cert, config) = localhost_cert();
+    let server = TestServer::start(move |o| o.tls(Tls::On).tls_config(config), make_handler);
+    (server, cert)
+}
+
+const UPLOAD_HEAD: &[u8] =
+    b"POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nthe first part";
+
+/// Defect: a bad TLS record after the handshake came to the handler reading the body as
+/// an I/O error (`InvalidData`) that was not a disconnect, so it reached the default
+/// `onerror` and `step` returned it.
+#[test]
+fn a_bad_tls_record_in_an_http1_body_does_not_stop_the_server() {
+    let seen = Seen::default();
+    let (server, cert) = tls_server({
+        let seen = seen.clone();
+        move || body_reader(seen)
+    });
+    let addr = server.addr();
+    let seen = block_on(async {
+        let (mut tls, mut raw) = tls_connect(addr, &cert, b"http/1.1").await;
+        tls.write_all(UPLOAD_HEAD).await.unwrap();
+        tls.flush().await.unwrap();
+        assert_eq!(seen_at_least(&seen, 1).await, ["reading"]);
+        raw.write_all(GARBAGE).unwrap();
+        until_closed(&mut tls).await;
+        let seen = seen_at_least(&seen, 2).await;
+        assert_eq!(get_over_tls(addr, &cert).await, "still serving");
+        seen
+    });
+    assert_only_the_connection_was_lost(&server, &seen);
+}
+
+/// Defect: as above, with a fatal TLS alert from the client in the middle of the body.
+#[test]
+fn a_tls_alert_in_an_http1_body_does_not_stop_the_server() {
+    let seen = Seen::default();
+    let (server, cert) = tls_server({
+        let seen = seen.clone();
+        move || body_reader(seen)
+    });
+    let addr = server.addr();
+    let seen = block_on(async {
+        let (mut tls, mut raw) = tls_connect(addr, &cert, b"http/1.1").await;
+        tls.write_all(UPLOAD_HEAD).await.unwrap();
+        tls.flush().await.unwrap();
+        assert_eq!(seen_at_least(&seen, 1).await, ["reading"]);
+        let alert = fatal_alert(tls.get_mut().1);
+        raw.write_all(&alert).unwrap();
+        until_closed(&mut tls).await;
+        let seen = seen_at_least(&seen, 2).await;
+        assert_eq!(get_over_tls(addr, &cert).await, "still serving");
+        seen
+    });
+    assert_only_the_connection_was_lost(&server, &seen);
+}
+
+/// Defect 6 over HTTP/2: a bad TLS record under an h2 connection while a handler reads
+/// a request body.
+#[test]
+fn a_bad_tls_record_in_an_http2_body_does_not_stop_the_server() {
+    let seen = Seen::default();
+    let (server, cert) = tls_server({
+        let seen = seen.clone();
+        move || body_reader(seen)
+    });
+    let addr = server.addr();
+    let seen = block_on(async {
+        let (tls, mut raw) = tls_connect(addr, &cert, b"h2").await;
+        let (send, conn) = h2::client::handshake(tls).await.expect("h2 handshake");
+        let conn = tokio::spawn(conn);
+        let mut send = send.ready().await.unwrap();
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("https://localhost/upload")
+            .body(())
+            .unwrap();
+        let (response, mut body) = send.send_request(req, false).unwrap();
+        body.send_data(Bytes::from_static(b"the first part"), false)
+            .unwrap();
+        assert_eq!(seen_at_least(&seen, 1).await, ["reading"]);
+        raw.write_all(GARBAGE).unwrap();
+        let _ = response.await;
+        let _ = conn.await;
+        let seen = seen_at_least(&seen, 2).await;
+        assert_eq!(get_over_tls(addr, &cert).await, "still serving");
+        seen
+    });
+    assert_only_the_connection_was_lost(&server, &seen);
+}
+
+/// Defect 6 over WebSocket: a bad TLS record while the handler waits for messages.
+#[test]
+fn a_bad_tls_record_in_a_websocket_does_not_stop_the_server() {
+    let seen = Seen::default();
+    let (server, cert) = tls_server({
+        let seen = seen.clone();
+        move || websocket_echo(seen)
+    });
+    let addr = server.addr();
+    let seen = block_on(async {
+        let (tls, mut raw) = tls_connect(addr, &cert, b"http/1.1").await;
+        let req = format!("wss://localhost:{}/ws", addr.port())
+            .into_client_request()
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tls)
+            .await
+            .expect("WebSocket handshake");
+        ws.send(M::text("hello")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), M::text("hello"));
+        assert_eq!(seen_at_least(&seen, 1).await, ["reading"]);
+        raw.write_all(GARBAGE).unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+        let seen = seen_at_least(&seen, 2).await;
+        assert_eq!(get_over_tls(addr, &cert).await, "still serving");
+        seen
+    });
+    assert_only_the_connection_was_lost(&server, &seen);
+}
