@@ -81,6 +81,11 @@ impl Error {
     /// Used where the error comes from the connection, so that a handler passing it on
     /// with `?` does not reach `onerror`.
     pub(crate) fn peer(err: io::Error) -> Error {
+        let err = match err.downcast::<Error>() {
+            // Already classified, and carried through `io::Error` (see `upgrade.rs`).
+            Ok(classified) => return classified,
+            Err(err) => err,
+        };
         let kind = if err.kind() == io::ErrorKind::TimedOut {
             ErrorKind::Timeout
         } else {
@@ -175,6 +180,12 @@ pub(crate) fn is_disconnect_kind(kind: io::ErrorKind) -> bool {
 
 impl From<io::Error> for Error {
     fn from(err: io::Error) -> Error {
+        // An `Error` that went through an `io::Error` (`From<Error> for io::Error`, or a
+        // taken socket's peer fault) comes back as it was, with its kind.
+        let err = match err.downcast::<Error>() {
+            Ok(inner) => return inner,
+            Err(err) => err,
+        };
         if err.kind() == io::ErrorKind::TimedOut {
             return Error::new(ErrorKind::Timeout).with_source(err);
         }
@@ -272,5 +283,16 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(libc::EHOSTUNREACH));
         let timed_out = Error::peer(io::Error::from_raw_os_error(libc::ETIMEDOUT));
         assert_eq!(timed_out.kind(), ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn an_error_carried_through_io_error_comes_back_as_it_was() {
+        let through = io::Error::from(Error::handler("the handler's own"));
+        assert_eq!(Error::from(through).kind(), ErrorKind::Handler);
+        let wrapped = io::Error::new(
+            io::ErrorKind::InvalidData,
+            Error::peer(io::Error::other("x")),
+        );
+        assert_eq!(Error::from(wrapped).kind(), ErrorKind::Closed);
     }
 }

@@ -4,8 +4,9 @@
 //! Guarded here, over real loopback sockets with a rustls client and the server's DEFAULT
 //! `onerror` (which makes `step` return the error, and so stops a `run` loop): a bad TLS
 //! record, or a fatal TLS alert, arriving after the handshake while a handler reads the
-//! request body (HTTP/1 and HTTP/2) or WebSocket messages, and passes the error on with
-//! `?`. `step` must return no error, and the server must go on answering other clients.
+//! request body (HTTP/1 and HTTP/2), WebSocket messages or a socket taken after a `101`,
+//! and passes the error on with `?`. `step` must return no error, and the server must go
+//! on answering other clients.
 
 mod common;
 
@@ -95,6 +96,38 @@ fn websocket_echo(seen: Seen) -> impl FnMut(ServerHandle, Stream) -> BoxFuture {
                     Some(msg) if msg.is_text() => ws.send(msg).await?,
                     Some(_) => {}
                     None => return Ok(()),
+                }
+            }
+        })
+    }
+}
+
+/// Answers `upgrade: echo` with `101`, takes the socket and echoes what comes until EOF,
+/// passing a failure to read on with `?` (the `io::Error` converted by `From`).
+fn raw_echo(seen: Seen) -> impl FnMut(ServerHandle, Stream) -> BoxFuture {
+    move |_srv, stream| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            let req = stream.get_headers().await?;
+            if req.get("upgrade") != Some("echo") {
+                return respond(&stream, "200", "still serving").await;
+            }
+            let mut head = onstream::Headers::new();
+            head.append(":status", "101");
+            head.append("connection", "upgrade");
+            head.append("upgrade", "echo");
+            stream.write_headers(&head, false).await?;
+            let mut socket = stream.take_socket()?;
+            seen.lock().unwrap().push("reading".to_owned());
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = socket.read(&mut buf).await.map_err(onstream::Error::from);
+                if n.is_err() {
+                    seen.lock().unwrap().push(describe(&n));
+                }
+                match n? {
+                    0 => return Ok(()),
+                    n => socket.write_all(&buf[..n]).await?,
                 }
             }
         })
@@ -303,6 +336,42 @@ fn a_bad_tls_record_in_a_websocket_does_not_stop_the_server() {
         assert_eq!(seen_at_least(&seen, 1).await, ["reading"]);
         raw.write_all(GARBAGE).unwrap();
         while let Some(Ok(_)) = ws.next().await {}
+        let seen = seen_at_least(&seen, 2).await;
+        assert_eq!(get_over_tls(addr, &cert).await, "still serving");
+        seen
+    });
+    assert_only_the_connection_was_lost(&server, &seen);
+}
+
+/// Defect 6 on a socket taken after a `101`: a bad TLS record while the handler reads
+/// it as an `AsyncRead`.
+#[test]
+fn a_bad_tls_record_on_a_taken_socket_does_not_stop_the_server() {
+    let seen = Seen::default();
+    let (server, cert) = tls_server({
+        let seen = seen.clone();
+        move || raw_echo(seen)
+    });
+    let addr = server.addr();
+    let seen = block_on(async {
+        let (mut tls, mut raw) = tls_connect(addr, &cert, b"http/1.1").await;
+        tls.write_all(
+            b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(tls.read_u8().await.expect("the 101 head"));
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101 "), "{head:?}");
+        tls.write_all(b"hello").await.unwrap();
+        let mut echo = [0u8; 5];
+        tls.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"hello");
+        assert_eq!(seen_at_least(&seen, 1).await, ["reading"]);
+        raw.write_all(GARBAGE).unwrap();
+        until_closed(&mut tls).await;
         let seen = seen_at_least(&seen, 2).await;
         assert_eq!(get_over_tls(addr, &cert).await, "still serving");
         seen
