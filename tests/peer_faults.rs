@@ -7,6 +7,9 @@
 //! request body (HTTP/1 and HTTP/2), WebSocket messages or a socket taken after a `101`,
 //! and passes the error on with `?`. `step` must return no error, and the server must go
 //! on answering other clients.
+//!
+//! And a client that sends nothing, or half a ClientHello, must not keep a closing
+//! server's `run()` going until `connection_setup_timeout`.
 
 mod common;
 
@@ -15,14 +18,15 @@ use std::{
     io::Write,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
-    time::Duration,
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use onstream::{websocket, ServerHandle, Stream, Tls};
+use onstream::{websocket, Options, Server, ServerHandle, Stream, Tls};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message as M};
@@ -377,4 +381,83 @@ fn a_bad_tls_record_on_a_taken_socket_does_not_stop_the_server() {
         seen
     });
     assert_only_the_connection_was_lost(&server, &seen);
+}
+
+/// The first flight of a TLS client: its ClientHello record.
+fn client_hello() -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(tls_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut hello = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+/// Defect: `close()` closed only connections past setup. One still in setup (waiting
+/// for its first byte, or in the middle of a TLS handshake) kept `run()` going until
+/// `connection_setup_timeout`, past `close_timeout`. They have no request in flight:
+/// closing ends them at once.
+#[test]
+fn close_ends_connections_still_in_setup() {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<usize>();
+    let server = thread::spawn(move || {
+        let options = Options::new()
+            .host("127.0.0.1")
+            .port(0)
+            .tls(Tls::Auto)
+            .connection_setup_timeout(Duration::from_secs(30))
+            .close_timeout(Duration::from_millis(500));
+        let server = Server::listen(options, |_srv, _stream| async { Ok(()) }).unwrap();
+        addr_tx
+            .send(server.local_addr().unwrap().inet().unwrap())
+            .unwrap();
+        let clients = go_rx.recv_timeout(IO_TIMEOUT).unwrap();
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while server.connections() < clients && Instant::now() < deadline {
+            server.step(Some(Duration::from_millis(50))).unwrap();
+        }
+        assert_eq!(
+            server.connections(),
+            clients,
+            "the clients were not accepted"
+        );
+        // A few more turns, for the connections to read what their clients sent.
+        for _ in 0..5 {
+            server.step(Some(Duration::from_millis(20))).unwrap();
+        }
+        server.close();
+        let closing = Instant::now();
+        let ran = server.run(Some(Duration::from_secs(15)));
+        (
+            closing.elapsed(),
+            server.empty(),
+            ran.map_err(|e| format!("{e:?}")),
+        )
+    });
+    let addr = addr_rx.recv_timeout(IO_TIMEOUT).unwrap();
+    let mut silent = connect(addr);
+    let mut half_hello = connect(addr);
+    let hello = client_hello();
+    half_hello.write_all(&hello[..hello.len() / 2]).unwrap();
+    go_tx.send(2).unwrap();
+    let (took, empty, ran) = server.join().expect("the server thread panicked");
+    assert_eq!(ran, Ok(()));
+    assert!(empty, "run() returned with connections left");
+    assert!(
+        took < Duration::from_secs(10),
+        "run() went on for {took:?} after close()"
+    );
+    for client in [&mut silent, &mut half_hello] {
+        assert!(
+            read_to_close(client, IO_TIMEOUT).is_ok(),
+            "a client in setup was left open"
+        );
+    }
 }
