@@ -13,7 +13,10 @@
 //! costs its own connection and a log line, never the server.
 
 use bytes::BytesMut;
-use futures_util::{future::Either, FutureExt};
+use futures_util::{
+    future::{select, Either},
+    FutureExt,
+};
 use slab::Slab;
 use std::{
     cell::{Cell, RefCell},
@@ -21,7 +24,7 @@ use std::{
     fmt,
     future::{poll_fn, Future},
     os::fd::RawFd,
-    pin::Pin,
+    pin::{pin, Pin},
     rc::{Rc, Weak},
     sync::Arc,
     task::{Context, Poll, Waker},
@@ -101,6 +104,10 @@ struct Shared {
     accept_waker: Cell<Option<Waker>>,
     /// Open connections, to close them on shutdown (`None` while still in setup).
     conns: RefCell<Slab<Option<ConnRef>>>,
+    /// The tasks of the connections still in setup (first bytes, TLS handshake), for
+    /// `close()` to end them at once: they have no request to finish. Apart from `conns`,
+    /// whose slots would otherwise all need room for a waker.
+    in_setup: RefCell<Slab<Option<Waker>>>,
     /// Wakers and deadlines of the parked connections in `conns`.
     parking: ParkingLot,
     /// How connections are set up (TLS or not); made when the server starts listening,
@@ -267,6 +274,7 @@ impl Server {
                     closing: Cell::new(false),
                     accept_waker: Cell::new(None),
                     conns: RefCell::new(Slab::new()),
+                    in_setup: RefCell::new(Slab::new()),
                     parking: ParkingLot::default(),
                     setup: RefCell::new(None),
                     tls: options.tls,
@@ -406,8 +414,8 @@ impl ServerHandle {
     }
 
     /// Stops accepting and closes the listener; in-flight requests are answered (for at
-    /// most the `close_timeout` option), idle connections close at once. A closed server
-    /// cannot be reused.
+    /// most the `close_timeout` option), idle connections and connections still being set
+    /// up (no request yet) close at once. A closed server cannot be reused.
     pub fn close(&self) {
         let shared = &self.shared;
         if shared.closing.replace(true) {
@@ -415,6 +423,15 @@ impl ServerHandle {
         }
         *shared.listener.borrow_mut() = ListenerState::Closed;
         shared.wake_accept();
+        // Connections still in setup have no request to finish: their tasks see
+        // `closing` and end.
+        let in_setup: Vec<Waker> = shared
+            .in_setup
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, waker)| waker.take())
+            .collect();
+        in_setup.into_iter().for_each(Waker::wake);
         // Parked connections get a driver again, which closes them as it would have.
         let parked: Vec<Ticket> = shared
             .conns
@@ -771,11 +788,21 @@ impl Shared {
         h1.drive(move |stream| handle.spawn_handler(stream), resumed)
     }
 
+    /// Sets the connection up, unless the server closes first.
     async fn set_up(self: Rc<Self>, conn: Conn) -> Option<Transport> {
         let setup = self.setup.borrow().clone()?;
-        match setup.run(conn).await {
-            Ok(t) => Some(t),
-            Err(e) => {
+        let entry = InSetup::new(&self);
+        let closed = pin!(poll_fn(|cx| entry.poll_closed(cx)));
+        let run = pin!(setup.run(conn));
+        // `closed` first: a connection accepted just before `close()` is not set up.
+        let outcome = select(closed, run).await;
+        match outcome {
+            Either::Left(_) => {
+                tracing::debug!("server closed during connection setup");
+                None
+            }
+            Either::Right((Ok(t), _)) => Some(t),
+            Either::Right((Err(e), _)) => {
                 // A failed handshake or a silent client costs only this connection
                 // (lua-http's default onerror stopped the whole server here).
                 tracing::debug!("connection setup failed: {e}");
@@ -805,6 +832,38 @@ impl Shared {
             h1.close_gracefully();
         }
         h1
+    }
+}
+
+/// A connection's place in `in_setup`, for as long as its setup runs.
+struct InSetup<'a> {
+    shared: &'a Shared,
+    key: usize,
+}
+
+impl<'a> InSetup<'a> {
+    fn new(shared: &'a Shared) -> InSetup<'a> {
+        let key = shared.in_setup.borrow_mut().insert(None);
+        InSetup { shared, key }
+    }
+
+    /// Ready once the server is closing; until then `close()` has our waker.
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.closing.get() {
+            return Poll::Ready(());
+        }
+        let mut in_setup = self.shared.in_setup.borrow_mut();
+        let waker = &mut in_setup[self.key];
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for InSetup<'_> {
+    fn drop(&mut self) {
+        self.shared.in_setup.borrow_mut().remove(self.key);
     }
 }
 

@@ -1,6 +1,11 @@
 //! `Upgraded`: a connection taken over by a handler (lua-http's `stream:take_socket()`), as
 //! after a `101 Switching Protocols` answer. It is the socket plus whatever bytes the server
 //! had already read past the request, which must be read first.
+//!
+//! Its errors are the peer's (the connection's) doing: one whose kind does not already
+//! say so (a bad TLS record is `InvalidData`) carries an [`Error`] of kind `Closed`
+//! inside the `io::Error`, so that a handler passing it on with `?` gets a disconnect,
+//! which does not reach `onerror`.
 
 use bytes::{Buf, Bytes};
 use std::{
@@ -10,6 +15,8 @@ use std::{
     task::{Context, Poll},
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::error::{is_disconnect_kind, Error};
 
 /// A byte stream the server's connections run on: TCP, unix, TLS over either, or one of
 /// those with bytes read ahead.
@@ -71,6 +78,16 @@ pub(crate) fn poll_read_buf(
     }
 }
 
+/// Marks an error of a taken connection as the peer's, keeping its `io::ErrorKind`.
+/// Resets, EOF and timeouts say so by their kind and stay as they are (with their OS
+/// error number).
+fn from_peer(e: io::Error) -> io::Error {
+    if is_disconnect_kind(e.kind()) || e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        return e;
+    }
+    io::Error::new(e.kind(), Error::peer(e))
+}
+
 /// A socket taken from its HTTP connection. Reads return the bytes the server had already
 /// buffered, then the socket's own.
 pub struct Upgraded {
@@ -124,7 +141,7 @@ impl AsyncRead for Upgraded {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf).map_err(from_peer)
     }
 }
 
@@ -134,7 +151,9 @@ impl AsyncWrite for Upgraded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        Pin::new(&mut self.io)
+            .poll_write(cx, buf)
+            .map_err(from_peer)
     }
 
     fn poll_write_vectored(
@@ -142,7 +161,9 @@ impl AsyncWrite for Upgraded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io)
+            .poll_write_vectored(cx, bufs)
+            .map_err(from_peer)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -150,10 +171,10 @@ impl AsyncWrite for Upgraded {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx).map_err(from_peer)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx).map_err(from_peer)
     }
 }

@@ -770,15 +770,15 @@ impl ConnState {
     }
 
     /// Writes what it can without waiting; if the socket is full, the driver takes over.
-    /// Returns an error if the connection is broken.
-    pub(crate) fn flush_now(&mut self) -> io::Result<()> {
+    /// Returns an error (a disconnect: see `Error::peer`) if the connection is broken.
+    pub(crate) fn flush_now(&mut self) -> Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         match self.poll_flush(&mut cx) {
-            Poll::Ready(r) => r,
+            Poll::Ready(r) => r.map_err(Error::peer),
             Poll::Pending => {
                 // The write left a no-op waker in the socket's slot: the driver must poll
                 // again to wait for writability with its own.

@@ -183,7 +183,7 @@ impl H1Stream {
                     return Poll::Pending;
                 }
                 st.wbuf.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                st.flush_now().map_err(Error::from)?;
+                st.flush_now()?;
             }
             if let Some(b) = &mut st.body {
                 b.continue_pending = false;
@@ -214,7 +214,7 @@ impl H1Stream {
                         return Poll::Ready(Err(Error::closed("peer closed in the request body")));
                     }
                     Poll::Ready(Ok(_)) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::peer(e))),
                     Poll::Pending => return Poll::Pending,
                 },
             }
@@ -285,7 +285,7 @@ impl H1Stream {
             if status == 101 {
                 *self.resp.borrow_mut() = Resp::Upgraded;
             }
-            return st.flush_now().map_err(Error::from);
+            return st.flush_now();
         }
         *self.resp.borrow_mut() = Resp::HeadPending {
             status,
@@ -340,7 +340,7 @@ impl H1Stream {
         if let Some(b) = st.body.as_mut().filter(|b| b.seq == self.seq) {
             b.continue_pending = false;
         }
-        st.flush_now().map_err(Error::from)
+        st.flush_now()
     }
 
     pub(crate) async fn write_chunk(&self, data: &[u8], end_stream: bool) -> Result<()> {
@@ -417,7 +417,7 @@ impl H1Stream {
                         Some(Poll::Ready(Err(e))) => {
                             st.io = None;
                             st.wake_writers();
-                            Poll::Ready(Err(Error::from(e)))
+                            Poll::Ready(Err(Error::peer(e)))
                         }
                         Some(Poll::Pending) => Poll::Pending,
                     }

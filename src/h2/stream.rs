@@ -506,7 +506,14 @@ fn noop_context() -> std::task::Context<'static> {
 }
 
 fn h2_error(e: h2::Error, what: &'static str) -> Error {
-    if e.is_io() || e.is_reset() || e.is_go_away() {
+    if e.is_io() {
+        // The connection under h2 failed (a reset, a bad TLS record): the peer's doing.
+        let io = e
+            .into_io()
+            .unwrap_or_else(|| std::io::ErrorKind::BrokenPipe.into());
+        return Error::peer(io).with_context(what);
+    }
+    if e.is_reset() || e.is_go_away() {
         Error::closed(what).with_source(e)
     } else {
         Error::new(crate::error::ErrorKind::Io)
