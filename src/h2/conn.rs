@@ -5,8 +5,10 @@
 //! hands each new request to the server. Around it: the handshake must finish within
 //! `connection_setup_timeout`; an idle connection (no open stream) gets GOAWAY after
 //! `intra_stream_timeout` (lua-http never times one out); a closing server sends GOAWAY
-//! and lets open streams finish. Frame-level defences — concurrent streams, header list
-//! size, rapid reset (CVE-2023-44487), CONTINUATION floods — are the h2 crate's, set here.
+//! and lets open streams finish; output that the client leaves undrained for
+//! `send_timeout` (`send_watch.rs`) closes the connection. Frame-level defences —
+//! concurrent streams, header list size, rapid reset (CVE-2023-44487), CONTINUATION
+//! floods — are the h2 crate's, set here.
 
 use bytes::Bytes;
 use std::{
@@ -19,9 +21,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::stream::H2Stream;
+use super::{
+    send_watch::{SendWatch, WatchedIo},
+    stream::H2Stream,
+};
 use crate::{
-    rt::{sleep, timeout, Controller},
+    rt::{sleep, sleep_until, timeout, Controller, Sleep},
     setup::Transport,
     upgrade::{Io, Upgraded},
 };
@@ -47,6 +52,9 @@ pub(crate) struct H2Shared {
     pub(crate) peer_addr: Option<SocketAddr>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) scheme: &'static str,
+    /// How long a stream's write may wait for send capacity (flow-control credit and room
+    /// in h2's send buffer) before the stream is reset.
+    pub(crate) send_timeout: Duration,
     /// Streams whose handlers have not ended: the connection is idle at zero.
     n_open: Cell<usize>,
     /// When the last stream ended (or the connection began), for the idle timeout.
@@ -97,6 +105,40 @@ const ACCEPT_BUDGET: usize = 64;
 enum End {
     Closed,
     Failed(h2::Error),
+    /// Output waited for the socket for `send_timeout` with nothing taken.
+    Stuck,
+}
+
+/// The send timer: armed while the connection's output waits for the socket, restarted
+/// whenever the client takes a byte.
+#[derive(Default)]
+struct Stall {
+    /// The byte count output was stuck at, and the timer for it.
+    at: Option<(u64, Sleep)>,
+}
+
+impl Stall {
+    /// Whether output has been stuck at the same byte for `send_timeout`; otherwise the
+    /// task is woken when it would be.
+    fn expired(
+        &mut self,
+        watch: &SendWatch,
+        send_timeout: Duration,
+        cx: &mut std::task::Context<'_>,
+    ) -> bool {
+        let Some(written) = watch.blocked_at() else {
+            self.at = None;
+            return false;
+        };
+        let timer = match &mut self.at {
+            Some((at, timer)) if *at == written => timer,
+            slot => {
+                let deadline = Controller::current().now() + send_timeout;
+                &mut slot.insert((written, sleep_until(deadline))).1
+            }
+        };
+        Pin::new(timer).poll(cx).is_ready()
+    }
 }
 
 /// Runs an HTTP/2 connection until it closes, handing each request to `on_request`.
@@ -123,10 +165,12 @@ pub(crate) fn serve<'a>(
     } else {
         Box::new(Upgraded::new(io, read_ahead.freeze()))
     };
+    let (io, send_watch) = WatchedIo::new(io);
     let shared = Rc::new(H2Shared {
         peer_addr,
         local_addr,
         scheme,
+        send_timeout: cfg.send_timeout,
         n_open: Cell::new(0),
         idle_since: Cell::new(Controller::current().now()),
         closing: Cell::new(false),
@@ -134,11 +178,11 @@ pub(crate) fn serve<'a>(
         driver: Cell::new(None),
     });
     on_shared(&shared);
-    drive(io, shared, cfg, on_request)
+    drive(io, send_watch, shared, cfg, on_request)
 }
 
 /// The h2 crate's server handshake with onstream's settings.
-fn handshake(cfg: &H2Config, io: Box<dyn Io>) -> h2::server::Handshake<Box<dyn Io>, Bytes> {
+fn handshake(cfg: &H2Config, io: WatchedIo) -> h2::server::Handshake<WatchedIo, Bytes> {
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(cfg.max_concurrent_streams)
@@ -155,7 +199,8 @@ fn handshake(cfg: &H2Config, io: Box<dyn Io>) -> h2::server::Handshake<Box<dyn I
 
 /// The connection task proper: the handshake, then requests until the connection closes.
 async fn drive(
-    io: Box<dyn Io>,
+    io: WatchedIo,
+    send_watch: Rc<SendWatch>,
     shared: Rc<H2Shared>,
     cfg: &H2Config,
     mut on_request: impl FnMut(H2Stream),
@@ -173,6 +218,7 @@ async fn drive(
     };
 
     let mut idle = sleep(cfg.intra_stream_timeout);
+    let mut stall = Stall::default();
     let mut going_away = false;
     let end = poll_fn(|cx| {
         let mut budget = ACCEPT_BUDGET;
@@ -201,6 +247,9 @@ async fn drive(
                 Poll::Ready(None) => return Poll::Ready(End::Closed),
                 Poll::Pending => {}
             }
+            if stall.expired(&send_watch, cfg.send_timeout, cx) {
+                return Poll::Ready(End::Stuck);
+            }
             if shared.n_open.get() == 0 && !going_away {
                 idle.reset(shared.idle_since.get() + cfg.intra_stream_timeout);
                 if Pin::new(&mut idle).poll(cx).is_ready() {
@@ -215,9 +264,13 @@ async fn drive(
         }
     })
     .await;
-    if let End::Failed(e) = end {
-        if !(e.is_io() || e.is_go_away()) {
+    match end {
+        End::Failed(e) if !(e.is_io() || e.is_go_away()) => {
             tracing::debug!(peer = ?shared.peer_addr, "HTTP/2 connection error: {e}");
         }
+        End::Stuck => {
+            tracing::debug!(peer = ?shared.peer_addr, "HTTP/2 output not taken for send_timeout");
+        }
+        _ => {}
     }
 }

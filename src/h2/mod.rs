@@ -8,6 +8,7 @@
 //! knowledge only) and server push (browsers removed it).
 
 mod conn;
+mod send_watch;
 mod stream;
 mod tunnel;
 

@@ -5,7 +5,9 @@
 //! Flow control: received DATA is released back to the peer as the handler takes it,
 //! so a handler that stops reading stops the client (per stream and, through the
 //! connection window, per connection). Sent DATA waits for send capacity, so a handler
-//! writing faster than the client reads waits too.
+//! writing faster than the client reads waits too — for `send_timeout` at most: a
+//! client that gives no credit for that long has its stream reset (CANCEL) and the
+//! handler's write fails with a timeout, as over HTTP/1.
 
 use bytes::{Bytes, BytesMut};
 use std::{
@@ -23,6 +25,7 @@ use crate::{
     error::{Error, Result},
     h1::Outcome,
     headers::{Field, Headers},
+    rt::timeout,
     upgrade::Upgraded,
 };
 
@@ -32,6 +35,8 @@ enum Resp {
     /// Headers sent without END_STREAM: DATA and trailers may follow.
     Body(SendStream<Bytes>),
     Done,
+    /// The server reset the stream (the client took nothing for `send_timeout`).
+    Reset,
     /// The stream became a tunnel (extended CONNECT) owned by the handler.
     Tunnel,
 }
@@ -162,8 +167,10 @@ impl H2Stream {
         let Some(status) = status else {
             return Err(Error::usage("response headers need a :status"));
         };
-        if !matches!(*self.resp.borrow(), Resp::NotStarted) {
-            return Err(Error::usage("the response already ended"));
+        match *self.resp.borrow() {
+            Resp::NotStarted => {}
+            Resp::Reset => return Err(Error::closed("the stream was reset")),
+            _ => return Err(Error::usage("the response already ended")),
         }
         let mut response = http::Response::new(());
         *response.status_mut() =
@@ -213,8 +220,10 @@ impl H2Stream {
         if matches!(*self.resp.borrow(), Resp::NotStarted) {
             return Err(Error::usage("write_headers must come before the body"));
         }
-        if matches!(*self.resp.borrow(), Resp::Done) {
-            return Err(Error::usage("the response already ended"));
+        match *self.resp.borrow() {
+            Resp::Done => return Err(Error::usage("the response already ended")),
+            Resp::Reset => return Err(Error::closed("the stream was reset")),
+            _ => {}
         }
         // A HEAD response carries no DATA; its END_STREAM still has to go out.
         let data = if self.headers.get(":method") == Some("HEAD") {
@@ -235,11 +244,13 @@ impl H2Stream {
                 send.reserve_capacity(rest.len());
                 Ok(())
             })?;
-            let granted = poll_fn(|cx| match &mut *self.resp.borrow_mut() {
+            let capacity = poll_fn(|cx| match &mut *self.resp.borrow_mut() {
                 Resp::Body(send) => send.poll_capacity(cx),
                 _ => Poll::Ready(None),
-            })
-            .await;
+            });
+            let Ok(granted) = timeout(self.conn.send_timeout, capacity).await else {
+                return Err(self.give_up_sending());
+            };
             let n = match granted {
                 Some(Ok(n)) if n > 0 => n.min(rest.len()),
                 Some(Ok(_)) => continue,
@@ -256,6 +267,19 @@ impl H2Stream {
         }
     }
 
+    /// Resets a stream whose client gave no send capacity for `send_timeout`. CANCEL, not
+    /// INTERNAL_ERROR: the server gives up on a stream the client does not take (RFC 9113
+    /// §7: "the stream is no longer needed"); nothing failed on its side, and
+    /// INTERNAL_ERROR stays the sign of a handler that failed mid-body.
+    fn give_up_sending(&self) -> Error {
+        if let Resp::Body(send) = &mut *self.resp.borrow_mut() {
+            send.send_reset(h2::Reason::CANCEL);
+        }
+        *self.resp.borrow_mut() = Resp::Reset;
+        tracing::debug!(peer = ?self.conn.peer_addr, "HTTP/2 stream took no data for send_timeout");
+        Error::timeout("sending the body: the client took nothing for send_timeout")
+    }
+
     fn with_send(
         &self,
         f: impl FnOnce(&mut SendStream<Bytes>) -> std::result::Result<(), h2::Error>,
@@ -265,6 +289,7 @@ impl H2Stream {
                 let reset = send.poll_reset(&mut noop_context()).is_ready();
                 send_error(e, reset, "sending the body")
             }),
+            Resp::Reset => Err(Error::closed("the stream was reset")),
             _ => Err(Error::usage("the response already ended")),
         }
     }
