@@ -6,6 +6,9 @@
 //!   nothing, must not hold a handler, what it opened and the connection forever: the
 //!   stuck stream is reset and its write fails with a timeout within `send_timeout`, and a
 //!   connection whose output does not drain is closed.
+//! - Early responses: a response sent before the request body was read must not cut the
+//!   client's upload short while what it sends stays within `max_discard`; a client that
+//!   sends more, or stops sending, is reset with NO_ERROR (RFC 9113 §8.1).
 //!
 //! Clients are the `h2` crate's where it can express the case, and raw frames over a
 //! `TcpStream` where the case is a client misbehaving below what a real client lets one do.
@@ -13,7 +16,7 @@
 mod common;
 
 use std::{
-    future::Future,
+    future::{poll_fn, Future},
     io::{self, Read, Write},
     net::{SocketAddr, TcpStream},
     sync::{
@@ -532,4 +535,152 @@ fn check_flood_then_silence(one: &[u8]) {
     );
     drop(tcp);
     check_still_serving(&server);
+}
+
+// ===== early responses =====
+
+/// Answers 405 at once, never reading the request body.
+fn early_answer_server(opts: impl FnOnce(Options) -> Options + Send + 'static) -> TestServer {
+    TestServer::start(
+        // Small windows: the client can send more than 64 KiB only if the server reads
+        // and gives credit back.
+        move |o| opts(o.h2_window_size(65_536, 65_536)),
+        || |_srv, stream: Stream| async move { respond(&stream, "405", "no uploads here").await },
+    )
+}
+
+/// Sends `total` bytes of body on `up` in 16 KiB pieces as flow control allows, then
+/// ends the stream; returns the bytes sent and, if the stream failed, its error.
+async fn send_body(up: &mut h2::SendStream<Bytes>, total: usize) -> (usize, Result<(), h2::Error>) {
+    let piece = Bytes::from(vec![b'u'; 16 * 1024]);
+    let mut sent = 0;
+    while sent < total {
+        let want = piece.len().min(total - sent);
+        up.reserve_capacity(want);
+        let granted = match within("send capacity", poll_fn(|cx| up.poll_capacity(cx))).await {
+            Some(Ok(n)) => n.min(want),
+            Some(Err(e)) => return (sent, Err(e)),
+            None => match within("the reset", poll_fn(|cx| up.poll_reset(cx))).await {
+                Ok(reason) => return (sent, Err(h2::Error::from(reason))),
+                Err(e) => return (sent, Err(e)),
+            },
+        };
+        if granted == 0 {
+            continue;
+        }
+        if let Err(e) = up.send_data(piece.slice(..granted), false) {
+            return (sent, Err(e));
+        }
+        sent += granted;
+    }
+    (sent, up.send_data(Bytes::new(), true))
+}
+
+/// Awaits a response and reads its body whole; returns the status and the body.
+async fn read_response(response: h2::client::ResponseFuture) -> (u16, Bytes) {
+    let response = within("response head", response)
+        .await
+        .expect("response head failed");
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut all = Vec::new();
+    while let Some(chunk) = within("response body", body.data()).await {
+        let chunk = chunk.expect("response body failed");
+        let _ = body.flow_control().release_capacity(chunk.len());
+        all.extend_from_slice(&chunk);
+    }
+    (status, Bytes::from(all))
+}
+
+/// Defect: a handler that answered (405, 413, any early error) before reading the body
+/// ended its stream with RST_STREAM(NO_ERROR) while the client was still sending; curl
+/// 7.88 then failed (exit 92) instead of showing the response. The client must get the
+/// whole response and be able to send its whole body (1 MiB, within `max_discard`)
+/// without a reset.
+#[test]
+fn an_early_response_lets_the_client_finish_sending_its_body() {
+    let server = early_answer_server(|o| o);
+    let addr = server.addr();
+    let (status, body, sent, result) = block_on(async {
+        let mut send = h2c_with(addr, &h2::client::Builder::new()).await;
+        let (response, mut up) = send
+            .send_request(request(addr, "POST", "/upload"), false)
+            .expect("send_request");
+        // The answer comes before any of the body was sent.
+        let (status, body) = read_response(response).await;
+        let (sent, result) = send_body(&mut up, 1024 * 1024).await;
+        (status, body, sent, result)
+    });
+    assert_eq!(status, 405);
+    assert_eq!(&body[..], b"no uploads here");
+    assert!(
+        result.is_ok(),
+        "the upload was cut after {sent} bytes: {result:?}"
+    );
+    assert_eq!(sent, 1024 * 1024);
+    check_still_serving_any(&server);
+}
+
+/// The other side of the same fix: a client that sends more than `max_discard` after the
+/// response is reset with NO_ERROR — after the server read and threw away what
+/// `max_discard` allows (more than the first 64 KiB window), not at once.
+#[test]
+fn an_early_response_resets_a_client_that_sends_more_than_max_discard() {
+    let server = early_answer_server(|o| o.max_discard(128 * 1024));
+    let addr = server.addr();
+    let (status, body, sent, result) = block_on(async {
+        let mut send = h2c_with(addr, &h2::client::Builder::new()).await;
+        let (response, mut up) = send
+            .send_request(request(addr, "POST", "/upload"), false)
+            .expect("send_request");
+        let (status, body) = read_response(response).await;
+        let (sent, result) = send_body(&mut up, 4 * 1024 * 1024).await;
+        (status, body, sent, result)
+    });
+    assert_eq!(status, 405);
+    assert_eq!(&body[..], b"no uploads here");
+    let error = result.expect_err("4 MiB went through with max_discard 128 KiB");
+    assert_eq!(error.reason(), Some(Reason::NO_ERROR), "{error:?}");
+    assert!(
+        sent > 128 * 1024,
+        "reset after only {sent} bytes: the server did not read on up to max_discard"
+    );
+    check_still_serving_any(&server);
+}
+
+/// Guards the bound of the same fix: a client that stops sending after the response is
+/// reset with NO_ERROR once `body_read_timeout` passes without a byte, not waited for
+/// forever. (The old code failed it only because the stream was gone before the client
+/// sent its first byte.)
+#[test]
+fn an_early_response_resets_a_client_that_stops_sending() {
+    let server = early_answer_server(|o| o.body_read_timeout(Duration::from_millis(300)));
+    let addr = server.addr();
+    let reset = block_on(async {
+        let mut send = h2c_with(addr, &h2::client::Builder::new()).await;
+        let (response, mut up) = send
+            .send_request(request(addr, "POST", "/upload"), false)
+            .expect("send_request");
+        let (status, _) = read_response(response).await;
+        assert_eq!(status, 405);
+        up.send_data(Bytes::from(vec![b'u'; 1000]), false)
+            .expect("send_data");
+        tokio::time::timeout(GIVE_UP, poll_fn(|cx| up.poll_reset(cx))).await
+    });
+    let reason = reset
+        .expect("the stream was still open after the client went quiet")
+        .expect("poll_reset failed");
+    assert_eq!(reason, Reason::NO_ERROR);
+}
+
+/// The server still answers a new connection (with any status), and nothing reached
+/// `onerror`.
+fn check_still_serving_any(server: &TestServer) {
+    let (status, _) = h2_get(server.addr(), "/after");
+    assert_eq!(status, 405);
+    assert!(
+        server.step_errors().is_empty(),
+        "a client's fault reached onerror: {:?}",
+        server.step_errors()
+    );
 }

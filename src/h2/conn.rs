@@ -22,6 +22,7 @@ use std::{
 };
 
 use super::{
+    drain::DrainLimits,
     send_watch::{SendWatch, WatchedIo},
     stream::H2Stream,
 };
@@ -45,6 +46,9 @@ pub(crate) struct H2Config {
     pub intra_stream_timeout: Duration,
     pub send_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// How much of a request body its handler left unread is read and thrown away so
+    /// that the client can finish sending (`drain.rs`).
+    pub max_discard: u64,
 }
 
 /// What the connection's streams and the server share with the connection task.
@@ -55,7 +59,10 @@ pub(crate) struct H2Shared {
     /// How long a stream's write may wait for send capacity (flow-control credit and room
     /// in h2's send buffer) before the stream is reset.
     pub(crate) send_timeout: Duration,
-    /// Streams whose handlers have not ended: the connection is idle at zero.
+    /// How much of an unread request body is read after the response ended.
+    pub(crate) drain: DrainLimits,
+    /// Streams whose handlers (or the reading of their unread bodies) have not ended:
+    /// the connection is idle at zero.
     n_open: Cell<usize>,
     /// When the last stream ended (or the connection began), for the idle timeout.
     idle_since: Cell<Instant>,
@@ -171,6 +178,11 @@ pub(crate) fn serve<'a>(
         local_addr,
         scheme,
         send_timeout: cfg.send_timeout,
+        drain: DrainLimits {
+            max_bytes: cfg.max_discard,
+            gap: cfg.body_read_timeout,
+            within: cfg.intra_stream_timeout,
+        },
         n_open: Cell::new(0),
         idle_since: Cell::new(Controller::current().now()),
         closing: Cell::new(false),

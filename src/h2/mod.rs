@@ -1,6 +1,9 @@
 //! HTTP/2 on the `h2` crate: `conn.rs` drives a server connection as a task on the step
 //! loop; `stream.rs` gives each request the same `Stream` operations as HTTP/1.
 //!
+//! `drain.rs` reads what a client still sends after its response ended; `send_watch.rs`
+//! tells the connection task when its output is stuck on a client that does not read.
+//!
 //! `tunnel.rs` turns a stream into a byte stream for extended CONNECT (RFC 8441), which
 //! carries WebSocket over HTTP/2.
 //!
@@ -8,6 +11,7 @@
 //! knowledge only) and server push (browsers removed it).
 
 mod conn;
+mod drain;
 mod send_watch;
 mod stream;
 mod tunnel;

@@ -7,7 +7,8 @@
 //! connection window, per connection). Sent DATA waits for send capacity, so a handler
 //! writing faster than the client reads waits too — for `send_timeout` at most: a
 //! client that gives no credit for that long has its stream reset (CANCEL) and the
-//! handler's write fails with a timeout, as over HTTP/1.
+//! handler's write fails with a timeout, as over HTTP/1. A request body left unread when
+//! the response is complete is read on and thrown away by `drain.rs`.
 
 use bytes::{Bytes, BytesMut};
 use std::{
@@ -356,9 +357,22 @@ impl H2Stream {
                 send.send_reset(h2::Reason::INTERNAL_ERROR);
             }
         }
-        // An unread rest of the request body is dropped with the `RecvStream`; h2 then
-        // gives its flow-control credit back to the connection.
-        *self.resp.borrow_mut() = Resp::Done;
+        // A response that did not end normally ended with a reset (ours or the client's).
+        let mut resp = self.resp.borrow_mut();
+        if !matches!(*resp, Resp::Done | Resp::Tunnel) {
+            *resp = Resp::Reset;
+        }
+    }
+
+    /// The request body's unread rest, when the response is complete and the client may
+    /// still be sending it: not after a reset, nor when the client waits for a
+    /// `100 Continue` it never got (it is not to send the body, RFC 9110 §10.1.1).
+    fn unread_body(&mut self) -> Option<RecvStream> {
+        let complete = self.finished.get() && matches!(self.resp.get_mut(), Resp::Done);
+        if !complete || self.body_done.get() || self.continue_pending.get() {
+            return None;
+        }
+        self.recv.get_mut().take().filter(|r| !r.is_end_stream())
     }
 }
 
@@ -371,7 +385,11 @@ impl Drop for H2Stream {
                 send.send_reset(h2::Reason::INTERNAL_ERROR);
             }
         }
-        self.conn.stream_closed();
+        match self.unread_body() {
+            // The stream stays open on the connection until the drain ends.
+            Some(recv) => super::drain::spawn(recv, self.conn.clone()),
+            None => self.conn.stream_closed(),
+        }
     }
 }
 
