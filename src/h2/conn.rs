@@ -23,6 +23,7 @@ use std::{
 
 use super::{
     drain::DrainLimits,
+    malformed,
     send_watch::{SendWatch, WatchedIo},
     stream::H2Stream,
 };
@@ -231,6 +232,7 @@ async fn drive(
 
     let mut idle = sleep(cfg.intra_stream_timeout);
     let mut stall = Stall::default();
+    let mut n_malformed = 0;
     let mut going_away = false;
     let end = poll_fn(|cx| {
         let mut budget = ACCEPT_BUDGET;
@@ -245,8 +247,20 @@ async fn drive(
             match conn.poll_accept(cx) {
                 // Each request goes to its handler at once, and the next is accepted in the
                 // same turn: no hand-off through the task's output.
-                Poll::Ready(Some(Ok((req, respond)))) => {
-                    on_request(H2Stream::new(shared.clone(), req, respond));
+                Poll::Ready(Some(Ok((req, mut respond)))) => {
+                    match malformed::fields_fault(req.headers()) {
+                        None => on_request(H2Stream::new(shared.clone(), req, respond)),
+                        Some(why) => {
+                            tracing::debug!(peer = ?shared.peer_addr, "malformed HTTP/2 request: {why}");
+                            respond.send_reset(h2::Reason::PROTOCOL_ERROR);
+                            // h2 bounds the resets it makes itself (then GOAWAY with
+                            // ENHANCE_YOUR_CALM) but not ours: the same bound.
+                            n_malformed += 1;
+                            if n_malformed > cfg.max_local_error_reset_streams {
+                                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                            }
+                        }
+                    }
                     budget -= 1;
                     if budget == 0 {
                         // Other connections get their turn; this task runs again next turn.

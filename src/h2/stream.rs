@@ -36,7 +36,8 @@ enum Resp {
     /// Headers sent without END_STREAM: DATA and trailers may follow.
     Body(SendStream<Bytes>),
     Done,
-    /// The server reset the stream (the client took nothing for `send_timeout`).
+    /// The server reset the stream (the client took nothing for `send_timeout`, or sent
+    /// malformed trailers).
     Reset,
     /// The stream became a tunnel (extended CONNECT) owned by the handler.
     Tunnel,
@@ -134,6 +135,13 @@ impl H2Stream {
                 self.body_done.set(true);
                 match trailers {
                     Ok(Some(map)) => {
+                        if let Some(why) = super::malformed::fields_fault(&map) {
+                            // RFC 9113 §8.1.1: a stream error; the client's fault, so the
+                            // error carries a status and never reaches `onerror`.
+                            tracing::debug!(peer = ?self.conn.peer_addr, "malformed HTTP/2 trailers: {why}");
+                            self.reset(h2::Reason::PROTOCOL_ERROR);
+                            return Err(Error::protocol(400, why));
+                        }
                         *self.trailers.borrow_mut() = Some(Headers::from_header_map(&map))
                     }
                     Ok(None) => {}
@@ -273,12 +281,20 @@ impl H2Stream {
     /// §7: "the stream is no longer needed"); nothing failed on its side, and
     /// INTERNAL_ERROR stays the sign of a handler that failed mid-body.
     fn give_up_sending(&self) -> Error {
-        if let Resp::Body(send) = &mut *self.resp.borrow_mut() {
-            send.send_reset(h2::Reason::CANCEL);
-        }
-        *self.resp.borrow_mut() = Resp::Reset;
+        self.reset(h2::Reason::CANCEL);
         tracing::debug!(peer = ?self.conn.peer_addr, "HTTP/2 stream took no data for send_timeout");
         Error::timeout("sending the body: the client took nothing for send_timeout")
+    }
+
+    /// Resets the stream from the server's side, whatever the state of the response;
+    /// later writes fail as on a stream the client reset.
+    fn reset(&self, reason: h2::Reason) {
+        if let Some(mut respond) = self.respond.borrow_mut().take() {
+            respond.send_reset(reason);
+        } else if let Resp::Body(send) = &mut *self.resp.borrow_mut() {
+            send.send_reset(reason);
+        }
+        *self.resp.borrow_mut() = Resp::Reset;
     }
 
     fn with_send(
