@@ -262,6 +262,7 @@ impl Server {
                         intra_stream_timeout: options.intra_stream_timeout,
                         send_timeout: options.send_timeout,
                         body_read_timeout: options.body_read_timeout,
+                        max_discard: options.limits.max_discard,
                     },
                     version: options.version,
                     max_concurrent: options.max_concurrent,

@@ -103,10 +103,11 @@ impl Inner {
 
     /// The client sent no byte of the body for `body_read_timeout`: the rest is not waited
     /// for (HTTP/1 closes the connection after the response; HTTP/2 resets the stream
-    /// when its handler ends).
+    /// when its handler ends, without draining), and later reads fail too.
     fn body_timed_out(&self) {
-        if let Inner::H1(s) = self {
-            s.body_timed_out();
+        match self {
+            Inner::H1(s) => s.body_timed_out(),
+            Inner::H2(s) => s.body_timed_out(),
         }
     }
 }

@@ -461,3 +461,58 @@ fn close_ends_connections_still_in_setup() {
         );
     }
 }
+
+/// The same for a TLS connection that chose HTTP/2 by ALPN and never sent the preface:
+/// the HTTP/2 handshake waited for it regardless of `close()`, until
+/// `connection_setup_timeout`.
+#[test]
+fn close_ends_an_http2_connection_waiting_for_its_preface() {
+    let (cert, config) = localhost_cert();
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let options = Options::new()
+            .host("127.0.0.1")
+            .port(0)
+            .tls(Tls::On)
+            .tls_config(config)
+            .connection_setup_timeout(Duration::from_secs(30))
+            .close_timeout(Duration::from_millis(500));
+        let server = Server::listen(options, |_srv, _stream| async { Ok(()) }).unwrap();
+        addr_tx
+            .send(server.local_addr().unwrap().inet().unwrap())
+            .unwrap();
+        // Step while the client completes its handshake, until it says it has.
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while go_rx.try_recv().is_err() && Instant::now() < deadline {
+            server.step(Some(Duration::from_millis(20))).unwrap();
+        }
+        for _ in 0..5 {
+            server.step(Some(Duration::from_millis(20))).unwrap();
+        }
+        server.close();
+        let closing = Instant::now();
+        let ran = server.run(Some(Duration::from_secs(15)));
+        (
+            closing.elapsed(),
+            server.empty(),
+            ran.map_err(|e| format!("{e:?}")),
+        )
+    });
+    let addr = addr_rx.recv_timeout(IO_TIMEOUT).unwrap();
+    let mut sock = connect(addr);
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(Arc::new(trusting(&cert, &[b"h2"])), name).unwrap();
+    while tls.is_handshaking() {
+        tls.complete_io(&mut sock).expect("TLS handshake");
+    }
+    assert_eq!(tls.alpn_protocol(), Some(&b"h2"[..]));
+    go_tx.send(()).unwrap();
+    let (took, empty, ran) = server.join().expect("the server thread panicked");
+    assert_eq!(ran, Ok(()));
+    assert!(empty, "run() returned with connections left");
+    assert!(
+        took < Duration::from_secs(10),
+        "run() went on for {took:?} after close()"
+    );
+}

@@ -165,6 +165,15 @@ impl H1Stream {
 
     /// The next piece of the request body, `None` at its end.
     pub(crate) fn poll_next_chunk(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        if let Some(status) = self.peer_error.get() {
+            // The body was given up (malformed, or it stopped arriving): a later read must
+            // not look like its end, or a handler that went on would take a part for the
+            // whole.
+            return Poll::Ready(Err(Error::protocol(
+                status,
+                "the request body was not received whole",
+            )));
+        }
         let mut st = self.conn.st.borrow_mut();
         let st = &mut *st;
         match &st.body {

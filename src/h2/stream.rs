@@ -5,7 +5,10 @@
 //! Flow control: received DATA is released back to the peer as the handler takes it,
 //! so a handler that stops reading stops the client (per stream and, through the
 //! connection window, per connection). Sent DATA waits for send capacity, so a handler
-//! writing faster than the client reads waits too.
+//! writing faster than the client reads waits too — for `send_timeout` at most: a
+//! client that gives no credit for that long has its stream reset (CANCEL) and the
+//! handler's write fails with a timeout, as over HTTP/1. A request body left unread when
+//! the response is complete is read on and thrown away by `drain.rs`.
 
 use bytes::{Bytes, BytesMut};
 use std::{
@@ -23,6 +26,7 @@ use crate::{
     error::{Error, Result},
     h1::Outcome,
     headers::{Field, Headers},
+    rt::timeout,
     upgrade::Upgraded,
 };
 
@@ -32,6 +36,9 @@ enum Resp {
     /// Headers sent without END_STREAM: DATA and trailers may follow.
     Body(SendStream<Bytes>),
     Done,
+    /// The server reset the stream (the client took nothing for `send_timeout`, or sent
+    /// malformed trailers).
+    Reset,
     /// The stream became a tunnel (extended CONNECT) owned by the handler.
     Tunnel,
 }
@@ -47,6 +54,9 @@ pub(crate) struct H2Stream {
     trailers: RefCell<Option<Headers>>,
     /// The request body ended (END_STREAM seen, trailers taken).
     body_done: Cell<bool>,
+    /// The body stopped arriving for `body_read_timeout`: it is given up (no drain after
+    /// the response) and later reads fail rather than look like its end.
+    body_timed_out: Cell<bool>,
     /// The client sent `expect: 100-continue` and no response went out yet.
     continue_pending: Cell<bool>,
     n_handlers: Cell<usize>,
@@ -70,6 +80,7 @@ impl H2Stream {
             conn,
             headers,
             body_done: Cell::new(recv.is_end_stream()),
+            body_timed_out: Cell::new(false),
             recv: RefCell::new(Some(recv)),
             respond: RefCell::new(Some(respond)),
             resp: RefCell::new(Resp::NotStarted),
@@ -101,7 +112,19 @@ impl H2Stream {
 
     // ===== reading =====
 
+    /// The client sent no byte of the body for `body_read_timeout`.
+    pub(crate) fn body_timed_out(&self) {
+        self.body_timed_out.set(true);
+        self.body_done.set(true);
+    }
+
     pub(crate) async fn get_next_chunk(&self) -> Result<Option<Bytes>> {
+        if self.body_timed_out.get() {
+            return Err(Error::protocol(
+                408,
+                "the request body was not received whole",
+            ));
+        }
         if self.body_done.get() {
             return Ok(None);
         }
@@ -132,6 +155,13 @@ impl H2Stream {
                 self.body_done.set(true);
                 match trailers {
                     Ok(Some(map)) => {
+                        if let Some(why) = super::malformed::fields_fault(&map) {
+                            // RFC 9113 §8.1.1: a stream error; the client's fault, so the
+                            // error carries a status and never reaches `onerror`.
+                            tracing::debug!(peer = ?self.conn.peer_addr, "malformed HTTP/2 trailers: {why}");
+                            self.reset(h2::Reason::PROTOCOL_ERROR);
+                            return Err(Error::protocol(400, why));
+                        }
                         *self.trailers.borrow_mut() = Some(Headers::from_header_map(&map))
                     }
                     Ok(None) => {}
@@ -166,8 +196,10 @@ impl H2Stream {
         let Some(status) = status else {
             return Err(Error::usage("response headers need a :status"));
         };
-        if !matches!(*self.resp.borrow(), Resp::NotStarted) {
-            return Err(Error::usage("the response already ended"));
+        match *self.resp.borrow() {
+            Resp::NotStarted => {}
+            Resp::Reset => return Err(Error::closed("the stream was reset")),
+            _ => return Err(Error::usage("the response already ended")),
         }
         let mut response = http::Response::new(());
         *response.status_mut() =
@@ -217,8 +249,10 @@ impl H2Stream {
         if matches!(*self.resp.borrow(), Resp::NotStarted) {
             return Err(Error::usage("write_headers must come before the body"));
         }
-        if matches!(*self.resp.borrow(), Resp::Done) {
-            return Err(Error::usage("the response already ended"));
+        match *self.resp.borrow() {
+            Resp::Done => return Err(Error::usage("the response already ended")),
+            Resp::Reset => return Err(Error::closed("the stream was reset")),
+            _ => {}
         }
         // A HEAD response carries no DATA; its END_STREAM still has to go out.
         let data = if self.headers.get(":method") == Some("HEAD") {
@@ -239,11 +273,13 @@ impl H2Stream {
                 send.reserve_capacity(rest.len());
                 Ok(())
             })?;
-            let granted = poll_fn(|cx| match &mut *self.resp.borrow_mut() {
+            let capacity = poll_fn(|cx| match &mut *self.resp.borrow_mut() {
                 Resp::Body(send) => send.poll_capacity(cx),
                 _ => Poll::Ready(None),
-            })
-            .await;
+            });
+            let Ok(granted) = timeout(self.conn.send_timeout, capacity).await else {
+                return Err(self.give_up_sending());
+            };
             let n = match granted {
                 Some(Ok(n)) if n > 0 => n.min(rest.len()),
                 Some(Ok(_)) => continue,
@@ -260,6 +296,27 @@ impl H2Stream {
         }
     }
 
+    /// Resets a stream whose client gave no send capacity for `send_timeout`. CANCEL, not
+    /// INTERNAL_ERROR: the server gives up on a stream the client does not take (RFC 9113
+    /// §7: "the stream is no longer needed"); nothing failed on its side, and
+    /// INTERNAL_ERROR stays the sign of a handler that failed mid-body.
+    fn give_up_sending(&self) -> Error {
+        self.reset(h2::Reason::CANCEL);
+        tracing::debug!(peer = ?self.conn.peer_addr, "HTTP/2 stream took no data for send_timeout");
+        Error::timeout("sending the body: the client took nothing for send_timeout")
+    }
+
+    /// Resets the stream from the server's side, whatever the state of the response;
+    /// later writes fail as on a stream the client reset.
+    fn reset(&self, reason: h2::Reason) {
+        if let Some(mut respond) = self.respond.borrow_mut().take() {
+            respond.send_reset(reason);
+        } else if let Resp::Body(send) = &mut *self.resp.borrow_mut() {
+            send.send_reset(reason);
+        }
+        *self.resp.borrow_mut() = Resp::Reset;
+    }
+
     fn with_send(
         &self,
         f: impl FnOnce(&mut SendStream<Bytes>) -> std::result::Result<(), h2::Error>,
@@ -269,6 +326,7 @@ impl H2Stream {
                 let reset = send.poll_reset(&mut noop_context()).is_ready();
                 send_error(e, reset, "sending the body")
             }),
+            Resp::Reset => Err(Error::closed("the stream was reset")),
             _ => Err(Error::usage("the response already ended")),
         }
     }
@@ -335,9 +393,22 @@ impl H2Stream {
                 send.send_reset(h2::Reason::INTERNAL_ERROR);
             }
         }
-        // An unread rest of the request body is dropped with the `RecvStream`; h2 then
-        // gives its flow-control credit back to the connection.
-        *self.resp.borrow_mut() = Resp::Done;
+        // A response that did not end normally ended with a reset (ours or the client's).
+        let mut resp = self.resp.borrow_mut();
+        if !matches!(*resp, Resp::Done | Resp::Tunnel) {
+            *resp = Resp::Reset;
+        }
+    }
+
+    /// The request body's unread rest, when the response is complete and the client may
+    /// still be sending it: not after a reset, nor when the client waits for a
+    /// `100 Continue` it never got (it is not to send the body, RFC 9110 §10.1.1).
+    fn unread_body(&mut self) -> Option<RecvStream> {
+        let complete = self.finished.get() && matches!(self.resp.get_mut(), Resp::Done);
+        if !complete || self.body_done.get() || self.continue_pending.get() {
+            return None;
+        }
+        self.recv.get_mut().take().filter(|r| !r.is_end_stream())
     }
 }
 
@@ -350,7 +421,11 @@ impl Drop for H2Stream {
                 send.send_reset(h2::Reason::INTERNAL_ERROR);
             }
         }
-        self.conn.stream_closed();
+        match self.unread_body() {
+            // The stream stays open on the connection until the drain ends.
+            Some(recv) => super::drain::spawn(recv, self.conn.clone()),
+            None => self.conn.stream_closed(),
+        }
     }
 }
 
