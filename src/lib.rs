@@ -54,6 +54,7 @@ mod server;
 mod setup;
 mod sniff;
 mod stream;
+mod transport;
 pub mod tls;
 mod upgrade;
 pub mod websocket;

@@ -41,7 +41,8 @@ use crate::{
     options::Version,
     parking::{ParkingLot, Ticket},
     rt::{sleep, sleep_until, Controller, Remote, Sleep},
-    setup::{Setup, Transport},
+    setup::Setup,
+    transport::Transport,
     stream::{Inner, Stream},
     tls::{self, Tls},
 };

@@ -16,65 +16,14 @@ use std::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::error::{is_disconnect_kind, Error};
-
-/// A byte stream the server's connections run on: TCP, unix, TLS over either, or one of
-/// those with bytes read ahead.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {
-    /// Sends up to `count` bytes of `file` from `*offset` straight from the page cache
-    /// (sendfile(2)), advancing `*offset`. `None`: this stream is not a plain socket
-    /// (TLS must encrypt in user space), so the caller copies instead.
-    fn poll_sendfile(
-        &mut self,
-        _cx: &mut Context<'_>,
-        _file: &std::fs::File,
-        _offset: &mut u64,
-        _count: usize,
-    ) -> Option<Poll<io::Result<usize>>> {
-        None
-    }
-
-    /// The peer's and the local address, asked of the socket (getpeername, getsockname):
-    /// `None` for unix sockets and streams that are not sockets, or once the socket
-    /// failed.
-    fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        (None, None)
-    }
-}
+use crate::{
+    error::{is_disconnect_kind, Error},
+    transport::{poll_read_buf, Io},
+};
 
 impl Io for Upgraded {
     fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
         self.io.socket_addrs()
-    }
-}
-
-impl Io for tokio_rustls::server::TlsStream<Box<dyn Io>> {
-    fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        self.get_ref().0.socket_addrs()
-    }
-}
-
-/// Reads into the spare capacity of `buf` (which the caller has reserved) without zeroing
-/// it first, and extends `buf` by what was read. `Ok(0)` is EOF.
-pub(crate) fn poll_read_buf(
-    io: &mut Box<dyn Io>,
-    buf: &mut bytes::BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
-    match Pin::new(&mut **io).poll_read(cx, &mut rb) {
-        Poll::Ready(Ok(())) => {
-            let n = rb.filled().len();
-            // SAFETY: `poll_read` initialised and filled the first `n` bytes of the spare
-            // capacity, as `ReadBuf::filled` reports.
-            #[allow(unsafe_code)]
-            unsafe {
-                buf.set_len(buf.len() + n);
-            }
-            Poll::Ready(Ok(n))
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => Poll::Pending,
     }
 }
 

@@ -41,8 +41,7 @@ use super::{
 use crate::{
     error::{Error, Result},
     rt::{sleep, sleep_until, Controller, Sleep},
-    setup::Transport,
-    upgrade::{poll_read_buf, Io},
+    transport::{poll_read_buf, Io, Transport},
 };
 
 /// How much is read from the socket at a time.

@@ -29,8 +29,8 @@ use super::{
 };
 use crate::{
     rt::{sleep, sleep_until, timeout, Controller, Sleep},
-    setup::Transport,
-    upgrade::{Io, Upgraded},
+    transport::{Io, Transport},
+    upgrade::Upgraded,
 };
 
 /// Per-server HTTP/2 settings.

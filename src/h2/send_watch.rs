@@ -18,7 +18,7 @@ use std::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::upgrade::Io;
+use crate::transport::Io;
 
 /// What the connection task reads of the socket's output.
 #[derive(Debug, Default)]
