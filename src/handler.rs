@@ -18,9 +18,9 @@ use std::{
 
 use crate::{
     error::{Error, Result},
-    h1::Outcome,
     rt::Controller,
     stream::Inner,
+    stream_common::Outcome,
 };
 
 /// Runs `handler` (already holding a claim on `stream`) on `ctl`; `report` receives the
@@ -59,7 +59,7 @@ pub(crate) fn spawn(
         };
         // A stream handed to another server with `add_stream` is finished by the handler
         // that got it last.
-        if stream.unclaim() {
+        if stream.common().unclaim() {
             stream.finish(outcome).await;
         }
     })

@@ -42,9 +42,9 @@ use crate::{
     parking::{ParkingLot, Ticket},
     rt::{sleep, sleep_until, Controller, Remote, Sleep},
     setup::Setup,
-    transport::Transport,
     stream::{Inner, Stream},
     tls::{self, Tls},
+    transport::Transport,
 };
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<()>>>>;
@@ -878,7 +878,7 @@ impl ServerHandle {
         let stream = public.inner().clone();
         // Claimed before the handler is called: it may hand the stream to another server
         // (`add_stream`) at once, and only the last holder may finish it.
-        stream.claim();
+        stream.common().claim();
         let fut = {
             let mut handler = self.shared.handler.borrow_mut();
             handler(self.clone(), public)

@@ -27,10 +27,11 @@ use std::{
 
 use crate::{
     error::{Error, Result},
-    h1::{H1Stream, Outcome},
+    h1::H1Stream,
     h2::H2Stream,
     headers::Headers,
     rt::{sleep_until, Controller, Sleep},
+    stream_common::{Common, Outcome},
     upgrade::Upgraded,
 };
 
@@ -65,17 +66,11 @@ pub(crate) enum Inner {
 }
 
 impl Inner {
-    pub(crate) fn claim(&self) {
+    /// What both versions keep alike (`stream_common.rs`).
+    pub(crate) fn common(&self) -> &Common {
         match self {
-            Inner::H1(s) => s.claim(),
-            Inner::H2(s) => s.claim(),
-        }
-    }
-
-    pub(crate) fn unclaim(&self) -> bool {
-        match self {
-            Inner::H1(s) => s.unclaim(),
-            Inner::H2(s) => s.unclaim(),
+            Inner::H1(s) => s.common(),
+            Inner::H2(s) => s.common(),
         }
     }
 
@@ -135,10 +130,7 @@ impl Stream {
 
     /// The request's trailer fields, once the body has been read to its end.
     pub async fn get_trailers(&self) -> Result<Option<Headers>> {
-        Ok(match &self.inner {
-            Inner::H1(s) => s.trailers(),
-            Inner::H2(s) => s.trailers(),
-        })
+        Ok(self.inner.common().trailers())
     }
 
     /// The HTTP version of the request.

@@ -79,4 +79,3 @@ pub(crate) struct Transport {
     /// HTTP/2: chosen by ALPN over TLS, or by the preface in cleartext.
     pub h2: bool,
 }
-

@@ -24,9 +24,9 @@ use h2::{server::SendResponse, RecvStream, SendStream};
 use super::conn::H2Shared;
 use crate::{
     error::{Error, Result},
-    h1::Outcome,
     headers::{Field, Headers},
     rt::timeout,
+    stream_common::{Common, Finish, Outcome, Progress},
     upgrade::Upgraded,
 };
 
@@ -51,16 +51,11 @@ pub(crate) struct H2Stream {
     recv: RefCell<Option<RecvStream>>,
     respond: RefCell<Option<SendResponse<Bytes>>>,
     resp: RefCell<Resp>,
-    trailers: RefCell<Option<Headers>>,
-    /// The request body ended (END_STREAM seen, trailers taken).
+    /// The request body ended (END_STREAM seen, trailers taken), or was given up.
     body_done: Cell<bool>,
-    /// The body stopped arriving for `body_read_timeout`: it is given up (no drain after
-    /// the response) and later reads fail rather than look like its end.
-    body_timed_out: Cell<bool>,
     /// The client sent `expect: 100-continue` and no response went out yet.
     continue_pending: Cell<bool>,
-    n_handlers: Cell<usize>,
-    finished: Cell<bool>,
+    common: Common,
 }
 
 impl H2Stream {
@@ -80,13 +75,10 @@ impl H2Stream {
             conn,
             headers,
             body_done: Cell::new(recv.is_end_stream()),
-            body_timed_out: Cell::new(false),
             recv: RefCell::new(Some(recv)),
             respond: RefCell::new(Some(respond)),
             resp: RefCell::new(Resp::NotStarted),
-            trailers: RefCell::new(None),
-            n_handlers: Cell::new(0),
-            finished: Cell::new(false),
+            common: Common::default(),
         }
     }
 
@@ -106,22 +98,24 @@ impl H2Stream {
         self.conn.body_read_timeout
     }
 
-    pub(crate) fn trailers(&self) -> Option<Headers> {
-        self.trailers.borrow().clone()
+    pub(crate) fn common(&self) -> &Common {
+        &self.common
     }
 
     // ===== reading =====
 
-    /// The client sent no byte of the body for `body_read_timeout`.
+    /// The client sent no byte of the body for `body_read_timeout`: the body is given up
+    /// (no drain after the response).
     pub(crate) fn body_timed_out(&self) {
-        self.body_timed_out.set(true);
+        self.common.set_peer_error(408);
         self.body_done.set(true);
     }
 
     pub(crate) async fn get_next_chunk(&self) -> Result<Option<Bytes>> {
-        if self.body_timed_out.get() {
+        if let Some(status) = self.common.peer_error() {
+            // Given up: a later read must not look like the body's end.
             return Err(Error::protocol(
-                408,
+                status,
                 "the request body was not received whole",
             ));
         }
@@ -160,9 +154,11 @@ impl H2Stream {
                             // error carries a status and never reaches `onerror`.
                             tracing::debug!(peer = ?self.conn.peer_addr, "malformed HTTP/2 trailers: {why}");
                             self.reset(h2::Reason::PROTOCOL_ERROR);
+                            self.common.set_peer_error(400);
                             return Err(Error::protocol(400, why));
                         }
-                        *self.trailers.borrow_mut() = Some(Headers::from_header_map(&map))
+                        self.common
+                            .set_trailers(Some(Headers::from_header_map(&map)))
                     }
                     Ok(None) => {}
                     Err(e) => return Err(h2_error(e, "reading the request trailers")),
@@ -362,36 +358,29 @@ impl H2Stream {
 
     // ===== lifecycle =====
 
-    pub(crate) fn claim(&self) {
-        self.n_handlers.set(self.n_handlers.get() + 1);
-    }
-
-    pub(crate) fn unclaim(&self) -> bool {
-        self.n_handlers.set(self.n_handlers.get().saturating_sub(1));
-        self.n_handlers.get() == 0
-    }
-
-    /// Ends the exchange after the handler returned: 503 if it never answered, the end of
-    /// an open body, or RST_STREAM(INTERNAL_ERROR) when it failed part-way.
+    /// Ends the exchange after the handler returned, by the shared finish policy
+    /// (`stream_common.rs`): an unanswered request answered (503, or the client's error),
+    /// an open body ended, or RST_STREAM(INTERNAL_ERROR) when the handler failed part-way.
     pub(crate) async fn finish(&self, outcome: Outcome) {
-        if self.finished.replace(true) {
+        if self.common.mark_finished() {
             return;
         }
-        let not_started = matches!(*self.resp.borrow(), Resp::NotStarted);
-        if not_started {
-            if self.respond.borrow().is_none() {
-                return;
+        let progress = match &*self.resp.borrow() {
+            Resp::NotStarted if self.respond.borrow().is_some() => Progress::NotStarted,
+            Resp::Body(_) => Progress::BodyOpen,
+            _ => Progress::Ended,
+        };
+        match self.common.finish_action(progress, outcome) {
+            Finish::Answer(head, body) => {
+                if self.write_headers(&head, false).await.is_ok() {
+                    let _ = self.write_chunk(body.as_bytes(), true).await;
+                }
             }
-            let (head, body) = outcome.automatic_response();
-            if self.write_headers(&head, false).await.is_ok() {
-                let _ = self.write_chunk(body.as_bytes(), true).await;
-            }
-        } else if matches!(*self.resp.borrow(), Resp::Body(_)) {
-            if outcome == Outcome::Ok {
+            Finish::EndBody => {
                 let _ = self.write_chunk(&[], true).await;
-            } else if let Resp::Body(send) = &mut *self.resp.borrow_mut() {
-                send.send_reset(h2::Reason::INTERNAL_ERROR);
             }
+            Finish::Abort => self.reset(h2::Reason::INTERNAL_ERROR),
+            Finish::Nothing => {}
         }
         // A response that did not end normally ended with a reset (ours or the client's).
         let mut resp = self.resp.borrow_mut();
@@ -404,7 +393,7 @@ impl H2Stream {
     /// still be sending it: not after a reset, nor when the client waits for a
     /// `100 Continue` it never got (it is not to send the body, RFC 9110 §10.1.1).
     fn unread_body(&mut self) -> Option<RecvStream> {
-        let complete = self.finished.get() && matches!(self.resp.get_mut(), Resp::Done);
+        let complete = self.common.is_finished() && matches!(self.resp.get_mut(), Resp::Done);
         if !complete || self.body_done.get() || self.continue_pending.get() {
             return None;
         }
@@ -414,7 +403,7 @@ impl H2Stream {
 
 impl Drop for H2Stream {
     fn drop(&mut self) {
-        if !self.finished.get() {
+        if !self.common.is_finished() {
             if let Some(respond) = self.respond.get_mut() {
                 respond.send_reset(h2::Reason::INTERNAL_ERROR);
             } else if let Resp::Body(send) = self.resp.get_mut() {
