@@ -8,6 +8,12 @@
 //! Expected disconnects — the peer reset or went away, an idle connection timed out — are
 //! classified once here so the server can keep them away from `onerror` (lua-http's
 //! `handle_socket` filters EPIPE, ECONNRESET and ETIMEDOUT the same way).
+//!
+//! An I/O error is classified by where it comes from, not by its `io::ErrorKind`: a read
+//! or write on a client's connection that fails is the peer's doing (or the network's)
+//! whatever the kind — a TLS alert or a bad record is `InvalidData`, as is a corrupt file
+//! a handler reads — so the connection code wraps such errors with `Error::peer`, and
+//! every other `io::Error` stays [`ErrorKind::Io`].
 
 use std::{error::Error as StdError, fmt, io};
 
@@ -32,7 +38,9 @@ pub enum ErrorKind {
     Protocol(u16),
     /// A deadline passed.
     Timeout,
-    /// The stream or connection was already closed (by the peer or locally).
+    /// The stream or connection is closed: the peer closed, reset or broke it (a bad TLS
+    /// record or alert, say), or it was closed locally. When a read or write on the
+    /// connection failed, the `source` is that `io::Error`.
     Closed,
     /// A request handler failed or panicked.
     Handler,
@@ -66,6 +74,24 @@ impl Error {
 
     pub(crate) fn io(err: io::Error) -> Error {
         Error::new(ErrorKind::Io).with_source(err)
+    }
+
+    /// A failed read or write on a client's connection: a disconnect (kind `Closed`, or
+    /// `Timeout` for a socket timeout) whatever the `io::Error`, which stays the source.
+    /// Used where the error comes from the connection, so that a handler passing it on
+    /// with `?` does not reach `onerror`.
+    pub(crate) fn peer(err: io::Error) -> Error {
+        let err = match err.downcast::<Error>() {
+            // Already classified, and carried through `io::Error` (see `upgrade.rs`).
+            Ok(classified) => return classified,
+            Err(err) => err,
+        };
+        let kind = if err.kind() == io::ErrorKind::TimedOut {
+            ErrorKind::Timeout
+        } else {
+            ErrorKind::Closed
+        };
+        Error::new(kind).with_source(err)
     }
 
     pub(crate) fn protocol(status: u16, what: &'static str) -> Error {
@@ -118,22 +144,14 @@ impl Error {
     }
 
     /// Whether this is an expected end of a connection — reset, broken pipe, closed, EOF,
-    /// idle timeout — rather than a fault worth reporting.
+    /// idle timeout, any failure of the connection itself such as a bad TLS record —
+    /// rather than a fault worth reporting.
     pub fn is_disconnect(&self) -> bool {
         if matches!(self.kind, ErrorKind::Closed | ErrorKind::Timeout) {
             return true;
         }
-        self.io_error().is_some_and(|e| {
-            matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-                    | io::ErrorKind::UnexpectedEof
-                    | io::ErrorKind::TimedOut
-                    | io::ErrorKind::NotConnected
-            )
-        })
+        self.io_error()
+            .is_some_and(|e| is_disconnect_kind(e.kind()))
     }
 
     /// The OS error number, when this wraps one.
@@ -146,8 +164,28 @@ impl Error {
     }
 }
 
+/// The kinds of I/O error that say by themselves that a connection ended: whatever
+/// wraps them, they are disconnects.
+pub(crate) fn is_disconnect_kind(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::NotConnected
+    )
+}
+
 impl From<io::Error> for Error {
     fn from(err: io::Error) -> Error {
+        // An `Error` that went through an `io::Error` (`From<Error> for io::Error`, or a
+        // taken socket's peer fault) comes back as it was, with its kind.
+        let err = match err.downcast::<Error>() {
+            Ok(inner) => return inner,
+            Err(err) => err,
+        };
         if err.kind() == io::ErrorKind::TimedOut {
             return Error::new(ErrorKind::Timeout).with_source(err);
         }
@@ -214,5 +252,47 @@ impl StdError for Error {
         self.source
             .as_ref()
             .map(|s| &**s as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_fault_is_a_disconnect_whatever_its_io_kind() {
+        let bad_record = io::Error::new(io::ErrorKind::InvalidData, "bad TLS record");
+        assert!(
+            !Error::from(io::Error::new(io::ErrorKind::InvalidData, "corrupt file"))
+                .is_disconnect()
+        );
+        let err = Error::peer(bad_record);
+        assert_eq!(err.kind(), ErrorKind::Closed);
+        assert!(err.is_disconnect());
+        let source = err.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(
+            source.map(io::Error::kind),
+            Some(io::ErrorKind::InvalidData)
+        );
+    }
+
+    #[test]
+    fn a_peer_fault_keeps_its_os_error() {
+        let err = Error::peer(io::Error::from_raw_os_error(libc::EHOSTUNREACH));
+        assert!(err.is_disconnect());
+        assert_eq!(err.raw_os_error(), Some(libc::EHOSTUNREACH));
+        let timed_out = Error::peer(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+        assert_eq!(timed_out.kind(), ErrorKind::Timeout);
+    }
+
+    #[test]
+    fn an_error_carried_through_io_error_comes_back_as_it_was() {
+        let through = io::Error::from(Error::handler("the handler's own"));
+        assert_eq!(Error::from(through).kind(), ErrorKind::Handler);
+        let wrapped = io::Error::new(
+            io::ErrorKind::InvalidData,
+            Error::peer(io::Error::other("x")),
+        );
+        assert_eq!(Error::from(wrapped).kind(), ErrorKind::Closed);
     }
 }

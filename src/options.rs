@@ -242,8 +242,11 @@ impl Options {
         self
     }
 
-    /// How long output may wait without a byte being taken by the client before the
-    /// connection is closed (default 60 s).
+    /// How long output may wait without a byte being taken by the client (default 60 s,
+    /// as nginx's `send_timeout`). Over HTTP/1 the connection is then closed. Over HTTP/2
+    /// a stream that gets no send capacity (flow-control credit) for this long is reset
+    /// (`CANCEL`) and its handler's write fails with a timeout; a connection whose socket
+    /// takes no byte for this long is closed.
     pub fn send_timeout(mut self, t: Duration) -> Options {
         self.send_timeout = t;
         self

@@ -13,7 +13,10 @@
 //! costs its own connection and a log line, never the server.
 
 use bytes::BytesMut;
-use futures_util::{future::Either, FutureExt};
+use futures_util::{
+    future::{select, Either},
+    FutureExt,
+};
 use slab::Slab;
 use std::{
     cell::{Cell, RefCell},
@@ -21,8 +24,7 @@ use std::{
     fmt,
     future::{poll_fn, Future},
     os::fd::RawFd,
-    panic::AssertUnwindSafe,
-    pin::Pin,
+    pin::{pin, Pin},
     rc::{Rc, Weak},
     sync::Arc,
     task::{Context, Poll, Waker},
@@ -31,16 +33,18 @@ use std::{
 
 use crate::{
     error::{Error, Result},
-    h1::{H1Config, H1Conn, H1Stream, Outcome, Parked},
+    h1::{H1Config, H1Conn, H1Stream, Parked},
     h2::{H2Config, H2Shared, H2Stream},
+    handler,
     net::{bind, Accepting, Conn, Connected, Listener, LocalAddr},
     options::Options,
     options::Version,
     parking::{ParkingLot, Ticket},
     rt::{sleep, sleep_until, Controller, Remote, Sleep},
-    setup::{Setup, Transport},
+    setup::Setup,
     stream::{Inner, Stream},
     tls::{self, Tls},
+    transport::Transport,
 };
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<()>>>>;
@@ -101,6 +105,10 @@ struct Shared {
     accept_waker: Cell<Option<Waker>>,
     /// Open connections, to close them on shutdown (`None` while still in setup).
     conns: RefCell<Slab<Option<ConnRef>>>,
+    /// The tasks of the connections still in setup (first bytes, TLS handshake), for
+    /// `close()` to end them at once: they have no request to finish. Apart from `conns`,
+    /// whose slots would otherwise all need room for a waker.
+    in_setup: RefCell<Slab<Option<Waker>>>,
     /// Wakers and deadlines of the parked connections in `conns`.
     parking: ParkingLot,
     /// How connections are set up (TLS or not); made when the server starts listening,
@@ -255,6 +263,7 @@ impl Server {
                         intra_stream_timeout: options.intra_stream_timeout,
                         send_timeout: options.send_timeout,
                         body_read_timeout: options.body_read_timeout,
+                        max_discard: options.limits.max_discard,
                     },
                     version: options.version,
                     max_concurrent: options.max_concurrent,
@@ -267,6 +276,7 @@ impl Server {
                     closing: Cell::new(false),
                     accept_waker: Cell::new(None),
                     conns: RefCell::new(Slab::new()),
+                    in_setup: RefCell::new(Slab::new()),
                     parking: ParkingLot::default(),
                     setup: RefCell::new(None),
                     tls: options.tls,
@@ -406,8 +416,8 @@ impl ServerHandle {
     }
 
     /// Stops accepting and closes the listener; in-flight requests are answered (for at
-    /// most the `close_timeout` option), idle connections close at once. A closed server
-    /// cannot be reused.
+    /// most the `close_timeout` option), idle connections and connections still being set
+    /// up (no request yet) close at once. A closed server cannot be reused.
     pub fn close(&self) {
         let shared = &self.shared;
         if shared.closing.replace(true) {
@@ -415,6 +425,15 @@ impl ServerHandle {
         }
         *shared.listener.borrow_mut() = ListenerState::Closed;
         shared.wake_accept();
+        // Connections still in setup have no request to finish: their tasks see
+        // `closing` and end.
+        let in_setup: Vec<Waker> = shared
+            .in_setup
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|(_, waker)| waker.take())
+            .collect();
+        in_setup.into_iter().for_each(Waker::wake);
         // Parked connections get a driver again, which closes them as it would have.
         let parked: Vec<Ticket> = shared
             .conns
@@ -771,11 +790,21 @@ impl Shared {
         h1.drive(move |stream| handle.spawn_handler(stream), resumed)
     }
 
+    /// Sets the connection up, unless the server closes first.
     async fn set_up(self: Rc<Self>, conn: Conn) -> Option<Transport> {
         let setup = self.setup.borrow().clone()?;
-        match setup.run(conn).await {
-            Ok(t) => Some(t),
-            Err(e) => {
+        let entry = InSetup::new(&self);
+        let closed = pin!(poll_fn(|cx| entry.poll_closed(cx)));
+        let run = pin!(setup.run(conn));
+        // `closed` first: a connection accepted just before `close()` is not set up.
+        let outcome = select(closed, run).await;
+        match outcome {
+            Either::Left(_) => {
+                tracing::debug!("server closed during connection setup");
+                None
+            }
+            Either::Right((Ok(t), _)) => Some(t),
+            Either::Right((Err(e), _)) => {
                 // A failed handshake or a silent client costs only this connection
                 // (lua-http's default onerror stopped the whole server here).
                 tracing::debug!("connection setup failed: {e}");
@@ -808,6 +837,38 @@ impl Shared {
     }
 }
 
+/// A connection's place in `in_setup`, for as long as its setup runs.
+struct InSetup<'a> {
+    shared: &'a Shared,
+    key: usize,
+}
+
+impl<'a> InSetup<'a> {
+    fn new(shared: &'a Shared) -> InSetup<'a> {
+        let key = shared.in_setup.borrow_mut().insert(None);
+        InSetup { shared, key }
+    }
+
+    /// Ready once the server is closing; until then `close()` has our waker.
+    fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.closing.get() {
+            return Poll::Ready(());
+        }
+        let mut in_setup = self.shared.in_setup.borrow_mut();
+        let waker = &mut in_setup[self.key];
+        if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for InSetup<'_> {
+    fn drop(&mut self) {
+        self.shared.in_setup.borrow_mut().remove(self.key);
+    }
+}
+
 impl ServerHandle {
     fn spawn_handler(&self, stream: H1Stream) {
         self.run_handler(Stream::new(Inner::H1(Rc::new(stream))));
@@ -815,74 +876,17 @@ impl ServerHandle {
 
     fn run_handler(&self, public: Stream) {
         let stream = public.inner().clone();
-        stream.claim();
+        // Claimed before the handler is called: it may hand the stream to another server
+        // (`add_stream`) at once, and only the last holder may finish it.
+        stream.common().claim();
         let fut = {
             let mut handler = self.shared.handler.borrow_mut();
             handler(self.clone(), public)
         };
         let shared = self.shared.clone();
-        let task = HandlerTask {
-            fut: AssertUnwindSafe(fut).catch_unwind(),
-            stream: stream.clone(),
-        };
-        self.shared
-            .ctl
-            .spawn(async move {
-                let outcome = match task.await {
-                    Ok(Ok(())) => Outcome::Ok,
-                    // The client's fault, not the handler's: answered, logged, not reported.
-                    Ok(Err(e)) if e.status().is_some() => {
-                        tracing::debug!("request failed: {e}");
-                        Outcome::PeerError(e.status().unwrap_or(400))
-                    }
-                    Ok(Err(e)) if e.is_disconnect() => {
-                        tracing::debug!("handler ended by a disconnect: {e}");
-                        Outcome::Failed
-                    }
-                    Ok(Err(e)) => {
-                        shared.errors.borrow_mut().push_back(("onstream", e));
-                        Outcome::Failed
-                    }
-                    Err(panic) => {
-                        let msg = panic_message(&panic);
-                        let e = Error::handler(format!("handler panicked: {msg}"));
-                        shared.errors.borrow_mut().push_back(("onstream", e));
-                        Outcome::Failed
-                    }
-                };
-                // A stream handed to another server with `add_stream` is finished by
-                // the handler that got it last.
-                if stream.unclaim() {
-                    stream.finish(outcome).await;
-                }
-            })
-            .detach();
-    }
-}
-
-/// A handler's future, flushing the connection's output each time the handler yields.
-struct HandlerTask<F> {
-    fut: F,
-    stream: Inner,
-}
-
-impl<F: Future + Unpin> Future for HandlerTask<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
-        let r = Pin::new(&mut self.fut).poll(cx);
-        self.stream.after_poll(r.is_ready());
-        r
-    }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(non-string panic payload)".to_owned()
+        handler::spawn(&self.shared.ctl, stream, fut, move |e| {
+            shared.errors.borrow_mut().push_back(("onstream", e));
+        });
     }
 }
 

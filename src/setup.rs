@@ -4,7 +4,7 @@
 //! `wrap_socket`. A failure here costs only this connection.
 
 use bytes::BytesMut;
-use std::{future::poll_fn, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::poll_fn, sync::Arc, time::Duration};
 
 use crate::{
     error::{Error, Result},
@@ -13,21 +13,9 @@ use crate::{
     rt::timeout,
     sniff,
     tls::Tls,
-    upgrade::{poll_read_buf, Io, Upgraded},
+    transport::{poll_read_buf, Io, Transport},
+    upgrade::Upgraded,
 };
-
-/// A connection ready for HTTP: its (possibly TLS) byte stream and what was read ahead.
-pub(crate) struct Transport {
-    pub io: Box<dyn Io>,
-    /// Bytes read while sniffing, which belong to the first request.
-    pub read_ahead: BytesMut,
-    pub peer_addr: Option<SocketAddr>,
-    pub local_addr: Option<SocketAddr>,
-    /// `"https"` over TLS, `"http"` otherwise: the requests' `:scheme`.
-    pub scheme: &'static str,
-    /// HTTP/2: chosen by ALPN over TLS, or by the preface in cleartext.
-    pub h2: bool,
-}
 
 /// How connections are set up: the `tls` option and the handshake configuration.
 pub(crate) struct Setup {

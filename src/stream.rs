@@ -27,10 +27,11 @@ use std::{
 
 use crate::{
     error::{Error, Result},
-    h1::{H1Stream, Outcome},
+    h1::H1Stream,
     h2::H2Stream,
     headers::Headers,
     rt::{sleep_until, Controller, Sleep},
+    stream_common::{Common, Outcome},
     upgrade::Upgraded,
 };
 
@@ -65,17 +66,11 @@ pub(crate) enum Inner {
 }
 
 impl Inner {
-    pub(crate) fn claim(&self) {
+    /// What both versions keep alike (`stream_common.rs`).
+    pub(crate) fn common(&self) -> &Common {
         match self {
-            Inner::H1(s) => s.claim(),
-            Inner::H2(s) => s.claim(),
-        }
-    }
-
-    pub(crate) fn unclaim(&self) -> bool {
-        match self {
-            Inner::H1(s) => s.unclaim(),
-            Inner::H2(s) => s.unclaim(),
+            Inner::H1(s) => s.common(),
+            Inner::H2(s) => s.common(),
         }
     }
 
@@ -103,10 +98,11 @@ impl Inner {
 
     /// The client sent no byte of the body for `body_read_timeout`: the rest is not waited
     /// for (HTTP/1 closes the connection after the response; HTTP/2 resets the stream
-    /// when its handler ends).
+    /// when its handler ends, without draining), and later reads fail too.
     fn body_timed_out(&self) {
-        if let Inner::H1(s) = self {
-            s.body_timed_out();
+        match self {
+            Inner::H1(s) => s.body_timed_out(),
+            Inner::H2(s) => s.body_timed_out(),
         }
     }
 }
@@ -134,10 +130,7 @@ impl Stream {
 
     /// The request's trailer fields, once the body has been read to its end.
     pub async fn get_trailers(&self) -> Result<Option<Headers>> {
-        Ok(match &self.inner {
-            Inner::H1(s) => s.trailers(),
-            Inner::H2(s) => s.trailers(),
-        })
+        Ok(self.inner.common().trailers())
     }
 
     /// The HTTP version of the request.

@@ -11,12 +11,19 @@
 /// The rustls server configuration these functions make and `Options::tls_config` takes.
 pub use rustls::ServerConfig;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-use std::{fmt::Write as _, path::Path, sync::Arc};
+use std::{
+    fmt::Write as _,
+    path::Path,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use crate::{
     error::{Error, Result},
     options::Version,
 };
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Whether connections use TLS (lua-http's `tls` option: `true`, `false`, `nil`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -84,13 +91,23 @@ pub fn config_from_der(
 }
 
 /// A new self-signed certificate for `host` (its CN and subject alternative name; an IP
-/// address becomes an IP SAN), its configuration, and its SHA-256 fingerprint.
+/// address becomes an IP SAN), valid from a day ago for a year, its configuration, and
+/// its SHA-256 fingerprint.
 pub fn self_signed(host: &str) -> Result<(Arc<ServerConfig>, String)> {
     let mut params = rcgen::CertificateParams::new(vec![host.to_owned()])
         .map_err(|e| Error::config(format!("self-signed certificate for {host}: {e}")))?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, host.to_owned());
+    // Made anew at each start, so it need not outlive the process by much (rcgen's
+    // default runs from 1975 to 4096): from a day back, for a client whose clock is a
+    // little behind, to a year ahead.
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
+    params.not_before = now - DAY;
+    params.not_after = now + 365 * DAY;
     let key =
         rcgen::KeyPair::generate().map_err(|e| Error::config(format!("generate a key: {e}")))?;
     let cert = params

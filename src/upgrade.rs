@@ -1,6 +1,11 @@
 //! `Upgraded`: a connection taken over by a handler (lua-http's `stream:take_socket()`), as
 //! after a `101 Switching Protocols` answer. It is the socket plus whatever bytes the server
 //! had already read past the request, which must be read first.
+//!
+//! Its errors are the peer's (the connection's) doing: one whose kind does not already
+//! say so (a bad TLS record is `InvalidData`) carries an [`Error`] of kind `Closed`
+//! inside the `io::Error`, so that a handler passing it on with `?` gets a disconnect,
+//! which does not reach `onerror`.
 
 use bytes::{Buf, Bytes};
 use std::{
@@ -11,29 +16,10 @@ use std::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A byte stream the server's connections run on: TCP, unix, TLS over either, or one of
-/// those with bytes read ahead.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {
-    /// Sends up to `count` bytes of `file` from `*offset` straight from the page cache
-    /// (sendfile(2)), advancing `*offset`. `None`: this stream is not a plain socket
-    /// (TLS must encrypt in user space), so the caller copies instead.
-    fn poll_sendfile(
-        &mut self,
-        _cx: &mut Context<'_>,
-        _file: &std::fs::File,
-        _offset: &mut u64,
-        _count: usize,
-    ) -> Option<Poll<io::Result<usize>>> {
-        None
-    }
-
-    /// The peer's and the local address, asked of the socket (getpeername, getsockname):
-    /// `None` for unix sockets and streams that are not sockets, or once the socket
-    /// failed.
-    fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        (None, None)
-    }
-}
+use crate::{
+    error::{is_disconnect_kind, Error},
+    transport::{poll_read_buf, Io},
+};
 
 impl Io for Upgraded {
     fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
@@ -41,34 +27,14 @@ impl Io for Upgraded {
     }
 }
 
-impl Io for tokio_rustls::server::TlsStream<Box<dyn Io>> {
-    fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
-        self.get_ref().0.socket_addrs()
+/// Marks an error of a taken connection as the peer's, keeping its `io::ErrorKind`.
+/// Resets, EOF and timeouts say so by their kind and stay as they are (with their OS
+/// error number).
+fn from_peer(e: io::Error) -> io::Error {
+    if is_disconnect_kind(e.kind()) || e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+        return e;
     }
-}
-
-/// Reads into the spare capacity of `buf` (which the caller has reserved) without zeroing
-/// it first, and extends `buf` by what was read. `Ok(0)` is EOF.
-pub(crate) fn poll_read_buf(
-    io: &mut Box<dyn Io>,
-    buf: &mut bytes::BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
-    match Pin::new(&mut **io).poll_read(cx, &mut rb) {
-        Poll::Ready(Ok(())) => {
-            let n = rb.filled().len();
-            // SAFETY: `poll_read` initialised and filled the first `n` bytes of the spare
-            // capacity, as `ReadBuf::filled` reports.
-            #[allow(unsafe_code)]
-            unsafe {
-                buf.set_len(buf.len() + n);
-            }
-            Poll::Ready(Ok(n))
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => Poll::Pending,
-    }
+    io::Error::new(e.kind(), Error::peer(e))
 }
 
 /// A socket taken from its HTTP connection. Reads return the bytes the server had already
@@ -124,7 +90,7 @@ impl AsyncRead for Upgraded {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        Pin::new(&mut self.io).poll_read(cx, buf).map_err(from_peer)
     }
 }
 
@@ -134,7 +100,9 @@ impl AsyncWrite for Upgraded {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        Pin::new(&mut self.io)
+            .poll_write(cx, buf)
+            .map_err(from_peer)
     }
 
     fn poll_write_vectored(
@@ -142,7 +110,9 @@ impl AsyncWrite for Upgraded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io)
+            .poll_write_vectored(cx, bufs)
+            .map_err(from_peer)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -150,10 +120,10 @@ impl AsyncWrite for Upgraded {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx).map_err(from_peer)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        Pin::new(&mut self.io).poll_shutdown(cx).map_err(from_peer)
     }
 }

@@ -286,3 +286,112 @@ fn a_parked_tls_connection_answers_its_next_request() {
     let bodies: Vec<&str> = responses.iter().map(Response::body_str).collect();
     assert_eq!(bodies, ["https /first", "https /second"]);
 }
+
+/// Defect: the self-signed certificate was valid from 1975 to 4096 (rcgen's default). It
+/// is made anew at each start, so it now runs from a day back (a client's clock may be a
+/// little behind) to about a year ahead.
+#[test]
+fn the_self_signed_certificate_is_valid_from_now_for_about_a_year() {
+    let server = TestServer::start(|o| o.tls(Tls::On), scheme_echo);
+    let verifier = Arc::new(RecordingVerifier::default());
+    let config = ClientConfig::builder_with_provider(tls_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    tls_get(server.addr(), config, "/validity");
+    let seen = verifier.seen.lock().unwrap().clone().unwrap();
+    let (not_before, not_after) = der::validity(&seen);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        not_before <= now && now <= not_after,
+        "not valid now: {not_before}..{not_after}, now {now}"
+    );
+    let day = 86_400;
+    assert!(
+        not_after - now <= 400 * day,
+        "valid for {} more days",
+        (not_after - now) / day
+    );
+    assert!(
+        now - not_before <= 2 * day,
+        "valid since {} days",
+        (now - not_before) / day
+    );
+}
+
+/// Just enough DER (X.690) to read a certificate's validity: no dependency for one test.
+mod der {
+    /// The content of the item at the start of `input`, which must have `tag`, and what
+    /// follows it.
+    fn item(input: &[u8], tag: u8) -> (&[u8], &[u8]) {
+        assert_eq!(input[0], tag, "unexpected DER tag");
+        let (len, header) = match input[1] {
+            n if n < 0x80 => (usize::from(n), 2),
+            0x81 => (usize::from(input[2]), 3),
+            0x82 => (usize::from(u16::from_be_bytes([input[2], input[3]])), 4),
+            n => panic!("DER length form {n:#x} in a certificate"),
+        };
+        (&input[header..header + len], &input[header + len..])
+    }
+
+    fn skip(input: &[u8]) -> &[u8] {
+        item(input, input[0]).1
+    }
+
+    /// notBefore and notAfter as Unix times: Certificate → tbsCertificate → (version,
+    /// serialNumber, signature, issuer) → validity (RFC 5280 §4.1).
+    pub fn validity(cert: &[u8]) -> (i64, i64) {
+        let (certificate, _) = item(cert, 0x30);
+        let (mut tbs, _) = item(certificate, 0x30);
+        if tbs[0] == 0xa0 {
+            tbs = skip(tbs);
+        }
+        let (validity, _) = item(skip(skip(skip(tbs))), 0x30);
+        let (not_before, rest) = time(validity);
+        let (not_after, _) = time(rest);
+        (not_before, not_after)
+    }
+
+    /// A UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
+    fn time(input: &[u8]) -> (i64, &[u8]) {
+        let tag = input[0];
+        let (content, rest) = item(input, tag);
+        let text = std::str::from_utf8(content).unwrap();
+        let num = |s: &str| s.parse::<i64>().unwrap();
+        let (year, text) = match tag {
+            0x17 => {
+                let yy = num(&text[..2]);
+                (if yy < 50 { 2000 + yy } else { 1900 + yy }, &text[2..])
+            }
+            0x18 => (num(&text[..4]), &text[4..]),
+            _ => panic!("not a time: tag {tag:#x}"),
+        };
+        assert_eq!(text.len(), 11, "{text:?}");
+        assert!(text.ends_with('Z'), "{text:?}");
+        let days = days_from_civil(year, num(&text[0..2]), num(&text[2..4]));
+        let seconds = num(&text[4..6]) * 3600 + num(&text[6..8]) * 60 + num(&text[8..10]);
+        (days * 86_400 + seconds, rest)
+    }
+
+    /// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+    fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    #[test]
+    fn days_from_civil_knows_some_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(1975, 1, 1), 1_826);
+    }
+}

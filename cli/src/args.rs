@@ -72,6 +72,14 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
     pub header_read_timeout: Option<Duration>,
 
+    /// Seconds an upload may go without a byte arriving before it is answered 408 [default: 60].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub body_read_timeout: Option<Duration>,
+
+    /// Seconds a response may wait for a client that reads nothing before it is cut [default: 60].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    pub send_timeout: Option<Duration>,
+
     /// Seconds in-flight requests get to finish after SIGINT or SIGTERM.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
     pub shutdown_timeout: Duration,

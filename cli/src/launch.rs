@@ -185,6 +185,12 @@ fn options(args: &Args, tls_config: Option<Arc<onstream::tls::ServerConfig>>) ->
     if let Some(t) = args.header_read_timeout {
         o = o.header_read_timeout(t);
     }
+    if let Some(t) = args.body_read_timeout {
+        o = o.body_read_timeout(t);
+    }
+    if let Some(t) = args.send_timeout {
+        o = o.send_timeout(t);
+    }
     o.close_timeout(args.shutdown_timeout)
 }
 

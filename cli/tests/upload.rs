@@ -147,3 +147,41 @@ fn expect_100_continue_is_answered_before_the_body() {
     c.read_to_end(&mut rest).unwrap();
     assert!(String::from_utf8_lossy(&rest).contains("201 Created"));
 }
+
+/// The hardening issue's defect 2 through the command: curl sends `Upgrade: h2c` with
+/// `Connection: Upgrade, HTTP2-Settings` on every cleartext `--http2` request, so
+/// `curl --http2 -T file` used to store an empty file (and replace an existing one with
+/// nothing). The body of a request whose upgrade is ignored is an ordinary body.
+#[test]
+fn put_with_an_upgrade_header_stores_the_whole_body() {
+    let s = uploads(&[]);
+    let upgrade = [
+        ("connection", "Upgrade, HTTP2-Settings"),
+        ("upgrade", "h2c"),
+        ("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
+    ];
+    assert_eq!(put(&s, "/docs/up", b"first body", &upgrade).status, 201);
+    assert_eq!(put(&s, "/docs/up", b"the whole body", &upgrade).status, 204);
+    assert_eq!(
+        std::fs::read_to_string(s.root().join("docs/up")).unwrap(),
+        "the whole body"
+    );
+}
+
+/// The hardening issue's defect 3 through the command: a PUT that announced 10 bytes and
+/// sent one held its socket, a directory descriptor and a temporary file forever. With
+/// `--body-read-timeout` it is answered 408 and nothing is left behind.
+#[test]
+fn a_stalled_upload_is_answered_408_and_leaves_nothing() {
+    let s = uploads(&["--body-read-timeout", "0.3"]);
+    let mut conn = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"PUT /docs/slow HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nx")
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = conn.read_to_end(&mut out);
+    assert!(started.elapsed() < Duration::from_secs(5), "still open");
+    assert_eq!(common::Response::parse(&out).status, 408);
+    assert_eq!(names(&s.root().join("docs")), Vec::<String>::new());
+}

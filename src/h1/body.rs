@@ -322,6 +322,17 @@ impl Chunked {
     fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, ParseError> {
         let limit = self.max_trailer_size.saturating_add(2);
         let window = &buf[..buf.len().min(limit)];
+        // The section ends at its empty line; what follows is the next request's, and
+        // is not this body's to judge (a pipelined request may use bare LFs itself).
+        let end = if window.starts_with(b"\r\n") {
+            Some(2)
+        } else {
+            window
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|i| i + 4)
+        };
+        let window = &window[..end.unwrap_or(window.len())];
         // CRLF only (see the module docs): reject a bare LF as soon as it is seen.
         if window
             .iter()
@@ -770,6 +781,18 @@ mod tests {
         );
         check(b"0\r\n\n", Want::Error(ParseError::InvalidTrailer));
         check(b"0\r\nX: a\n\r\n", Want::Error(ParseError::InvalidTrailer));
+    }
+
+    /// Found by fuzzing (`fuzz/seeds/chunked/regress-bare-lf-after-body`): the bare-LF
+    /// check read past the trailer section, so a valid body followed by pipelined bytes
+    /// with a bare LF was 400 — or not, depending on how the bytes arrived.
+    #[test]
+    fn a_bare_lf_after_the_body_belongs_to_what_follows() {
+        check(b"0\r\n\r\n\n", done(b"", b"\n"));
+        check(
+            b"1\r\na\r\n0\r\nX: y\r\n\r\nGET / HTTP/1.1\nHost: a\n\n",
+            done_with_trailers(b"a", &[("x", "y")], b"GET / HTTP/1.1\nHost: a\n\n"),
+        );
     }
 
     #[test]

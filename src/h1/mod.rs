@@ -16,4 +16,4 @@ mod stream;
 
 pub(crate) use conn::{H1Config, H1Conn, Parked};
 pub(crate) use parse::Limits;
-pub(crate) use stream::{H1Stream, Outcome};
+pub(crate) use stream::H1Stream;

@@ -663,8 +663,12 @@ fn map_httparse_error(e: httparse::Error, window: &[u8]) -> Option<ParseError> {
                 None => window,
             };
             let line = line.strip_suffix(b"\r").unwrap_or(line);
+            // A CR inside the line breaks the request-line itself, whatever follows it
+            // (and whether or not its LF has arrived yet).
             Some(
-                if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") {
+                if !line.contains(&b'\r')
+                    && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"))
+                {
                     ParseError::InvalidHeader
                 } else {
                     ParseError::InvalidRequestLine
@@ -1022,6 +1026,16 @@ mod tests {
             );
             assert!(got.is_err(), "{target}: {got:?}");
         }
+    }
+
+    /// Found by fuzzing (`fuzz/seeds/h1_head/regress-cr-after-version`): a CR after the
+    /// version was a bad header or a bad request-line depending on how the bytes arrived.
+    #[test]
+    fn a_cr_after_the_version_is_a_bad_request_line_however_it_arrives() {
+        check(
+            b"G / HTTP/1.1\r HTTP/1.1\n",
+            err(ParseError::InvalidRequestLine),
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use bytes::{BufMut, Bytes};
 use std::{
-    cell::{Cell, RefCell},
+    cell::RefCell,
     fs::File,
     future::poll_fn,
     net::SocketAddr,
@@ -34,6 +34,7 @@ use crate::{
     error::{Error, Result},
     headers::Headers,
     rt::timeout,
+    stream_common::{Common, Finish, Outcome, Progress},
     upgrade::Upgraded,
 };
 
@@ -61,50 +62,13 @@ enum Resp {
     Upgraded,
 }
 
-/// How a handler ended, for the streams' `finish`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Ok,
-    /// The handler failed on its own account.
-    Failed,
-    /// The handler gave up because the client broke the protocol (answered with this status).
-    PeerError(u16),
-}
-
-impl Outcome {
-    /// The answer for a request its handler never answered: the client's protocol error
-    /// status, else 503 (lua-http's automatic response on shutdown).
-    pub(crate) fn automatic_response(self) -> (Headers, String) {
-        let status = match self {
-            Outcome::PeerError(status) => status,
-            _ => 503,
-        };
-        let reason = http::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Error");
-        let mut head = Headers::new();
-        head.append(":status", status.to_string());
-        head.append("content-type", "text/plain; charset=utf-8");
-        (head, format!("{reason}\n"))
-    }
-}
-
 /// The HTTP/1 side of a [`Stream`](crate::Stream).
 pub(crate) struct H1Stream {
     conn: Rc<H1Conn>,
     seq: u64,
     head: RequestHead,
     resp: RefCell<Resp>,
-    trailers: RefCell<Option<Headers>>,
-    /// Set once the handler has ended and the stream was finished.
-    finished: Cell<bool>,
-    /// Handler tasks that hold this stream: more than one after `add_stream` hands it to
-    /// another server, and only the last to end may finish it.
-    n_handlers: Cell<usize>,
-    /// The status of a protocol error the client made in the request body: an unanswered
-    /// stream is answered with it rather than 503, however the handler ended.
-    peer_error: Cell<Option<u16>>,
+    common: Common,
 }
 
 impl H1Stream {
@@ -114,10 +78,7 @@ impl H1Stream {
             seq,
             head,
             resp: RefCell::new(Resp::NotStarted),
-            trailers: RefCell::new(None),
-            finished: Cell::new(false),
-            peer_error: Cell::new(None),
-            n_handlers: Cell::new(0),
+            common: Common::default(),
         }
     }
 
@@ -137,8 +98,8 @@ impl H1Stream {
         self.conn.local_addr
     }
 
-    pub(crate) fn trailers(&self) -> Option<Headers> {
-        self.trailers.borrow().clone()
+    pub(crate) fn common(&self) -> &Common {
+        &self.common
     }
 
     pub(crate) fn body_read_timeout(&self) -> std::time::Duration {
@@ -154,7 +115,7 @@ impl H1Stream {
             st.keep_alive = false;
             st.wake_driver();
         }
-        self.peer_error.set(Some(408));
+        self.common.set_peer_error(408);
     }
 
     fn is_head_request(&self) -> bool {
@@ -165,6 +126,15 @@ impl H1Stream {
 
     /// The next piece of the request body, `None` at its end.
     pub(crate) fn poll_next_chunk(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        if let Some(status) = self.common.peer_error() {
+            // The body was given up (malformed, or it stopped arriving): a later read must
+            // not look like its end, or a handler that went on would take a part for the
+            // whole.
+            return Poll::Ready(Err(Error::protocol(
+                status,
+                "the request body was not received whole",
+            )));
+        }
         let mut st = self.conn.st.borrow_mut();
         let st = &mut *st;
         match &st.body {
@@ -183,7 +153,7 @@ impl H1Stream {
                     return Poll::Pending;
                 }
                 st.wbuf.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                st.flush_now().map_err(Error::from)?;
+                st.flush_now()?;
             }
             if let Some(b) = &mut st.body {
                 b.continue_pending = false;
@@ -194,7 +164,7 @@ impl H1Stream {
             match body.decoder.decode(&mut st.rbuf) {
                 Ok(Decoded::Data(data)) => return Poll::Ready(Ok(Some(data))),
                 Ok(Decoded::Done { trailers }) => {
-                    *self.trailers.borrow_mut() = trailers;
+                    self.common.set_trailers(trailers);
                     st.body = None;
                     st.wake_driver();
                     return Poll::Ready(Ok(None));
@@ -203,7 +173,7 @@ impl H1Stream {
                     st.body = None;
                     st.keep_alive = false;
                     st.wake_driver();
-                    self.peer_error.set(Some(e.status()));
+                    self.common.set_peer_error(e.status());
                     return Poll::Ready(Err(Error::protocol(e.status(), e.message())));
                 }
                 Ok(Decoded::NeedMore) => match st.poll_fill(cx) {
@@ -214,7 +184,7 @@ impl H1Stream {
                         return Poll::Ready(Err(Error::closed("peer closed in the request body")));
                     }
                     Poll::Ready(Ok(_)) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::peer(e))),
                     Poll::Pending => return Poll::Pending,
                 },
             }
@@ -285,7 +255,7 @@ impl H1Stream {
             if status == 101 {
                 *self.resp.borrow_mut() = Resp::Upgraded;
             }
-            return st.flush_now().map_err(Error::from);
+            return st.flush_now();
         }
         *self.resp.borrow_mut() = Resp::HeadPending {
             status,
@@ -340,7 +310,7 @@ impl H1Stream {
         if let Some(b) = st.body.as_mut().filter(|b| b.seq == self.seq) {
             b.continue_pending = false;
         }
-        st.flush_now().map_err(Error::from)
+        st.flush_now()
     }
 
     pub(crate) async fn write_chunk(&self, data: &[u8], end_stream: bool) -> Result<()> {
@@ -417,7 +387,7 @@ impl H1Stream {
                         Some(Poll::Ready(Err(e))) => {
                             st.io = None;
                             st.wake_writers();
-                            Poll::Ready(Err(Error::from(e)))
+                            Poll::Ready(Err(Error::peer(e)))
                         }
                         Some(Poll::Pending) => Poll::Pending,
                     }
@@ -628,17 +598,6 @@ impl H1Stream {
 
     // ===== the handler's lifecycle (called by the server's handler task) =====
 
-    /// A handler task takes the stream.
-    pub(crate) fn claim(&self) {
-        self.n_handlers.set(self.n_handlers.get() + 1);
-    }
-
-    /// A handler task is done with the stream; true when no other handler holds it.
-    pub(crate) fn unclaim(&self) -> bool {
-        self.n_handlers.set(self.n_handlers.get().saturating_sub(1));
-        self.n_handlers.get() == 0
-    }
-
     /// After each poll of the handler: note that it has run, send a head it left pending
     /// (it is now waiting on something else, so its body is not coming in this poll), and
     /// flush — unless a later pipelined handler that has not run yet will flush for both.
@@ -664,40 +623,29 @@ impl H1Stream {
         }
     }
 
-    /// Ends the exchange after the handler returned: answers if it never answered (503,
-    /// or the status of the client's protocol error that ended it, as lua-http does), ends
-    /// an open body (or closes the connection if the handler failed mid-body), and lets the
-    /// connection go on to the next request.
+    /// Ends the exchange after the handler returned, by the shared finish policy
+    /// (`stream_common.rs`): an unanswered request answered, an open body ended (or the
+    /// connection closed if the handler failed mid-body); then the connection goes on to
+    /// the next request.
     pub(crate) async fn finish(&self, outcome: Outcome) {
         let upgraded = matches!(*self.resp.borrow(), Resp::Upgraded);
-        let head_sent = !matches!(
-            *self.resp.borrow(),
-            Resp::NotStarted | Resp::HeadPending { .. }
-        );
-        let failed = outcome != Outcome::Ok;
-        if !head_sent {
-            if failed
-                || self.peer_error.get().is_some()
-                || matches!(*self.resp.borrow(), Resp::NotStarted)
-            {
+        let progress = match &*self.resp.borrow() {
+            Resp::NotStarted => Progress::NotStarted,
+            Resp::HeadPending { .. } => Progress::HeadPending,
+            Resp::Body { .. } => Progress::BodyOpen,
+            Resp::Done | Resp::Upgraded => Progress::Ended,
+        };
+        match self.common.finish_action(progress, outcome) {
+            Finish::Answer(head, body) => {
                 *self.resp.borrow_mut() = Resp::NotStarted;
-                let outcome = match self.peer_error.get() {
-                    Some(status) => Outcome::PeerError(status),
-                    None => outcome,
-                };
-                let (head, body) = outcome.automatic_response();
                 let _ = self.write_headers(&head, false).await;
                 let _ = self.write_chunk(body.as_bytes(), true).await;
-            } else {
+            }
+            Finish::EndBody => {
                 let _ = self.write_chunk(&[], true).await;
             }
-        } else if matches!(*self.resp.borrow(), Resp::Body { .. }) {
-            if failed {
-                // The body is incomplete: a clean end would pass it off as whole.
-                self.conn.abort();
-            } else {
-                let _ = self.write_chunk(&[], true).await;
-            }
+            Finish::Abort => self.conn.abort(),
+            Finish::Nothing => {}
         }
         self.release(upgraded);
         self.after_poll(true);
@@ -705,7 +653,7 @@ impl H1Stream {
 
     /// Gives up the stream's claims on the connection.
     fn release(&self, upgraded: bool) {
-        if self.finished.replace(true) {
+        if self.common.mark_finished() {
             return;
         }
         let mut st = self.conn.st.borrow_mut();
@@ -732,7 +680,7 @@ impl H1Stream {
 
 impl Drop for H1Stream {
     fn drop(&mut self) {
-        if !self.finished.get() {
+        if !self.common.is_finished() {
             // The handler task was dropped before it finished (controller dropped or
             // cancelled): the response is lost, so the connection cannot continue.
             self.conn.abort();

@@ -5,25 +5,32 @@
 //! hands each new request to the server. Around it: the handshake must finish within
 //! `connection_setup_timeout`; an idle connection (no open stream) gets GOAWAY after
 //! `intra_stream_timeout` (lua-http never times one out); a closing server sends GOAWAY
-//! and lets open streams finish. Frame-level defences — concurrent streams, header list
-//! size, rapid reset (CVE-2023-44487), CONTINUATION floods — are the h2 crate's, set here.
+//! and lets open streams finish; output that the client leaves undrained for
+//! `send_timeout` (`send_watch.rs`) closes the connection. Frame-level defences —
+//! concurrent streams, header list size, rapid reset (CVE-2023-44487), CONTINUATION
+//! floods — are the h2 crate's, set here.
 
 use bytes::Bytes;
 use std::{
     cell::Cell,
     future::{poll_fn, Future},
     net::SocketAddr,
-    pin::Pin,
+    pin::{pin, Pin},
     rc::Rc,
     task::{Poll, Waker},
     time::{Duration, Instant},
 };
 
-use super::stream::H2Stream;
+use super::{
+    drain::DrainLimits,
+    malformed,
+    send_watch::{SendWatch, WatchedIo},
+    stream::H2Stream,
+};
 use crate::{
-    rt::{sleep, timeout, Controller},
-    setup::Transport,
-    upgrade::{Io, Upgraded},
+    rt::{sleep, sleep_until, timeout, Controller, Sleep},
+    transport::{Io, Transport},
+    upgrade::Upgraded,
 };
 
 /// Per-server HTTP/2 settings.
@@ -38,10 +45,11 @@ pub(crate) struct H2Config {
     pub max_local_error_reset_streams: usize,
     pub connection_setup_timeout: Duration,
     pub intra_stream_timeout: Duration,
-    // Read by the HTTP/2 send timeout (in progress).
-    #[allow(dead_code)]
     pub send_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// How much of a request body its handler left unread is read and thrown away so
+    /// that the client can finish sending (`drain.rs`).
+    pub max_discard: u64,
 }
 
 /// What the connection's streams and the server share with the connection task.
@@ -51,7 +59,13 @@ pub(crate) struct H2Shared {
     pub(crate) scheme: &'static str,
     /// The server's `body_read_timeout`, for the streams.
     pub(crate) body_read_timeout: Duration,
-    /// Streams whose handlers have not ended: the connection is idle at zero.
+    /// How long a stream's write may wait for send capacity (flow-control credit and room
+    /// in h2's send buffer) before the stream is reset.
+    pub(crate) send_timeout: Duration,
+    /// How much of an unread request body is read after the response ended.
+    pub(crate) drain: DrainLimits,
+    /// Streams whose handlers (or the reading of their unread bodies) have not ended:
+    /// the connection is idle at zero.
     n_open: Cell<usize>,
     /// When the last stream ended (or the connection began), for the idle timeout.
     idle_since: Cell<Instant>,
@@ -101,6 +115,40 @@ const ACCEPT_BUDGET: usize = 64;
 enum End {
     Closed,
     Failed(h2::Error),
+    /// Output waited for the socket for `send_timeout` with nothing taken.
+    Stuck,
+}
+
+/// The send timer: armed while the connection's output waits for the socket, restarted
+/// whenever the client takes a byte.
+#[derive(Default)]
+struct Stall {
+    /// The byte count output was stuck at, and the timer for it.
+    at: Option<(u64, Sleep)>,
+}
+
+impl Stall {
+    /// Whether output has been stuck at the same byte for `send_timeout`; otherwise the
+    /// task is woken when it would be.
+    fn expired(
+        &mut self,
+        watch: &SendWatch,
+        send_timeout: Duration,
+        cx: &mut std::task::Context<'_>,
+    ) -> bool {
+        let Some(written) = watch.blocked_at() else {
+            self.at = None;
+            return false;
+        };
+        let timer = match &mut self.at {
+            Some((at, timer)) if *at == written => timer,
+            slot => {
+                let deadline = Controller::current().now() + send_timeout;
+                &mut slot.insert((written, sleep_until(deadline))).1
+            }
+        };
+        Pin::new(timer).poll(cx).is_ready()
+    }
 }
 
 /// Runs an HTTP/2 connection until it closes, handing each request to `on_request`.
@@ -127,11 +175,18 @@ pub(crate) fn serve<'a>(
     } else {
         Box::new(Upgraded::new(io, read_ahead.freeze()))
     };
+    let (io, send_watch) = WatchedIo::new(io);
     let shared = Rc::new(H2Shared {
         peer_addr,
         local_addr,
         scheme,
         body_read_timeout: cfg.body_read_timeout,
+        send_timeout: cfg.send_timeout,
+        drain: DrainLimits {
+            max_bytes: cfg.max_discard,
+            gap: cfg.body_read_timeout,
+            within: cfg.intra_stream_timeout,
+        },
         n_open: Cell::new(0),
         idle_since: Cell::new(Controller::current().now()),
         closing: Cell::new(false),
@@ -139,11 +194,11 @@ pub(crate) fn serve<'a>(
         driver: Cell::new(None),
     });
     on_shared(&shared);
-    drive(io, shared, cfg, on_request)
+    drive(io, send_watch, shared, cfg, on_request)
 }
 
 /// The h2 crate's server handshake with onstream's settings.
-fn handshake(cfg: &H2Config, io: Box<dyn Io>) -> h2::server::Handshake<Box<dyn Io>, Bytes> {
+fn handshake(cfg: &H2Config, io: WatchedIo) -> h2::server::Handshake<WatchedIo, Bytes> {
     let mut builder = h2::server::Builder::new();
     builder
         .max_concurrent_streams(cfg.max_concurrent_streams)
@@ -160,14 +215,30 @@ fn handshake(cfg: &H2Config, io: Box<dyn Io>) -> h2::server::Handshake<Box<dyn I
 
 /// The connection task proper: the handshake, then requests until the connection closes.
 async fn drive(
-    io: Box<dyn Io>,
+    io: WatchedIo,
+    send_watch: Rc<SendWatch>,
     shared: Rc<H2Shared>,
     cfg: &H2Config,
     mut on_request: impl FnMut(H2Stream),
 ) {
-    let mut conn = match timeout(cfg.connection_setup_timeout, handshake(cfg, io)).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
+    // The handshake (the client's preface) is raced against the server closing: a
+    // connection with no request yet has nothing to finish, and `close()` must not wait
+    // for its setup timeout.
+    let mut handshake = pin!(handshake(cfg, io));
+    let shaken = poll_fn(|cx| {
+        if shared.closing.get() || shared.aborted.get() {
+            return Poll::Ready(None);
+        }
+        shared.driver.set(Some(cx.waker().clone()));
+        handshake.as_mut().poll(cx).map(Some)
+    });
+    let mut conn = match timeout(cfg.connection_setup_timeout, shaken).await {
+        Ok(Some(Ok(conn))) => conn,
+        Ok(None) => {
+            tracing::debug!(peer = ?shared.peer_addr, "server closing before the HTTP/2 preface");
+            return;
+        }
+        Ok(Some(Err(e))) => {
             tracing::debug!(peer = ?shared.peer_addr, "HTTP/2 handshake failed: {e}");
             return;
         }
@@ -178,6 +249,8 @@ async fn drive(
     };
 
     let mut idle = sleep(cfg.intra_stream_timeout);
+    let mut stall = Stall::default();
+    let mut n_malformed = 0;
     let mut going_away = false;
     let end = poll_fn(|cx| {
         let mut budget = ACCEPT_BUDGET;
@@ -192,8 +265,20 @@ async fn drive(
             match conn.poll_accept(cx) {
                 // Each request goes to its handler at once, and the next is accepted in the
                 // same turn: no hand-off through the task's output.
-                Poll::Ready(Some(Ok((req, respond)))) => {
-                    on_request(H2Stream::new(shared.clone(), req, respond));
+                Poll::Ready(Some(Ok((req, mut respond)))) => {
+                    match malformed::fields_fault(req.headers()) {
+                        None => on_request(H2Stream::new(shared.clone(), req, respond)),
+                        Some(why) => {
+                            tracing::debug!(peer = ?shared.peer_addr, "malformed HTTP/2 request: {why}");
+                            respond.send_reset(h2::Reason::PROTOCOL_ERROR);
+                            // h2 bounds the resets it makes itself (then GOAWAY with
+                            // ENHANCE_YOUR_CALM) but not ours: the same bound.
+                            n_malformed += 1;
+                            if n_malformed > cfg.max_local_error_reset_streams {
+                                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                            }
+                        }
+                    }
                     budget -= 1;
                     if budget == 0 {
                         // Other connections get their turn; this task runs again next turn.
@@ -205,6 +290,9 @@ async fn drive(
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(End::Failed(e)),
                 Poll::Ready(None) => return Poll::Ready(End::Closed),
                 Poll::Pending => {}
+            }
+            if stall.expired(&send_watch, cfg.send_timeout, cx) {
+                return Poll::Ready(End::Stuck);
             }
             if shared.n_open.get() == 0 && !going_away {
                 idle.reset(shared.idle_since.get() + cfg.intra_stream_timeout);
@@ -220,9 +308,13 @@ async fn drive(
         }
     })
     .await;
-    if let End::Failed(e) = end {
-        if !(e.is_io() || e.is_go_away()) {
+    match end {
+        End::Failed(e) if !(e.is_io() || e.is_go_away()) => {
             tracing::debug!(peer = ?shared.peer_addr, "HTTP/2 connection error: {e}");
         }
+        End::Stuck => {
+            tracing::debug!(peer = ?shared.peer_addr, "HTTP/2 output not taken for send_timeout");
+        }
+        _ => {}
     }
 }

@@ -5,7 +5,10 @@
 //! Flow control: received DATA is released back to the peer as the handler takes it,
 //! so a handler that stops reading stops the client (per stream and, through the
 //! connection window, per connection). Sent DATA waits for send capacity, so a handler
-//! writing faster than the client reads waits too.
+//! writing faster than the client reads waits too — for `send_timeout` at most: a
+//! client that gives no credit for that long has its stream reset (CANCEL) and the
+//! handler's write fails with a timeout, as over HTTP/1. A request body left unread when
+//! the response is complete is read on and thrown away by `drain.rs`.
 
 use bytes::{Bytes, BytesMut};
 use std::{
@@ -21,8 +24,9 @@ use h2::{server::SendResponse, RecvStream, SendStream};
 use super::conn::H2Shared;
 use crate::{
     error::{Error, Result},
-    h1::Outcome,
     headers::{Field, Headers},
+    rt::timeout,
+    stream_common::{Common, Finish, Outcome, Progress},
     upgrade::Upgraded,
 };
 
@@ -32,6 +36,9 @@ enum Resp {
     /// Headers sent without END_STREAM: DATA and trailers may follow.
     Body(SendStream<Bytes>),
     Done,
+    /// The server reset the stream (the client took nothing for `send_timeout`, or sent
+    /// malformed trailers).
+    Reset,
     /// The stream became a tunnel (extended CONNECT) owned by the handler.
     Tunnel,
 }
@@ -44,13 +51,11 @@ pub(crate) struct H2Stream {
     recv: RefCell<Option<RecvStream>>,
     respond: RefCell<Option<SendResponse<Bytes>>>,
     resp: RefCell<Resp>,
-    trailers: RefCell<Option<Headers>>,
-    /// The request body ended (END_STREAM seen, trailers taken).
+    /// The request body ended (END_STREAM seen, trailers taken), or was given up.
     body_done: Cell<bool>,
     /// The client sent `expect: 100-continue` and no response went out yet.
     continue_pending: Cell<bool>,
-    n_handlers: Cell<usize>,
-    finished: Cell<bool>,
+    common: Common,
 }
 
 impl H2Stream {
@@ -73,9 +78,7 @@ impl H2Stream {
             recv: RefCell::new(Some(recv)),
             respond: RefCell::new(Some(respond)),
             resp: RefCell::new(Resp::NotStarted),
-            trailers: RefCell::new(None),
-            n_handlers: Cell::new(0),
-            finished: Cell::new(false),
+            common: Common::default(),
         }
     }
 
@@ -95,13 +98,27 @@ impl H2Stream {
         self.conn.body_read_timeout
     }
 
-    pub(crate) fn trailers(&self) -> Option<Headers> {
-        self.trailers.borrow().clone()
+    pub(crate) fn common(&self) -> &Common {
+        &self.common
     }
 
     // ===== reading =====
 
+    /// The client sent no byte of the body for `body_read_timeout`: the body is given up
+    /// (no drain after the response).
+    pub(crate) fn body_timed_out(&self) {
+        self.common.set_peer_error(408);
+        self.body_done.set(true);
+    }
+
     pub(crate) async fn get_next_chunk(&self) -> Result<Option<Bytes>> {
+        if let Some(status) = self.common.peer_error() {
+            // Given up: a later read must not look like the body's end.
+            return Err(Error::protocol(
+                status,
+                "the request body was not received whole",
+            ));
+        }
         if self.body_done.get() {
             return Ok(None);
         }
@@ -132,7 +149,16 @@ impl H2Stream {
                 self.body_done.set(true);
                 match trailers {
                     Ok(Some(map)) => {
-                        *self.trailers.borrow_mut() = Some(Headers::from_header_map(&map))
+                        if let Some(why) = super::malformed::fields_fault(&map) {
+                            // RFC 9113 §8.1.1: a stream error; the client's fault, so the
+                            // error carries a status and never reaches `onerror`.
+                            tracing::debug!(peer = ?self.conn.peer_addr, "malformed HTTP/2 trailers: {why}");
+                            self.reset(h2::Reason::PROTOCOL_ERROR);
+                            self.common.set_peer_error(400);
+                            return Err(Error::protocol(400, why));
+                        }
+                        self.common
+                            .set_trailers(Some(Headers::from_header_map(&map)))
                     }
                     Ok(None) => {}
                     Err(e) => return Err(h2_error(e, "reading the request trailers")),
@@ -166,8 +192,10 @@ impl H2Stream {
         let Some(status) = status else {
             return Err(Error::usage("response headers need a :status"));
         };
-        if !matches!(*self.resp.borrow(), Resp::NotStarted) {
-            return Err(Error::usage("the response already ended"));
+        match *self.resp.borrow() {
+            Resp::NotStarted => {}
+            Resp::Reset => return Err(Error::closed("the stream was reset")),
+            _ => return Err(Error::usage("the response already ended")),
         }
         let mut response = http::Response::new(());
         *response.status_mut() =
@@ -217,8 +245,10 @@ impl H2Stream {
         if matches!(*self.resp.borrow(), Resp::NotStarted) {
             return Err(Error::usage("write_headers must come before the body"));
         }
-        if matches!(*self.resp.borrow(), Resp::Done) {
-            return Err(Error::usage("the response already ended"));
+        match *self.resp.borrow() {
+            Resp::Done => return Err(Error::usage("the response already ended")),
+            Resp::Reset => return Err(Error::closed("the stream was reset")),
+            _ => {}
         }
         // A HEAD response carries no DATA; its END_STREAM still has to go out.
         let data = if self.headers.get(":method") == Some("HEAD") {
@@ -239,11 +269,13 @@ impl H2Stream {
                 send.reserve_capacity(rest.len());
                 Ok(())
             })?;
-            let granted = poll_fn(|cx| match &mut *self.resp.borrow_mut() {
+            let capacity = poll_fn(|cx| match &mut *self.resp.borrow_mut() {
                 Resp::Body(send) => send.poll_capacity(cx),
                 _ => Poll::Ready(None),
-            })
-            .await;
+            });
+            let Ok(granted) = timeout(self.conn.send_timeout, capacity).await else {
+                return Err(self.give_up_sending());
+            };
             let n = match granted {
                 Some(Ok(n)) if n > 0 => n.min(rest.len()),
                 Some(Ok(_)) => continue,
@@ -260,6 +292,27 @@ impl H2Stream {
         }
     }
 
+    /// Resets a stream whose client gave no send capacity for `send_timeout`. CANCEL, not
+    /// INTERNAL_ERROR: the server gives up on a stream the client does not take (RFC 9113
+    /// §7: "the stream is no longer needed"); nothing failed on its side, and
+    /// INTERNAL_ERROR stays the sign of a handler that failed mid-body.
+    fn give_up_sending(&self) -> Error {
+        self.reset(h2::Reason::CANCEL);
+        tracing::debug!(peer = ?self.conn.peer_addr, "HTTP/2 stream took no data for send_timeout");
+        Error::timeout("sending the body: the client took nothing for send_timeout")
+    }
+
+    /// Resets the stream from the server's side, whatever the state of the response;
+    /// later writes fail as on a stream the client reset.
+    fn reset(&self, reason: h2::Reason) {
+        if let Some(mut respond) = self.respond.borrow_mut().take() {
+            respond.send_reset(reason);
+        } else if let Resp::Body(send) = &mut *self.resp.borrow_mut() {
+            send.send_reset(reason);
+        }
+        *self.resp.borrow_mut() = Resp::Reset;
+    }
+
     fn with_send(
         &self,
         f: impl FnOnce(&mut SendStream<Bytes>) -> std::result::Result<(), h2::Error>,
@@ -269,6 +322,7 @@ impl H2Stream {
                 let reset = send.poll_reset(&mut noop_context()).is_ready();
                 send_error(e, reset, "sending the body")
             }),
+            Resp::Reset => Err(Error::closed("the stream was reset")),
             _ => Err(Error::usage("the response already ended")),
         }
     }
@@ -304,53 +358,63 @@ impl H2Stream {
 
     // ===== lifecycle =====
 
-    pub(crate) fn claim(&self) {
-        self.n_handlers.set(self.n_handlers.get() + 1);
-    }
-
-    pub(crate) fn unclaim(&self) -> bool {
-        self.n_handlers.set(self.n_handlers.get().saturating_sub(1));
-        self.n_handlers.get() == 0
-    }
-
-    /// Ends the exchange after the handler returned: 503 if it never answered, the end of
-    /// an open body, or RST_STREAM(INTERNAL_ERROR) when it failed part-way.
+    /// Ends the exchange after the handler returned, by the shared finish policy
+    /// (`stream_common.rs`): an unanswered request answered (503, or the client's error),
+    /// an open body ended, or RST_STREAM(INTERNAL_ERROR) when the handler failed part-way.
     pub(crate) async fn finish(&self, outcome: Outcome) {
-        if self.finished.replace(true) {
+        if self.common.mark_finished() {
             return;
         }
-        let not_started = matches!(*self.resp.borrow(), Resp::NotStarted);
-        if not_started {
-            if self.respond.borrow().is_none() {
-                return;
+        let progress = match &*self.resp.borrow() {
+            Resp::NotStarted if self.respond.borrow().is_some() => Progress::NotStarted,
+            Resp::Body(_) => Progress::BodyOpen,
+            _ => Progress::Ended,
+        };
+        match self.common.finish_action(progress, outcome) {
+            Finish::Answer(head, body) => {
+                if self.write_headers(&head, false).await.is_ok() {
+                    let _ = self.write_chunk(body.as_bytes(), true).await;
+                }
             }
-            let (head, body) = outcome.automatic_response();
-            if self.write_headers(&head, false).await.is_ok() {
-                let _ = self.write_chunk(body.as_bytes(), true).await;
-            }
-        } else if matches!(*self.resp.borrow(), Resp::Body(_)) {
-            if outcome == Outcome::Ok {
+            Finish::EndBody => {
                 let _ = self.write_chunk(&[], true).await;
-            } else if let Resp::Body(send) = &mut *self.resp.borrow_mut() {
-                send.send_reset(h2::Reason::INTERNAL_ERROR);
             }
+            Finish::Abort => self.reset(h2::Reason::INTERNAL_ERROR),
+            Finish::Nothing => {}
         }
-        // An unread rest of the request body is dropped with the `RecvStream`; h2 then
-        // gives its flow-control credit back to the connection.
-        *self.resp.borrow_mut() = Resp::Done;
+        // A response that did not end normally ended with a reset (ours or the client's).
+        let mut resp = self.resp.borrow_mut();
+        if !matches!(*resp, Resp::Done | Resp::Tunnel) {
+            *resp = Resp::Reset;
+        }
+    }
+
+    /// The request body's unread rest, when the response is complete and the client may
+    /// still be sending it: not after a reset, nor when the client waits for a
+    /// `100 Continue` it never got (it is not to send the body, RFC 9110 §10.1.1).
+    fn unread_body(&mut self) -> Option<RecvStream> {
+        let complete = self.common.is_finished() && matches!(self.resp.get_mut(), Resp::Done);
+        if !complete || self.body_done.get() || self.continue_pending.get() {
+            return None;
+        }
+        self.recv.get_mut().take().filter(|r| !r.is_end_stream())
     }
 }
 
 impl Drop for H2Stream {
     fn drop(&mut self) {
-        if !self.finished.get() {
+        if !self.common.is_finished() {
             if let Some(respond) = self.respond.get_mut() {
                 respond.send_reset(h2::Reason::INTERNAL_ERROR);
             } else if let Resp::Body(send) = self.resp.get_mut() {
                 send.send_reset(h2::Reason::INTERNAL_ERROR);
             }
         }
-        self.conn.stream_closed();
+        match self.unread_body() {
+            // The stream stays open on the connection until the drain ends.
+            Some(recv) => super::drain::spawn(recv, self.conn.clone()),
+            None => self.conn.stream_closed(),
+        }
     }
 }
 
@@ -506,7 +570,14 @@ fn noop_context() -> std::task::Context<'static> {
 }
 
 fn h2_error(e: h2::Error, what: &'static str) -> Error {
-    if e.is_io() || e.is_reset() || e.is_go_away() {
+    if e.is_io() {
+        // The connection under h2 failed (a reset, a bad TLS record): the peer's doing.
+        let io = e
+            .into_io()
+            .unwrap_or_else(|| std::io::ErrorKind::BrokenPipe.into());
+        return Error::peer(io).with_context(what);
+    }
+    if e.is_reset() || e.is_go_away() {
         Error::closed(what).with_source(e)
     } else {
         Error::new(crate::error::ErrorKind::Io)

@@ -100,4 +100,4 @@ impl AsyncWrite for H2Tunnel {
     }
 }
 
-impl crate::upgrade::Io for H2Tunnel {}
+impl crate::transport::Io for H2Tunnel {}

@@ -161,7 +161,7 @@ macro_rules! async_io_impls {
         }
 
         // A plain socket: files go to it by sendfile(2).
-        impl crate::upgrade::Io for $ty {
+        impl crate::transport::Io for $ty {
             fn poll_sendfile(
                 &mut self,
                 cx: &mut Context<'_>,

@@ -372,13 +372,13 @@ impl Reader {
                 Ok(n) => n,
                 Err(e) => {
                     self.state = ReadState::Failed;
-                    return Err(Error::from(e));
+                    return Err(Error::peer(e));
                 }
             };
             if n == 0 {
                 self.state = ReadState::Closed;
                 if self.frame.is_some() || self.message.is_some() {
-                    return Err(Error::from(io::Error::from(io::ErrorKind::UnexpectedEof)));
+                    return Err(Error::peer(io::ErrorKind::UnexpectedEof.into()));
                 }
                 return Ok(None);
             }
@@ -402,7 +402,7 @@ impl Reader {
     async fn flush(&self) -> Result<()> {
         poll_fn(|cx| self.shared.borrow_mut().poll_flush(cx, Half::Reader))
             .await
-            .map_err(Error::from)
+            .map_err(Error::peer)
     }
 
     /// Reads more, writing queued replies first when there are many.
@@ -618,7 +618,7 @@ impl Writer {
         self.queue(msg)?;
         poll_fn(|cx| self.shared.borrow_mut().poll_flush(cx, Half::Writer))
             .await
-            .map_err(Error::from)
+            .map_err(Error::peer)
     }
 
     pub(crate) fn close_sent(&self) -> bool {
