@@ -1024,7 +1024,6 @@ fn ping_flood_from_a_client_that_never_reads_is_stopped_by_backpressure() {
 /// (here 1 s): the server's answers wait for the client that long, then the connection is
 /// closed, as over HTTP/1.
 #[test]
-#[ignore = "defect being fixed: HTTP/2 has no send timeout yet (client that never reads), see the battery note"]
 fn a_flooding_client_that_never_reads_is_closed_after_send_timeout() {
     let server = echo_server(|o| o.send_timeout(Duration::from_secs(1)));
     let mut a = Attacker::connect_unread(server.addr());
