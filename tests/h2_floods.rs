@@ -12,7 +12,8 @@
 //! - an HPACK bomb: a header block that puts one large entry in the dynamic table and then
 //!   references it thousands of times (one byte on the wire, 4 KB decoded, each time);
 //! - SETTINGS and PING floods, from a client that reads the acknowledgements and from one
-//!   that never reads.
+//!   that never reads (that such a client is then closed after `send_timeout` is
+//!   `h2_hardening.rs`'s).
 //!
 //! Each test asserts what bounds the attack: the attacking connection gets GOAWAY and is
 //! closed within a few seconds, or (for the floods that HTTP/2 allows) the server stops
@@ -1018,26 +1019,4 @@ fn settings_flood_from_a_client_that_never_reads_is_stopped_by_backpressure() {
 #[test]
 fn ping_flood_from_a_client_that_never_reads_is_stopped_by_backpressure() {
     unread_flood("PING", |n| frame(PING, 0, 0, &n.to_be_bytes()));
-}
-
-/// A flooding client that never reads holds its connection only until `send_timeout`
-/// (here 1 s): the server's answers wait for the client that long, then the connection is
-/// closed, as over HTTP/1.
-#[test]
-fn a_flooding_client_that_never_reads_is_closed_after_send_timeout() {
-    let server = echo_server(|o| o.send_timeout(Duration::from_secs(1)));
-    let mut a = Attacker::connect_unread(server.addr());
-    let flood = a.flood(4096, |_| {
-        let mut out = Vec::new();
-        for _ in 0..4096 {
-            frame_into(&mut out, PING, 0, 0, &[0; 8]);
-        }
-        out
-    });
-    assert!(flood.write_error.is_some(), "{flood:?}");
-    assert!(
-        server.wait_connections(0, Duration::from_secs(5)),
-        "the connection of a client that never reads was kept: {} open",
-        server.connections()
-    );
 }
