@@ -42,6 +42,10 @@
 pub mod bridge;
 mod date;
 mod error;
+// Entry points for the fuzz targets in fuzz/ (feature `fuzzing`): not public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod h2;
 mod handler;

@@ -39,6 +39,28 @@ impl Drop for LiveGuard {
     }
 }
 
+/// A server with `max_pipelined` whose handler counts itself in the returned `Live`
+/// while it answers each request with `answer(path)`.
+fn counted_server(max_pipelined: usize, answer: fn(&str) -> Vec<u8>) -> (TestServer, Live) {
+    let live = Live::default();
+    let seen = live.clone();
+    let server = TestServer::start(
+        move |o| o.max_pipelined(max_pipelined),
+        move || {
+            move |_srv, stream: Stream| {
+                let live = live.clone();
+                async move {
+                    let _guard = live.enter();
+                    let path = stream.get_headers().await?.get(":path").unwrap().to_owned();
+                    onstream::sleep(Duration::from_millis(1)).await;
+                    respond(&stream, "200", answer(&path)).await
+                }
+            }
+        },
+    );
+    (server, seen)
+}
+
 fn pipelined_gets(n: usize) -> Vec<u8> {
     let mut batch = Vec::new();
     for i in 0..n {
@@ -53,22 +75,7 @@ fn pipelined_gets(n: usize) -> Vec<u8> {
 /// in order.
 #[test]
 fn unbounded_pipelining_holds_at_most_max_pipelined_handlers() {
-    let live = Live::default();
-    let seen = live.clone();
-    let server = TestServer::start(
-        |o| o.max_pipelined(4),
-        move || {
-            move |_srv, stream: Stream| {
-                let live = live.clone();
-                async move {
-                    let _guard = live.enter();
-                    let path = stream.get_headers().await?.get(":path").unwrap().to_owned();
-                    onstream::sleep(Duration::from_millis(1)).await;
-                    respond(&stream, "200", path).await
-                }
-            }
-        },
-    );
+    let (server, seen) = counted_server(4, |path| path.as_bytes().to_vec());
     let mut client = Client::connect(server.addr());
     client.send(&pipelined_gets(200));
     // Let the server work through the batch before anything is read.
@@ -91,21 +98,7 @@ fn unbounded_pipelining_holds_at_most_max_pipelined_handlers() {
 /// accepted long before 16 MiB of requests (about 400,000 of them) are in.
 #[test]
 fn unbounded_pipelining_stops_reading_a_client_that_never_reads() {
-    let live = Live::default();
-    let seen = live.clone();
-    let server = TestServer::start(
-        |o| o.max_pipelined(16),
-        move || {
-            move |_srv, stream: Stream| {
-                let live = live.clone();
-                async move {
-                    let _guard = live.enter();
-                    stream.get_headers().await?;
-                    respond(&stream, "200", vec![b'x'; 64 * 1024]).await
-                }
-            }
-        },
-    );
+    let (server, seen) = counted_server(16, |_| vec![b'x'; 64 * 1024]);
     let batch = pipelined_gets(1);
     let total = 16 * 1024 * 1024;
     let mut all = Vec::with_capacity(total + batch.len());

@@ -322,27 +322,21 @@ impl Chunked {
     fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, ParseError> {
         let limit = self.max_trailer_size.saturating_add(2);
         let window = &buf[..buf.len().min(limit)];
-        // The section ends at its empty line; what follows is the next request's, and
-        // is not this body's to judge (a pipelined request may use bare LFs itself).
-        let end = if window.starts_with(b"\r\n") {
-            Some(2)
-        } else {
-            window
-                .windows(4)
-                .position(|w| w == b"\r\n\r\n")
-                .map(|i| i + 4)
-        };
-        let window = &window[..end.unwrap_or(window.len())];
-        // CRLF only (see the module docs): reject a bare LF as soon as it is seen.
-        if window
+        // CRLF only (see the module docs): a bare LF is refused where it stands. The
+        // section is parsed up to the first one, so that neither a section that ends
+        // before it (the bare LF belongs to what follows, e.g. a pipelined request) nor
+        // an error found before it depends on how the bytes arrived.
+        let bare_lf = window
             .iter()
             .enumerate()
-            .any(|(i, &b)| b == b'\n' && (i == 0 || window[i - 1] != b'\r'))
-        {
+            .position(|(i, &b)| b == b'\n' && (i == 0 || window[i - 1] != b'\r'));
+        let mut slots = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
+        let parsed =
+            httparse::parse_headers(&window[..bare_lf.unwrap_or(window.len())], &mut slots);
+        if bare_lf.is_some() && matches!(parsed, Ok(httparse::Status::Partial)) {
             return Err(ParseError::InvalidTrailer);
         }
-        let mut slots = [httparse::EMPTY_HEADER; MAX_TRAILER_FIELDS];
-        let (len, fields) = match httparse::parse_headers(window, &mut slots) {
+        let (len, fields) = match parsed {
             Ok(httparse::Status::Complete(done)) => done,
             Ok(httparse::Status::Partial) if buf.len() >= limit => {
                 return Err(ParseError::TrailersTooLarge)
@@ -789,6 +783,14 @@ mod tests {
     #[test]
     fn a_bare_lf_after_the_body_belongs_to_what_follows() {
         check(b"0\r\n\r\n\n", done(b"", b"\n"));
+        // `fuzz/seeds/chunked/regress-too-many-trailers-then-bare-lf`: too many fields
+        // are too many whether or not the bare LF after them has arrived.
+        let mut many = b"0\r\n".to_vec();
+        for _ in 0..=MAX_TRAILER_FIELDS {
+            many.extend_from_slice(b"a:b\r\n");
+        }
+        many.push(b'\n');
+        check(&many, Want::Error(ParseError::TooManyTrailers));
         check(
             b"1\r\na\r\n0\r\nX: y\r\n\r\nGET / HTTP/1.1\nHost: a\n\n",
             done_with_trailers(b"a", &[("x", "y")], b"GET / HTTP/1.1\nHost: a\n\n"),

@@ -36,8 +36,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{body::Decoder, parse::Limits};
-use crate::transport::{Io, Transport};
+use super::{
+    body::{Decoded, Decoder},
+    parse::{Limits, ParseError},
+};
+use crate::{
+    error::{Error, Result},
+    transport::{Io, Transport},
+};
 
 /// Per-server settings every HTTP/1 connection reads.
 #[derive(Debug, Clone)]
@@ -71,23 +77,23 @@ impl H1Conn {
 /// The mutable part of a connection.
 pub(crate) struct ConnState {
     /// `None` once the socket was taken by a handler or the connection was aborted.
-    pub(crate) io: Option<Box<dyn Io>>,
-    pub(crate) rbuf: BytesMut,
-    pub(crate) wbuf: BytesMut,
+    io: Option<Box<dyn Io>>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
     /// The body being read: present from a request head until its body is finished.
     /// Boxed: an idle connection has none, and should not pay its size.
-    pub(crate) body: Option<Box<BodyRead>>,
+    body: Option<Box<BodyRead>>,
     /// The number the next stream gets.
-    pub(crate) next_seq: u64,
+    next_seq: u64,
     /// The stream that may write now; responses go out in this order.
-    pub(crate) write_seq: u64,
+    write_seq: u64,
     /// The highest stream number whose handler has been polled at least once.
-    pub(crate) polled_seq: u64,
+    polled_seq: u64,
     /// Streams started and not yet finished.
-    pub(crate) n_open_streams: u32,
+    n_open_streams: u32,
     /// Whether another request may follow; cleared by `Connection: close`, HTTP/1.0,
     /// close-delimited responses, errors and server shutdown.
-    pub(crate) keep_alive: bool,
+    keep_alive: bool,
     /// The server is closing: answer what is in flight, read nothing new.
     closing: bool,
     /// The peer closed its side (read returned 0).
@@ -96,7 +102,7 @@ pub(crate) struct ConnState {
     /// handler may answer `101` and take the socket), so no further head is read until
     /// the stream ends. Cleared when it ends; if it did not take the socket, the
     /// connection goes on as after any request (RFC 9110 §7.8: the upgrade was ignored).
-    pub(crate) upgrade_pending: bool,
+    upgrade_pending: bool,
     /// TLS (`:scheme` is `https`). Fixed for the connection's life; kept here rather than
     /// as a `&'static str` beside the addresses because it fits in the padding after the
     /// flags above, which keeps every connection's allocation 16 bytes smaller.
@@ -106,7 +112,7 @@ pub(crate) struct ConnState {
     /// The driver task, to be woken when a body ends, a stream ends or output waits.
     driver: Option<Waker>,
     /// Streams waiting for their write turn or for buffer space.
-    pub(crate) writers: Vec<Waker>,
+    writers: Vec<Waker>,
 }
 
 /// An idle keep-alive connection without its task: the socket and what a driver needs to
@@ -159,16 +165,16 @@ impl Parked {
 
 /// The request body being read and who reads it.
 pub(crate) struct BodyRead {
-    pub(crate) seq: u64,
-    pub(crate) decoder: Decoder,
+    seq: u64,
+    decoder: Decoder,
     /// The stream is alive and reads the body itself; when it ends, the driver discards the
     /// rest.
-    pub(crate) owner_alive: bool,
+    owner_alive: bool,
     /// The client sent `Expect: 100-continue` and no `100 Continue` went out yet.
-    pub(crate) continue_pending: bool,
+    continue_pending: bool,
     /// Bytes of it thrown away so far by the driver, against `max_discard`; counted across
     /// polls, so a body trickled in small pieces is bounded as one sent at once.
-    pub(crate) discarded: u64,
+    discarded: u64,
 }
 
 impl H1Conn {
@@ -226,11 +232,7 @@ impl H1Conn {
 
     /// Closes the socket now; every pending and later operation fails.
     pub(crate) fn abort(&self) {
-        let mut st = self.st.borrow_mut();
-        st.io = None;
-        st.keep_alive = false;
-        st.wake_driver();
-        st.wake_writers();
+        self.st.borrow_mut().cut();
     }
 }
 
@@ -257,6 +259,202 @@ impl ConnState {
             && !self.closing
             && self.keep_alive
             && self.io.is_some()
+    }
+
+    // ===== what a stream may ask of its connection =====
+    //
+    // A stream (`stream.rs`) reads its body, writes its response in its turn and ends
+    // through these: the connection's fields stay the connection's, so an invariant
+    // (turns in order, one reader at a time) is kept in this file.
+
+    /// The socket is gone: taken, failed or closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.io.is_none()
+    }
+
+    /// Whether another request may follow the current ones.
+    pub(crate) fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// No request follows the current ones: the connection closes after their responses.
+    pub(crate) fn close_after_responses(&mut self) {
+        self.keep_alive = false;
+    }
+
+    /// Closes the socket now (a response that cannot be completed, a write that failed):
+    /// every pending and later operation fails.
+    pub(crate) fn cut(&mut self) {
+        self.io = None;
+        self.keep_alive = false;
+        self.wake_driver();
+        self.wake_writers();
+    }
+
+    /// The write buffer, for the stream whose turn it is.
+    pub(crate) fn out(&mut self) -> &mut BytesMut {
+        &mut self.wbuf
+    }
+
+    /// Whether it is stream `seq`'s turn to write.
+    pub(crate) fn is_turn(&self, seq: u64) -> bool {
+        self.write_seq == seq
+    }
+
+    /// Ready when it is stream `seq`'s turn to write (every earlier response is in the
+    /// buffer); an error once the socket is gone.
+    pub(crate) fn poll_turn(&mut self, seq: u64, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.io.is_none() {
+            Poll::Ready(Err(Error::closed("connection closed")))
+        } else if self.write_seq == seq {
+            Poll::Ready(Ok(()))
+        } else {
+            self.writers.push(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+
+    /// Ready when the write buffer holds fewer than `high` bytes (after writing what the
+    /// socket takes); otherwise the driver is asked to wait for writability.
+    pub(crate) fn poll_room(&mut self, high: usize, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.io.is_none() {
+            return Poll::Ready(Err(Error::closed("connection closed")));
+        }
+        if self.wbuf.len() < high {
+            return Poll::Ready(Ok(()));
+        }
+        self.flush_now()?;
+        if self.wbuf.len() < high {
+            return Poll::Ready(Ok(()));
+        }
+        self.writers.push(cx.waker().clone());
+        self.wake_driver();
+        Poll::Pending
+    }
+
+    /// Ready when every buffered byte is written.
+    pub(crate) fn poll_drained(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.poll_room(1, cx)
+    }
+
+    /// Stream `seq`'s response is complete: the next stream may write.
+    pub(crate) fn pass_turn(&mut self, seq: u64) {
+        self.write_seq = seq + 1;
+        self.wake_writers();
+    }
+
+    /// The body being read, if it is stream `seq`'s.
+    fn body_of(&mut self, seq: u64) -> Option<&mut BodyRead> {
+        self.body.as_deref_mut().filter(|b| b.seq == seq)
+    }
+
+    /// Whether stream `seq`'s body is still being read (not ended, not given up).
+    pub(crate) fn reads_body(&mut self, seq: u64) -> bool {
+        self.body_of(seq).is_some()
+    }
+
+    /// Whether stream `seq`'s client waits for a `100 Continue` before its body.
+    pub(crate) fn continue_pending(&mut self, seq: u64) -> bool {
+        self.body_of(seq).is_some_and(|b| b.continue_pending)
+    }
+
+    /// Stream `seq`'s `100 Continue` went out (or will not be needed).
+    pub(crate) fn continue_sent(&mut self, seq: u64) {
+        if let Some(b) = self.body_of(seq) {
+            b.continue_pending = false;
+        }
+    }
+
+    /// Whether bytes of stream `seq`'s body have not been read yet.
+    pub(crate) fn body_unread(&mut self, seq: u64) -> bool {
+        self.body_of(seq)
+            .is_some_and(|b| b.decoder.remaining_hint() != Some(0))
+    }
+
+    /// Decodes the next piece of stream `seq`'s body from the read buffer; `None` when
+    /// the body being read is not `seq`'s (none, or already ended).
+    pub(crate) fn decode_body(&mut self, seq: u64) -> Option<Result<Decoded, ParseError>> {
+        let body = self.body.as_deref_mut().filter(|b| b.seq == seq)?;
+        Some(body.decoder.decode(&mut self.rbuf))
+    }
+
+    /// Stream `seq`'s body is over: read whole (`whole`), or given up (malformed, cut,
+    /// too slow), after which no request can follow on this connection. The driver may
+    /// go on.
+    pub(crate) fn end_body(&mut self, seq: u64, whole: bool) {
+        if self.body.as_ref().is_some_and(|b| b.seq == seq) {
+            self.body = None;
+            if !whole {
+                self.keep_alive = false;
+            }
+            self.wake_driver();
+        }
+    }
+
+    /// Sends up to `want` bytes of `file` from `*pos` past the buffer (sendfile(2)).
+    /// `Ok(None)`: the socket cannot (TLS); the caller copies instead.
+    pub(crate) fn poll_sendfile(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        pos: &mut u64,
+        want: usize,
+    ) -> Poll<Result<Option<usize>>> {
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(Error::closed("connection closed")));
+        };
+        match io.poll_sendfile(cx, file, pos, want) {
+            None => Poll::Ready(Ok(None)),
+            Some(Poll::Ready(Ok(n))) => {
+                // Progress for the send timeout, as a buffered write would be.
+                self.n_written += n as u64;
+                Poll::Ready(Ok(Some(n)))
+            }
+            Some(Poll::Ready(Err(e))) => {
+                self.cut();
+                Poll::Ready(Err(Error::peer(e)))
+            }
+            Some(Poll::Pending) => Poll::Pending,
+        }
+    }
+
+    /// The handler of stream `seq` has run (at least once).
+    pub(crate) fn note_polled(&mut self, seq: u64) {
+        self.polled_seq = self.polled_seq.max(seq);
+    }
+
+    /// A later pipelined stream's handler has not run yet: it will flush for both.
+    pub(crate) fn successor_pending(&self) -> bool {
+        self.next_seq > self.polled_seq + 1
+    }
+
+    /// Stream `seq` is over (its handler ended, or it was dropped). `complete`: its
+    /// response ended; `upgraded`: it answered 101 (and may have taken the socket);
+    /// `was_upgrade`: its request asked for an upgrade (or was a CONNECT).
+    pub(crate) fn release_stream(
+        &mut self,
+        seq: u64,
+        complete: bool,
+        upgraded: bool,
+        was_upgrade: bool,
+    ) {
+        if let Some(b) = self.body_of(seq) {
+            b.owner_alive = false;
+        }
+        if was_upgrade {
+            self.upgrade_pending = false;
+        }
+        if !complete && self.write_seq == seq {
+            // Upgraded without taking the socket, or never answered: nothing else can
+            // follow on this connection.
+            self.keep_alive = false;
+            if !upgraded {
+                self.io = None;
+            }
+            self.pass_turn(seq);
+        }
+        self.n_open_streams -= 1;
+        self.wake_driver();
     }
 
     pub(crate) fn take_io(&mut self) -> Option<(Box<dyn Io>, Bytes)> {

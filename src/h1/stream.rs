@@ -21,7 +21,7 @@ use std::{
     future::poll_fn,
     net::SocketAddr,
     rc::Rc,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
 };
 
 use super::{
@@ -109,12 +109,7 @@ impl H1Stream {
     /// The client stopped sending this stream's body: it is answered 408 if unanswered,
     /// and the connection closes after the response rather than wait for the rest.
     pub(crate) fn body_timed_out(&self) {
-        let mut st = self.conn.st.borrow_mut();
-        if st.body.as_ref().is_some_and(|b| b.seq == self.seq) {
-            st.body = None;
-            st.keep_alive = false;
-            st.wake_driver();
-        }
+        self.conn.st.borrow_mut().end_body(self.seq, false);
         self.common.set_peer_error(408);
     }
 
@@ -136,51 +131,41 @@ impl H1Stream {
             )));
         }
         let mut st = self.conn.st.borrow_mut();
-        let st = &mut *st;
-        match &st.body {
-            Some(b) if b.seq == self.seq => {}
-            _ => return Poll::Ready(Ok(None)),
+        if !st.reads_body(self.seq) {
+            return Poll::Ready(Ok(None));
         }
-        if st.body.as_ref().is_some_and(|b| b.continue_pending) {
+        if st.continue_pending(self.seq) {
             // RFC 9110 §10.1.1: the client waits for 100 (Continue) before sending the
             // body; send it once the handler shows it wants the body, in response order.
             if matches!(
                 *self.resp.borrow(),
                 Resp::NotStarted | Resp::HeadPending { .. }
             ) {
-                if st.write_seq != self.seq {
-                    st.writers.push(cx.waker().clone());
-                    return Poll::Pending;
-                }
-                st.wbuf.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                ready!(st.poll_turn(self.seq, cx))?;
+                st.out().put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                 st.flush_now()?;
             }
-            if let Some(b) = &mut st.body {
-                b.continue_pending = false;
-            }
+            st.continue_sent(self.seq);
         }
         loop {
-            let body = st.body.as_mut().expect("checked above");
-            match body.decoder.decode(&mut st.rbuf) {
+            let Some(decoded) = st.decode_body(self.seq) else {
+                return Poll::Ready(Ok(None));
+            };
+            match decoded {
                 Ok(Decoded::Data(data)) => return Poll::Ready(Ok(Some(data))),
                 Ok(Decoded::Done { trailers }) => {
                     self.common.set_trailers(trailers);
-                    st.body = None;
-                    st.wake_driver();
+                    st.end_body(self.seq, true);
                     return Poll::Ready(Ok(None));
                 }
                 Err(e) => {
-                    st.body = None;
-                    st.keep_alive = false;
-                    st.wake_driver();
+                    st.end_body(self.seq, false);
                     self.common.set_peer_error(e.status());
                     return Poll::Ready(Err(Error::protocol(e.status(), e.message())));
                 }
                 Ok(Decoded::NeedMore) => match st.poll_fill(cx) {
                     Poll::Ready(Ok(0)) => {
-                        st.body = None;
-                        st.keep_alive = false;
-                        st.wake_driver();
+                        st.end_body(self.seq, false);
                         return Poll::Ready(Err(Error::closed("peer closed in the request body")));
                     }
                     Poll::Ready(Ok(_)) => {}
@@ -195,40 +180,13 @@ impl H1Stream {
 
     /// Waits until every earlier response on the connection is written.
     async fn my_turn(&self) -> Result<()> {
-        poll_fn(|cx| {
-            let mut st = self.conn.st.borrow_mut();
-            if st.io.is_none() {
-                Poll::Ready(Err(Error::closed("connection closed")))
-            } else if st.write_seq == self.seq {
-                Poll::Ready(Ok(()))
-            } else {
-                st.writers.push(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
+        poll_fn(|cx| self.conn.st.borrow_mut().poll_turn(self.seq, cx)).await
     }
 
     /// Waits until the write buffer has room.
     async fn room(&self) -> Result<()> {
-        poll_fn(|cx| {
-            let mut st = self.conn.st.borrow_mut();
-            if st.io.is_none() {
-                return Poll::Ready(Err(Error::closed("connection closed")));
-            }
-            let high = self.conn.limits().write_buffer;
-            if st.wbuf.len() < high {
-                return Poll::Ready(Ok(()));
-            }
-            st.flush_now()?;
-            if st.wbuf.len() < high {
-                return Poll::Ready(Ok(()));
-            }
-            st.writers.push(cx.waker().clone());
-            st.wake_driver();
-            Poll::Pending
-        })
-        .await
+        let high = self.conn.limits().write_buffer;
+        poll_fn(|cx| self.conn.st.borrow_mut().poll_room(high, cx)).await
     }
 
     pub(crate) async fn write_headers(&self, headers: &Headers, end_stream: bool) -> Result<()> {
@@ -251,7 +209,7 @@ impl H1Stream {
             }
             self.my_turn().await?;
             let mut st = self.conn.st.borrow_mut();
-            informational_head(&mut st.wbuf, status, headers);
+            informational_head(st.out(), status, headers);
             if status == 101 {
                 *self.resp.borrow_mut() = Resp::Upgraded;
             }
@@ -279,7 +237,7 @@ impl H1Stream {
         };
         if *framing == Framing::Chunked {
             let mut st = self.conn.st.borrow_mut();
-            encode_last_chunk(&mut st.wbuf, Some(trailers));
+            encode_last_chunk(st.out(), Some(trailers));
             drop(resp);
             self.end_response(&mut st);
             return Ok(());
@@ -306,10 +264,8 @@ impl H1Stream {
         }
         self.my_turn().await?;
         let mut st = self.conn.st.borrow_mut();
-        st.wbuf.put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        if let Some(b) = st.body.as_mut().filter(|b| b.seq == self.seq) {
-            b.continue_pending = false;
-        }
+        st.out().put_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        st.continue_sent(self.seq);
         st.flush_now()
     }
 
@@ -319,11 +275,11 @@ impl H1Stream {
             self.my_turn().await?;
             let known = end_stream.then_some(data.len() as u64);
             self.send_head(known)?;
-        } else if self.conn.st.borrow().io.is_none() {
+        } else if self.conn.st.borrow().is_closed() {
             return Err(Error::closed("connection closed"));
         }
         self.put_body(data, end_stream)?;
-        if self.conn.st.borrow().wbuf.len() >= self.conn.limits().write_buffer {
+        if self.conn.st.borrow_mut().out().len() >= self.conn.limits().write_buffer {
             self.room().await?;
         }
         Ok(())
@@ -374,23 +330,10 @@ impl H1Stream {
             let sent = timeout(
                 self.conn.send_timeout(),
                 poll_fn(|cx| {
-                    let mut st = self.conn.st.borrow_mut();
-                    let Some(io) = st.io.as_mut() else {
-                        return Poll::Ready(Err(Error::closed("connection closed")));
-                    };
-                    match io.poll_sendfile(cx, file, &mut pos, want) {
-                        None => Poll::Ready(Ok(None)),
-                        Some(Poll::Ready(Ok(n))) => {
-                            st.note_written(n);
-                            Poll::Ready(Ok(Some(n)))
-                        }
-                        Some(Poll::Ready(Err(e))) => {
-                            st.io = None;
-                            st.wake_writers();
-                            Poll::Ready(Err(Error::peer(e)))
-                        }
-                        Some(Poll::Pending) => Poll::Pending,
-                    }
+                    self.conn
+                        .st
+                        .borrow_mut()
+                        .poll_sendfile(cx, file, &mut pos, want)
                 }),
             )
             .await;
@@ -399,9 +342,7 @@ impl H1Stream {
                 Ok(Ok(None)) => return Ok(false),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
-                    let mut st = self.conn.st.borrow_mut();
-                    st.io = None;
-                    st.wake_writers();
+                    self.conn.st.borrow_mut().cut();
                     return Err(Error::timeout("the client stopped reading"));
                 }
             };
@@ -409,8 +350,7 @@ impl H1Stream {
                 // The file shrank: the client would wait for bytes that never come.
                 let mut st = self.conn.st.borrow_mut();
                 self.end_response(&mut st);
-                st.keep_alive = false;
-                st.io = None;
+                st.cut();
                 return Err(Error::usage("file shorter than the length given"));
             }
             if let Resp::Body {
@@ -437,20 +377,7 @@ impl H1Stream {
 
     /// Waits until every buffered byte is written.
     async fn drained(&self) -> Result<()> {
-        poll_fn(|cx| {
-            let mut st = self.conn.st.borrow_mut();
-            if st.io.is_none() {
-                return Poll::Ready(Err(Error::closed("connection closed")));
-            }
-            st.flush_now()?;
-            if st.wbuf.is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-            st.writers.push(cx.waker().clone());
-            st.wake_driver();
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.conn.st.borrow_mut().poll_drained(cx)).await
     }
 
     /// Writes the pending head. `known_length` is the whole body's length when the handler
@@ -485,7 +412,7 @@ impl H1Stream {
         };
         let mut st = self.conn.st.borrow_mut();
         if framing == Framing::Close {
-            st.keep_alive = false;
+            st.close_after_responses();
         }
         // A response without a body may announce the length a GET would have had
         // (RFC 9110 §8.6): the handler's own `content-length`, or for HEAD the length of a
@@ -498,15 +425,8 @@ impl H1Stream {
             }
             (f, _, _) => f,
         };
-        let keep_alive = st.keep_alive;
-        response_head(
-            &mut st.wbuf,
-            status,
-            &headers,
-            head_framing,
-            keep_alive,
-            http10,
-        );
+        let keep_alive = st.keep_alive();
+        response_head(st.out(), status, &headers, head_framing, keep_alive, http10);
         let remaining = match framing {
             Framing::Length(n) => Some(n),
             _ => None,
@@ -521,17 +441,18 @@ impl H1Stream {
             return Ok(());
         };
         let mut st = self.conn.st.borrow_mut();
+        let out = st.out();
         match framing {
             Framing::NoBody => {}
-            Framing::Close => st.wbuf.put_slice(data),
+            Framing::Close => out.put_slice(data),
             Framing::Chunked => {
                 if !data.is_empty() {
-                    encode_chunk_header(&mut st.wbuf, data.len());
-                    st.wbuf.put_slice(data);
-                    st.wbuf.put_slice(b"\r\n");
+                    encode_chunk_header(out, data.len());
+                    out.put_slice(data);
+                    out.put_slice(b"\r\n");
                 }
                 if end_stream {
-                    encode_last_chunk(&mut st.wbuf, None);
+                    encode_last_chunk(out, None);
                 }
             }
             Framing::Length(_) => {
@@ -539,15 +460,15 @@ impl H1Stream {
                 if data.len() as u64 > left {
                     return Err(Error::usage("body longer than its content-length"));
                 }
-                st.wbuf.put_slice(data);
+                out.put_slice(data);
                 *remaining = Some(left - data.len() as u64);
                 if end_stream && left != data.len() as u64 {
-                    // The client would wait for bytes that never come: close instead.
+                    // The client would wait for bytes that never come: what was written
+                    // goes out, then the connection closes.
                     drop(resp);
                     self.end_response(&mut st);
-                    st.keep_alive = false;
                     let _ = st.flush_now();
-                    st.io = None;
+                    st.cut();
                     return Err(Error::usage("body shorter than its content-length"));
                 }
             }
@@ -562,36 +483,31 @@ impl H1Stream {
     /// Marks the response complete and passes the write turn on.
     fn end_response(&self, st: &mut ConnState) {
         *self.resp.borrow_mut() = Resp::Done;
-        st.write_seq = self.seq + 1;
-        st.wake_writers();
+        st.pass_turn(self.seq);
     }
 
     pub(crate) fn take_socket(&self) -> Result<Upgraded> {
         let mut st = self.conn.st.borrow_mut();
-        if st.write_seq != self.seq {
+        if !st.is_turn(self.seq) {
             return Err(Error::usage(
                 "take_socket before earlier responses were written",
             ));
         }
         st.flush_now()?;
-        if !st.wbuf.is_empty() {
+        if !st.out().is_empty() {
             return Err(Error::usage("take_socket while output is still buffered"));
         }
-        if let Some(body) = st.body.as_ref().filter(|b| b.seq == self.seq) {
-            // The new protocol starts after the request's body (RFC 9110 §7.8): its unread
-            // bytes would reach the new protocol as if they were its own.
-            if body.decoder.remaining_hint() != Some(0) {
-                return Err(Error::usage(
-                    "take_socket before the request body was read to its end",
-                ));
-            }
+        // The new protocol starts after the request's body (RFC 9110 §7.8): its unread
+        // bytes would reach the new protocol as if they were its own.
+        if st.body_unread(self.seq) {
+            return Err(Error::usage(
+                "take_socket before the request body was read to its end",
+            ));
         }
         let (io, buffered) = st
             .take_io()
             .ok_or_else(|| Error::closed("connection closed"))?;
-        if st.body.as_ref().is_some_and(|b| b.seq == self.seq) {
-            st.body = None;
-        }
+        st.end_body(self.seq, false);
         *self.resp.borrow_mut() = Resp::Upgraded;
         Ok(Upgraded::new(io, buffered))
     }
@@ -603,9 +519,9 @@ impl H1Stream {
     /// flush — unless a later pipelined handler that has not run yet will flush for both.
     pub(crate) fn after_poll(&self, handler_done: bool) {
         let mut st = self.conn.st.borrow_mut();
-        st.polled_seq = st.polled_seq.max(self.seq);
+        st.note_polled(self.seq);
         if !handler_done
-            && st.write_seq == self.seq
+            && st.is_turn(self.seq)
             && matches!(*self.resp.borrow(), Resp::HeadPending { .. })
         {
             drop(st);
@@ -615,8 +531,7 @@ impl H1Stream {
             }
             st = self.conn.st.borrow_mut();
         }
-        let successor_pending = st.next_seq > st.polled_seq + 1;
-        if !(handler_done && successor_pending) {
+        if !(handler_done && st.successor_pending()) {
             if let Err(e) = st.flush_now() {
                 tracing::debug!("write failed: {e}");
             }
@@ -656,25 +571,13 @@ impl H1Stream {
         if self.common.mark_finished() {
             return;
         }
-        let mut st = self.conn.st.borrow_mut();
-        if let Some(b) = st.body.as_mut().filter(|b| b.seq == self.seq) {
-            b.owner_alive = false;
-        }
-        if self.head.upgrade || self.head.is_connect {
-            st.upgrade_pending = false;
-        }
-        if !matches!(*self.resp.borrow(), Resp::Done) && st.write_seq == self.seq {
-            // Upgraded without taking the socket, or never answered: nothing else can
-            // follow on this connection.
-            st.keep_alive = false;
-            if !upgraded {
-                st.io = None;
-            }
-            st.write_seq = self.seq + 1;
-            st.wake_writers();
-        }
-        st.n_open_streams -= 1;
-        st.wake_driver();
+        let complete = matches!(*self.resp.borrow(), Resp::Done);
+        self.conn.st.borrow_mut().release_stream(
+            self.seq,
+            complete,
+            upgraded,
+            self.head.upgrade || self.head.is_connect,
+        );
     }
 }
 

@@ -21,7 +21,7 @@
 
 mod conn;
 mod deflate;
-mod frame;
+pub(crate) mod frame;
 
 use std::{fmt, time::Duration};
 use tungstenite::{

@@ -171,11 +171,6 @@ impl ConnState {
             self.wbuf = BytesMut::new();
         }
     }
-
-    /// Counts bytes a stream sent past the buffer (sendfile) as progress.
-    pub(crate) fn note_written(&mut self, n: usize) {
-        self.n_written += n as u64;
-    }
 }
 
 /// Reads the start of the next request into an empty `rbuf` through a buffer on the
