@@ -607,8 +607,12 @@ impl Shared {
     /// Accepts until the server closes. It holds only weak references, so a dropped or
     /// closed server's listener is closed at once, not when this task next runs.
     async fn accept_loop(shared: Weak<Self>, listener: Weak<Accepting>) {
+        // Counted across the loop: each accept ends one `poll_fn`, and a count kept inside
+        // would start again at every connection, so the budget would never apply and a
+        // burst of connections would be accepted in one turn while none of them (nor any
+        // other task) ran.
+        let mut n_accepted = 0;
         loop {
-            let mut n_accepted = 0;
             let accepted = poll_fn(|cx| {
                 let (Some(shared), Some(listener)) = (shared.upgrade(), listener.upgrade()) else {
                     return Poll::Ready(None);
@@ -628,6 +632,7 @@ impl Shared {
                         Poll::Ready(Some((shared, r)))
                     }
                     Poll::Pending => {
+                        n_accepted = 0;
                         // `close()` wakes us through this to let the task end.
                         shared.accept_waker.set(Some(cx.waker().clone()));
                         Poll::Pending
