@@ -1020,3 +1020,95 @@ fn settings_flood_from_a_client_that_never_reads_is_stopped_by_backpressure() {
 fn ping_flood_from_a_client_that_never_reads_is_stopped_by_backpressure() {
     unread_flood("PING", |n| frame(PING, 0, 0, &n.to_be_bytes()));
 }
+
+/// Found by `bench/hostile`: the h2 crate reads frames until the socket would block, and
+/// a PING (or SETTINGS) flood makes no request, so one connection's turn lasted as long
+/// as its client kept the socket full (others waited up to 1.6 s; nginx 74 ms). One turn
+/// of the connection now reads a bounded amount: with 1 MiB of PINGs waiting and the
+/// answers read as they come, a single step answers well under all of them, and the
+/// following steps answer the rest.
+#[test]
+fn a_ping_flood_is_read_a_bounded_amount_per_turn() {
+    use onstream::Server;
+    use std::{
+        io::{Read, Write},
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
+    };
+
+    // Socket buffers big enough for the whole flood and its answers on both sides (the
+    // accepted socket inherits the listener's), so that only the server's own reading
+    // decides how much of it one turn takes.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(8 << 20).unwrap();
+    listener.set_send_buffer_size(8 << 20).unwrap();
+    listener
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(16).unwrap();
+    let listener: std::net::TcpListener = listener.into();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::new(
+        listener,
+        Options::new().tls(onstream::Tls::Off),
+        |_srv, stream: onstream::Stream| async move { respond(&stream, "200", "ok").await },
+    )
+    .unwrap();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_send_buffer_size(8 << 20).unwrap();
+    sock.set_recv_buffer_size(8 << 20).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut client: std::net::TcpStream = sock.into();
+    client.write_all(&client_preface()).unwrap();
+    // Answers are read (and PING ACKs counted) as they come, so the server's output
+    // never waits for the client.
+    let acks = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (mut sock, acks) = (client.try_clone().unwrap(), acks.clone());
+        sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        std::thread::spawn(move || {
+            let (mut inbox, mut buf) = (Vec::new(), vec![0u8; 1 << 16]);
+            while let Ok(n @ 1..) = sock.read(&mut buf) {
+                inbox.extend_from_slice(&buf[..n]);
+                while let Some(f) = take_frame(&mut inbox) {
+                    if f.kind == PING && f.flags & ACK != 0 {
+                        acks.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        })
+    };
+    let deadline = Instant::now() + CLOSE_WITHIN;
+    while server.connections() == 0 && Instant::now() < deadline {
+        server.step(Some(Duration::from_millis(10))).unwrap();
+    }
+    // The connection is set up (its SETTINGS answered) before the flood.
+    for _ in 0..20 {
+        server.step(Some(Duration::from_millis(5))).unwrap();
+    }
+    let pings = (1 << 20) / 17;
+    let mut flood = Vec::with_capacity(pings * 17);
+    for i in 0..pings {
+        frame_into(&mut flood, PING, 0, 0, &(i as u64).to_be_bytes());
+    }
+    client.write_all(&flood).unwrap();
+    // Let the kernel move it all to the server's side first.
+    std::thread::sleep(Duration::from_millis(200));
+    server.step(Some(Duration::ZERO)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let after_one_step = acks.load(Ordering::SeqCst);
+    assert!(
+        after_one_step < pings / 2,
+        "one step answered {after_one_step} of {pings} PINGs"
+    );
+    let deadline = Instant::now() + CLOSE_WITHIN;
+    while acks.load(Ordering::SeqCst) < pings && Instant::now() < deadline {
+        server.step(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert_eq!(acks.load(Ordering::SeqCst), pings, "every PING is answered");
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = reader.join();
+}

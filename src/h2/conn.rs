@@ -254,6 +254,7 @@ async fn drive(
     let mut going_away = false;
     let end = poll_fn(|cx| {
         let mut budget = ACCEPT_BUDGET;
+        send_watch.new_turn();
         loop {
             if shared.aborted.get() {
                 return Poll::Ready(End::Closed);

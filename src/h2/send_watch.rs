@@ -8,6 +8,14 @@
 //! flood followed by silence ends the same way). h2 has no send timeout of its own, so
 //! the connection task watches this record and closes the connection when the output has
 //! been blocked, with nothing taken by the client, for `send_timeout` (HTTP/1's rule).
+//!
+//! Reads are budgeted: the h2 crate reads frames until the socket would block, counting
+//! on tokio's cooperative budget to make it yield, and onstream's loop has none. A client
+//! flooding PINGs or SETTINGS (each answered, never a request) would keep the connection
+//! task, and with it the whole loop, busy for as long as it sends. After
+//! [`READ_BUDGET`] reads in one turn the socket says "not now" and has the task polled
+//! again next turn, so other connections get theirs (found by `bench/hostile`: a
+//! well-behaved client waited up to 1.6 s during a SETTINGS flood, nginx 74 ms).
 
 use std::{
     cell::Cell,
@@ -27,9 +35,21 @@ pub(crate) struct SendWatch {
     blocked: Cell<bool>,
     /// Bytes taken by the socket so far; it moves whenever the client reads.
     written: Cell<u64>,
+    /// Reads left in this turn of the connection task.
+    reads_left: Cell<u32>,
 }
 
+/// Socket reads one turn of an HTTP/2 connection task may make (each up to h2's read
+/// buffer, 8 KiB or more): enough for any request burst a well-behaved client sends,
+/// small enough that a flood of frames that make no request cannot hold the loop.
+pub(crate) const READ_BUDGET: u32 = 16;
+
 impl SendWatch {
+    /// A new turn of the connection task: the read budget is full again.
+    pub(crate) fn new_turn(&self) {
+        self.reads_left.set(READ_BUDGET);
+    }
+
     /// `Some(bytes written so far)` while output waits for the socket, `None` otherwise.
     pub(crate) fn blocked_at(&self) -> Option<u64> {
         self.blocked.get().then(|| self.written.get())
@@ -64,6 +84,7 @@ pub(crate) struct WatchedIo {
 impl WatchedIo {
     pub(crate) fn new(io: Box<dyn Io>) -> (WatchedIo, Rc<SendWatch>) {
         let watch = Rc::new(SendWatch::default());
+        watch.new_turn();
         (
             WatchedIo {
                 io,
@@ -80,7 +101,17 @@ impl AsyncRead for WatchedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let left = self.watch.reads_left.get();
+        if left == 0 {
+            // Spent for this turn: come back next turn, as tokio's budget would.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if r.is_ready() {
+            self.watch.reads_left.set(left - 1);
+        }
+        r
     }
 }
 
