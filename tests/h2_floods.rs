@@ -1112,3 +1112,63 @@ fn a_ping_flood_is_read_a_bounded_amount_per_turn() {
     let _ = client.shutdown(std::net::Shutdown::Both);
     let _ = reader.join();
 }
+
+/// Found by this battery: a stream the client resets is closed for h2 at once, but its
+/// handler runs on, so a client that resets each stream right after it was accepted got a
+/// handler per stream it ever opened (950 alive at once on a connection advertising 100)
+/// while h2 saw nothing amiss. The connection now accepts no new stream while
+/// `max_concurrent_streams` handlers run; the streams the client goes on resetting wait
+/// in h2, which cuts the client off (GOAWAY ENHANCE_YOUR_CALM) past its pending-reset
+/// bound.
+#[test]
+fn reset_streams_hold_no_more_handlers_than_max_concurrent_streams() {
+    let live = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let (live, peak) = (live.clone(), peak.clone());
+        TestServer::start(
+            |o| o.max_concurrent_streams(20),
+            move || {
+                move |_srv, stream: onstream::Stream| {
+                    let (live, peak) = (live.clone(), peak.clone());
+                    async move {
+                        let n = live.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(n, Ordering::SeqCst);
+                        // Work that does not touch the stream (a database query, say).
+                        onstream::sleep(Duration::from_millis(500)).await;
+                        live.fetch_sub(1, Ordering::SeqCst);
+                        respond(&stream, "200", "late").await
+                    }
+                }
+            },
+        )
+    };
+    let mut a = Attacker::connect(server.addr());
+    let mut id = 1u32;
+    let flood = a.flood(200, |_| {
+        thread::sleep(Duration::from_millis(10));
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            frame_into(&mut out, HEADERS, END_HEADERS, id, &post_block());
+            frame_into(&mut out, RST_STREAM, 0, id, &CANCEL.to_be_bytes());
+            id += 2;
+        }
+        out
+    });
+    eprintln!(
+        "paced rapid reset against slow handlers: {flood:?}, {:?}",
+        a.seen()
+    );
+    let most = peak.load(Ordering::SeqCst);
+    assert!(
+        most <= 20,
+        "{most} handlers alive at once with max_concurrent_streams 20"
+    );
+    drop(a);
+    assert!(server.wait_connections(0, IO_TIMEOUT));
+    assert!(
+        server.step_errors().is_empty(),
+        "{:?}",
+        server.step_errors()
+    );
+}

@@ -67,6 +67,12 @@ pub(crate) struct H2Shared {
     /// Streams whose handlers (or the reading of their unread bodies) have not ended:
     /// the connection is idle at zero.
     n_open: Cell<usize>,
+    /// `max_concurrent_streams`: the most handlers one connection may keep running. A
+    /// stream the client resets is closed for h2 at once, but its handler runs on; without
+    /// this bound a client resetting each stream right after it was accepted gets a
+    /// handler per stream it ever opened (950 at once with a bound of 100, found by
+    /// `tests/h2_floods.rs`), the cost behind CVE-2023-44487.
+    max_open: usize,
     /// When the last stream ended (or the connection began), for the idle timeout.
     idle_since: Cell<Instant>,
     closing: Cell<bool>,
@@ -80,12 +86,22 @@ impl H2Shared {
     }
 
     pub(crate) fn stream_closed(&self) {
-        self.n_open.set(self.n_open.get().saturating_sub(1));
-        if self.n_open.get() == 0 {
+        let was = self.n_open.get();
+        self.n_open.set(was.saturating_sub(1));
+        if was == 1 {
             self.idle_since
                 .set(Controller::try_current().map_or_else(Instant::now, |c| c.now()));
             self.wake();
+        } else if was == self.max_open {
+            // The connection task stopped accepting at the bound: it may go on.
+            self.wake();
         }
+    }
+
+    /// As many handlers (or drains of unread bodies) run as the connection may have
+    /// streams: no new stream is accepted until one ends.
+    fn at_limit(&self) -> bool {
+        self.n_open.get() >= self.max_open
     }
 
     /// Sends GOAWAY; open streams finish, then the connection closes.
@@ -188,6 +204,7 @@ pub(crate) fn serve<'a>(
             within: cfg.intra_stream_timeout,
         },
         n_open: Cell::new(0),
+        max_open: cfg.max_concurrent_streams as usize,
         idle_since: Cell::new(Controller::current().now()),
         closing: Cell::new(false),
         aborted: Cell::new(false),
@@ -263,7 +280,15 @@ async fn drive(
                 going_away = true;
                 conn.graceful_shutdown();
             }
-            match conn.poll_accept(cx) {
+            // At the bound the connection still moves (`poll_closed` drives every
+            // stream's frames) but new streams wait in h2, where a client that resets them
+            // runs into `max_pending_accept_reset_streams` (GOAWAY ENHANCE_YOUR_CALM).
+            let next = if shared.at_limit() {
+                conn.poll_closed(cx).map(|r| r.err().map(Err))
+            } else {
+                conn.poll_accept(cx)
+            };
+            match next {
                 // Each request goes to its handler at once, and the next is accepted in the
                 // same turn: no hand-off through the task's output.
                 Poll::Ready(Some(Ok((req, mut respond)))) => {
