@@ -40,7 +40,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use common::{h2_frames::*, *};
 use onstream::Options;
 
 // ===== bounds =====
@@ -55,64 +55,13 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 // ===== frames =====
 
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const WINDOW_UPDATE: u8 = 0x8;
-const CONTINUATION: u8 = 0x9;
-
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-
 const CANCEL: u32 = 0x8;
 const PROTOCOL_ERROR: u32 = 0x1;
 const COMPRESSION_ERROR: u32 = 0x9;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The largest frame payload a peer may send before the server says otherwise.
 const MAX_FRAME: usize = 16_384;
-
-/// One frame: the 9-byte header, then `payload`.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(9 + payload.len());
-    frame_into(&mut f, kind, flags, stream, payload);
-    f
-}
-
-fn frame_into(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-    let len = payload.len();
-    assert!(len < 1 << 24);
-    out.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags]);
-    out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
-    out.extend_from_slice(payload);
-}
-
-/// An HPACK integer with an `n`-bit prefix whose other bits are `first`.
-fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut value: usize) {
-    let max = (1usize << n) - 1;
-    if value < max {
-        out.push(first | value as u8);
-        return;
-    }
-    out.push(first | max as u8);
-    value -= max;
-    while value >= 128 {
-        out.push((value % 128) as u8 | 0x80);
-        value /= 128;
-    }
-    out.push(value as u8);
-}
-
-/// An HPACK string literal, without Huffman coding.
-fn hpack_str(out: &mut Vec<u8>, s: &[u8]) {
-    hpack_int(out, 0, 7, s.len());
-    out.extend_from_slice(s);
-}
 
 /// A literal field without indexing, with a new (literal) name.
 fn literal(out: &mut Vec<u8>, name: &str, value: &[u8]) {

@@ -30,7 +30,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::*;
+use common::{h2_frames::*, *};
 use h2::Reason;
 use onstream::{Options, Stream};
 
@@ -128,32 +128,7 @@ async fn eventually(max: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 // ===== raw frames =====
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const WINDOW_UPDATE: u8 = 0x8;
-
-const END_STREAM: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-
 const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
-
-/// One HTTP/2 frame: the 9-byte header and `payload`.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = Vec::with_capacity(9 + payload.len());
-    out.extend_from_slice(&len.to_be_bytes()[1..]);
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
 
 fn settings(pairs: &[(u16, u32)]) -> Vec<u8> {
     let mut payload = Vec::new();
@@ -166,22 +141,6 @@ fn settings(pairs: &[(u16, u32)]) -> Vec<u8> {
 
 fn window_update(stream: u32, increment: u32) -> Vec<u8> {
     frame(WINDOW_UPDATE, 0, stream, &increment.to_be_bytes())
-}
-
-/// An HPACK integer with an `n`-bit prefix whose high bits are `first` (RFC 7541 §5.1).
-fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut value: usize) {
-    let max = (1usize << n) - 1;
-    if value < max {
-        out.push(first | value as u8);
-        return;
-    }
-    out.push(first | max as u8);
-    value -= max;
-    while value >= 128 {
-        out.push((value % 128) as u8 | 0x80);
-        value /= 128;
-    }
-    out.push(value as u8);
 }
 
 /// A header block of "literal header field without indexing — new name" representations

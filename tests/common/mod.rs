@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod h2_frames;
+
 use std::{
     future::Future,
     io::{self, BufRead, BufReader, Read, Write},
