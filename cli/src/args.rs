@@ -110,6 +110,15 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Common)]
     pub log_format: LogFormat,
 
+    /// Print the first LAN URL (else the first URL) as a QR code, to open it on a phone.
+    #[arg(long)]
+    pub qr: bool,
+
+    /// Open a browser on the first LAN URL (else the first URL) once listening
+    /// ($BROWSER, else the desktop's default).
+    #[arg(long)]
+    pub open: bool,
+
     /// Serve the one connection on standard input (inetd's `nowait` mode), then exit.
     #[arg(long, conflicts_with_all = ["unix"])]
     pub inetd: bool,

@@ -20,6 +20,7 @@ use crate::{
     access_log::{self, AccessLog, Record, Request},
     args::{Args, LogFormat, TlsMode},
     beneath::Root,
+    share,
     site::{self, Site},
     unix_socket,
 };
@@ -249,8 +250,9 @@ fn systemd_listener() -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(3) })
 }
 
-/// What a person needs to start using the server: the URLs, the certificate's
-/// fingerprint to check the browser's warning against.
+/// What a person needs to start using the server: the URLs (every interface's when it
+/// listens on all), the certificate's fingerprint to check the browser's warning
+/// against; `--qr` and `--open` on the first LAN URL (else the first).
 fn banner(workers: &Workers, root: &std::path::Path, args: &Args) {
     let mut lines = vec![format!(
         "onstream: serving {} ({} worker{})",
@@ -258,28 +260,51 @@ fn banner(workers: &Workers, root: &std::path::Path, args: &Args) {
         workers.len(),
         if workers.len() == 1 { "" } else { "s" }
     )];
+    let mut urls = Vec::new();
+    let mut shared = None;
     match workers.local_addr() {
         LocalAddr::Inet(inet) => {
-            let shown = if inet.ip().is_unspecified() {
-                format!("localhost:{}", inet.port())
-            } else {
-                inet.to_string()
+            let hosts = share::hosts(*inet);
+            let schemes: &[&str] = match args.tls {
+                TlsMode::On => &["https"],
+                TlsMode::Off => &["http"],
+                TlsMode::Auto => &["http", "https"],
             };
-            if args.tls != TlsMode::On {
-                lines.push(format!("  http://{shown}/"));
+            for host in &hosts {
+                for scheme in schemes {
+                    urls.push(format!("{scheme}://{host}:{}/", inet.port()));
+                }
             }
-            if args.tls != TlsMode::Off {
-                lines.push(format!("  https://{shown}/"));
-            }
+            let first_scheme = schemes[0];
+            shared = Some(format!(
+                "{first_scheme}://{}:{}/",
+                share::lan_host(&hosts).unwrap_or(&hosts[0]),
+                inet.port()
+            ));
+            lines.extend(urls.iter().map(|u| format!("  {u}")));
         }
         other => lines.push(format!("  unix socket {other}")),
     }
     if let Some(fp) = workers.certificate_fingerprint() {
         lines.push(format!("  self-signed certificate, SHA-256 {fp}"));
     }
+    if args.qr {
+        match shared.as_deref().and_then(share::qr) {
+            Some(code) => {
+                lines.push(format!("  {}", shared.as_deref().unwrap_or_default()));
+                lines.extend(code.lines().map(|l| format!("  {l}")));
+            }
+            None => lines.push("  (--qr: a unix socket has no URL to show)".to_owned()),
+        }
+    }
     println!("{}", lines.join("\n"));
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    if args.open {
+        if let Some(url) = &shared {
+            share::open(url);
+        }
+    }
 }
 
 /// SIGINT and SIGTERM: the first asks every worker to drain and stop (from the signal

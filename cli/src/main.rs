@@ -7,6 +7,7 @@
 //! - `site`: the request handler; `path` and `beneath` keep it inside the root;
 //!   `conditional`, `range`, `listing` and `upload` are its parts.
 //! - `access_log`: one line per request.
+//! - `share`: the URLs the banner prints, `--qr`, `--open`.
 //! - `unix_socket`: `--unix`'s socket file (stale ones replaced, removed at exit).
 
 mod access_log;
@@ -17,6 +18,7 @@ mod launch;
 mod listing;
 mod path;
 mod range;
+mod share;
 mod site;
 mod unix_socket;
 mod upload;

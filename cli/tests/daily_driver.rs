@@ -175,12 +175,12 @@ fn inetd_with_a_pipe_on_standard_input_says_so_and_exits_1() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
+    // The command may have refused the pipe and exited already: the write may fail.
+    let _ = child
         .stdin
         .take()
         .unwrap()
-        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        .unwrap();
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n");
     let out = run_bounded_child(child);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -384,4 +384,93 @@ fn sigterm_on_an_idle_server_says_it_stops_and_exits_0() {
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
     let said = s.errors.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(said, "onstream: stopping");
+}
+
+/// Starts the command with stdout piped and returns it with the URLs its banner printed.
+fn start_reading_banner(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "Hello, World!\n").unwrap();
+    let mut child = onstream()
+        .arg(dir.path())
+        .args(["--port", "0", "--quiet"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The banner is printed in one piece: once a URL has come, the rest follows at
+    // once (nothing marks its end when no certificate line follows).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut urls = Vec::new();
+    let mut wait = Duration::from_secs(20);
+    while let Ok(line) = rx.recv_timeout(wait) {
+        if let Some(rest) = line.strip_prefix("  http://") {
+            urls.push(format!("http://{rest}"));
+            wait = Duration::from_millis(500);
+        }
+    }
+    // Keep the directory for the command's life.
+    std::mem::forget(dir);
+    (child, urls)
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sharing: on all interfaces the banner lists localhost and every interface address,
+/// and each of them answers.
+#[test]
+fn on_all_interfaces_every_url_printed_answers() {
+    let (child, urls) = start_reading_banner(&["--bind", "0.0.0.0"], &[]);
+    assert!(urls[0].starts_with("http://localhost:"), "{urls:?}");
+    for url in &urls {
+        let authority = url.trim_start_matches("http://").trim_end_matches('/');
+        let authority = authority.replace("localhost", "127.0.0.1");
+        let mut c = TcpStream::connect(&authority).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"GET /hello.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).unwrap();
+        assert_eq!(Response::parse(&out).text(), "Hello, World!\n", "{url}");
+    }
+    stop(child);
+}
+
+/// `--open` runs the browser ($BROWSER) on the first URL.
+#[test]
+fn open_starts_the_browser_on_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let browser = dir.path().join("browser");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\necho \"$1\" > {}\n", seen.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (child, urls) = start_reading_banner(
+        &["--open", "--tls", "off"],
+        &[("BROWSER", browser.to_str().unwrap()), ("DISPLAY", ":0")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !seen.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop(child);
+    let opened = std::fs::read_to_string(&seen).expect("the browser was started");
+    assert_eq!(opened.trim(), urls[0]);
 }
