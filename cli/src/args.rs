@@ -88,11 +88,25 @@ pub struct Args {
     #[arg(long)]
     pub no_listing: bool,
 
-    /// Accept PUT: the body is written to a temporary file, then renamed into place.
+    /// List and serve dot files (.git/, .env, …); without it they are left out of
+    /// listings and answered 404.
+    #[arg(long)]
+    pub hidden: bool,
+
+    /// Follow symlinks that lead out of the served directory (listings then show what
+    /// they point at); without it such links are answered 403 and left out of listings.
+    /// Uploads are always written beneath the directory.
+    #[arg(long)]
+    pub follow_symlinks: bool,
+
+    /// Accept uploads: PUT, and POST of multipart/form-data to a directory (the
+    /// listing's upload form, `curl -F file=@x URL/dir/`) or of a `mkdir` field (new
+    /// folder). Bodies are written to temporary files, renamed into place when whole.
     #[arg(long)]
     pub upload: bool,
 
-    /// The largest PUT body, in bytes (suffixes K, M, G: powers of 1024).
+    /// The largest upload (a PUT body, or a whole POST), in bytes (suffixes K, M, G:
+    /// powers of 1024).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
     pub max_upload_size: u64,
 

@@ -110,11 +110,14 @@ fn worker(args: &Args, listener: Listener, options: Options) -> onstream::Result
 /// What the command line asks to serve from `root`.
 fn site_for(args: &Args, root: Root) -> Rc<Site> {
     Rc::new(Site {
-        root,
+        root: root.follow_symlinks(args.follow_symlinks),
         listing: !args.no_listing,
         upload: args.upload.then_some(args.max_upload_size),
         ws_echo: args.ws_echo.clone(),
         log: (!args.quiet).then(|| AccessLog::new(args.log_format)),
+        browse: crate::entries::Browse {
+            hidden: args.hidden,
+        },
     })
 }
 

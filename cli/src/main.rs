@@ -12,6 +12,7 @@ mod access_log;
 mod args;
 mod beneath;
 mod conditional;
+mod entries;
 mod launch;
 mod listing;
 mod path;

@@ -18,7 +18,7 @@ use crate::{
     access_log::{AccessLog, Record},
     beneath::{self, Root},
     conditional::{self, Precondition, Validators},
-    listing,
+    entries, listing,
     path::{self, Refused, Target},
     range::{self, Ranges},
     upload,
@@ -33,6 +33,8 @@ pub struct Site {
     pub upload: Option<u64>,
     pub ws_echo: Option<String>,
     pub log: Option<AccessLog>,
+    /// `--hidden`: what listings show and which names are served.
+    pub browse: entries::Browse,
 }
 
 /// The status and body size of an answer, for the access log.
@@ -90,6 +92,10 @@ impl Site {
             Err(Refused::NotAPath) => return status_page(stream, method, 400, &[]).await,
             Err(Refused::Unsafe) => return status_page(stream, method, 404, &[]).await,
         };
+        // Dot files are neither listed nor served nor written without `--hidden`.
+        if !self.browse.hidden && entries::is_hidden_path(&target.relative) {
+            return status_page(stream, method, 404, &[]).await;
+        }
         match method {
             "GET" | "HEAD" => self.get(stream, req, method, &target).await,
             "PUT" if self.upload.is_some() => {
@@ -146,8 +152,7 @@ impl Site {
         if !self.listing {
             return status_page(stream, method, 403, &[]).await;
         }
-        drop(file);
-        let entries = match read_entries(&self.root.path().join(&target.relative)) {
+        let entries = match entries::read(&self.root, &target.relative, file, self.browse.hidden) {
             Ok(entries) => entries,
             Err(e) => return io_error_page(stream, method, &e).await,
         };
@@ -177,22 +182,6 @@ impl Site {
         head.append("content-type", "text/html; charset=utf-8");
         send_whole(stream, method, head, page.as_bytes()).await
     }
-}
-
-fn read_entries(dir: &Path) -> io::Result<Vec<listing::Entry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        // Follow symlinks for what the link points at; a dangling one is listed as a file.
-        let md = std::fs::metadata(entry.path()).or_else(|_| entry.metadata())?;
-        entries.push(listing::Entry {
-            name: entry.file_name(),
-            is_dir: md.is_dir(),
-            size: md.len(),
-            modified: md.modified().ok(),
-        });
-    }
-    Ok(entries)
 }
 
 /// Serves a regular file: validators and preconditions, a precompressed sibling when the
