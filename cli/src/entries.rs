@@ -198,9 +198,7 @@ mod tests {
         let entries = list(&tmp, false, true);
         assert_eq!(
             names(&entries),
-            [
-                "abs-out", "file", "in-dir/", "in-file", "rel-out", "slash/", "sub/"
-            ]
+            ["abs-out", "file", "in-dir/", "in-file", "rel-out", "slash/", "sub/"]
         );
         let out = entries.iter().find(|e| e.name == "abs-out").unwrap();
         assert_eq!(out.size, 12345);

@@ -156,11 +156,17 @@ impl Site {
             Ok(entries) => entries,
             Err(e) => return io_error_page(stream, method, &e).await,
         };
-        let mut dir_path = target.decoded.clone();
-        if !dir_path.ends_with('/') {
-            dir_path.push('/');
-        }
-        let page = listing::render(&dir_path, entries);
+        let query = req
+            .get(":path")
+            .unwrap_or("")
+            .split_once('?')
+            .map(|(_, q)| q);
+        let options = listing::Page {
+            sort: listing::Sort::from_query(query),
+            upload: self.upload.is_some(),
+            readme: None,
+        };
+        let page = listing::render_page(&target.relative, entries, &options);
         // A weak validator from the page itself: a browser revalidating a listing gets
         // 304 while the directory is unchanged (the page is made anew either way).
         let validators = Validators {

@@ -54,7 +54,13 @@ fn links_out_of_the_root_are_not_listed_and_leak_no_metadata() {
     let s = tree(&[]);
     let page = s.get("/").text();
     assert_eq!(listed(&s, "/"), ["in-dir/", "in-link", "plain.txt", "sub/"]);
-    for leaked in ["out", "dangling", "a-socket", "7.0 KiB", &SECRET_SIZE.to_string()] {
+    for leaked in [
+        "out",
+        "dangling",
+        "a-socket",
+        "7.0 KiB",
+        &SECRET_SIZE.to_string(),
+    ] {
         assert!(!page.contains(leaked), "{leaked} in {page}");
     }
     // And every link listed is served.
