@@ -13,6 +13,7 @@ mod args;
 mod beneath;
 mod conditional;
 mod entries;
+mod form;
 mod launch;
 mod listing;
 mod path;

@@ -18,7 +18,7 @@ use crate::{
     access_log::{AccessLog, Record},
     beneath::{self, Root},
     conditional::{self, Precondition, Validators},
-    entries, listing,
+    entries, form, listing,
     path::{self, Refused, Target},
     range::{self, Ranges},
     upload,
@@ -100,6 +100,10 @@ impl Site {
             "GET" | "HEAD" => self.get(stream, req, method, &target).await,
             "PUT" if self.upload.is_some() => {
                 upload::put(&self.root, stream, req, &target, self.upload.unwrap_or(0)).await
+            }
+            "POST" if self.upload.is_some() => {
+                let (limit, hidden) = (self.upload.unwrap_or(0), self.browse.hidden);
+                form::post(&self.root, stream, req, &target, limit, hidden).await
             }
             _ => {
                 let allow = if self.upload.is_some() {
@@ -528,7 +532,7 @@ const PATH: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
-fn encode_path(decoded: &str) -> String {
+pub fn encode_path(decoded: &str) -> String {
     utf8_percent_encode(decoded, PATH).to_string()
 }
 
