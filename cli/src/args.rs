@@ -99,6 +99,11 @@ pub struct Args {
     #[arg(long)]
     pub follow_symlinks: bool,
 
+    /// Render a directory's README.md (Markdown; raw HTML in it is shown as text; at most
+    /// 1 MiB) below its listing.
+    #[arg(long)]
+    pub readme: bool,
+
     /// Accept uploads: PUT, and POST of multipart/form-data to a directory (the
     /// listing's upload form, `curl -F file=@x URL/dir/`) or of a `mkdir` field (new
     /// folder). Bodies are written to temporary files, renamed into place when whole.

@@ -34,6 +34,8 @@ use crate::{beneath::Root, listing::Entry, upload};
 pub struct Browse {
     /// `--hidden`: dot files are listed and served; without it they are neither (404).
     pub hidden: bool,
+    /// `--readme`: a directory's README.md is rendered below its listing.
+    pub readme: bool,
 }
 
 /// Whether `name` is a dot file, shown and served only with `--hidden`.

@@ -117,6 +117,7 @@ fn site_for(args: &Args, root: Root) -> Rc<Site> {
         log: (!args.quiet).then(|| AccessLog::new(args.log_format)),
         browse: crate::entries::Browse {
             hidden: args.hidden,
+            readme: args.readme,
         },
     })
 }

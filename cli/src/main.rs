@@ -18,6 +18,7 @@ mod launch;
 mod listing;
 mod path;
 mod range;
+mod readme;
 mod site;
 mod upload;
 

@@ -21,7 +21,7 @@ use crate::{
     entries, form, listing,
     path::{self, Refused, Target},
     range::{self, Ranges},
-    upload,
+    readme, upload,
 };
 
 /// What the command serves and how.
@@ -33,7 +33,7 @@ pub struct Site {
     pub upload: Option<u64>,
     pub ws_echo: Option<String>,
     pub log: Option<AccessLog>,
-    /// `--hidden`: what listings show and which names are served.
+    /// `--hidden`, `--readme`: what listings show and which names are served.
     pub browse: entries::Browse,
 }
 
@@ -156,6 +156,9 @@ impl Site {
         if !self.listing {
             return status_page(stream, method, 403, &[]).await;
         }
+        let readme = (self.browse.readme)
+            .then(|| readme::for_directory(&self.root, &target.relative))
+            .flatten();
         let entries = match entries::read(&self.root, &target.relative, file, self.browse.hidden) {
             Ok(entries) => entries,
             Err(e) => return io_error_page(stream, method, &e).await,
@@ -168,7 +171,7 @@ impl Site {
         let options = listing::Page {
             sort: listing::Sort::from_query(query),
             upload: self.upload.is_some(),
-            readme: None,
+            readme: readme.as_deref(),
         };
         let page = listing::render_page(&target.relative, entries, &options);
         // A weak validator from the page itself: a browser revalidating a listing gets

@@ -108,3 +108,50 @@ fn a_directory_of_30000_entries_is_listed_whole() {
     assert_eq!(names[0], format!("f{:05}", N - 1));
     assert_eq!(names[N - 1], "f00000");
 }
+
+fn with_readmes(args: &[&str]) -> Onstream {
+    Onstream::start(args, |dir| {
+        let root = dir.join("root");
+        std::fs::write(
+            root.join("README.md"),
+            "# Welcome\n\nSee [the docs](docs/).\n\n<script>alert(1)</script>\n\n\
+             [click](javascript:alert(2))\n",
+        )
+        .unwrap();
+        // 1 GiB, sparse: never read, never rendered.
+        std::fs::create_dir(root.join("huge")).unwrap();
+        let huge = std::fs::File::create(root.join("huge/README.md")).unwrap();
+        huge.set_len(1 << 30).unwrap();
+        // A README that is a link out of the root is not shown.
+        std::fs::write(dir.join("outside.md"), "# SECRET HEADING").unwrap();
+        std::fs::create_dir(root.join("linked")).unwrap();
+        std::os::unix::fs::symlink("../../outside.md", root.join("linked/README.md")).unwrap();
+    })
+}
+
+#[test]
+fn readme_renders_markdown_below_the_listing_without_its_html() {
+    let s = with_readmes(&["--readme"]);
+    let page = s.get("/").text();
+    let table_end = page.find("</table>").unwrap();
+    let heading = page.find("<h1>Welcome</h1>").expect("rendered");
+    assert!(heading > table_end, "below the listing");
+    assert!(page.contains("<a href=\"docs/\">the docs</a>"));
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+    assert!(!page.contains("javascript:"));
+    assert_eq!(page.matches("<script").count(), 1, "only the page's own script");
+
+    let page = s.get("/huge/").text();
+    assert!(page.contains("is larger than 1 MiB: not shown here"), "{page}");
+    let page = s.get("/linked/").text();
+    assert!(!page.contains("SECRET"));
+    assert!(!page.contains("class=\"readme\""));
+}
+
+#[test]
+fn without_readme_no_readme_is_rendered() {
+    let s = with_readmes(&[]);
+    let page = s.get("/").text();
+    assert!(!page.contains("<h1>Welcome</h1>"));
+    assert!(page.contains(">README.md</a>"));
+}
