@@ -54,7 +54,8 @@ a{text-decoration:none}a:hover{text-decoration:underline}\
 input,button{font:inherit;max-width:100%}\
 .tools{display:flex;flex-wrap:wrap;gap:.5em;align-items:center;margin:.5em 0}\
 .tools form{display:flex;flex-wrap:wrap;gap:.5em;align-items:center}\
-#filter{flex:1 1 12em}\
+#filter{flex:1 1 100%}\
+.tools input[type=file]{max-width:17em}\
 progress{width:10em}\
 .readme{margin:2em 0;padding-top:1em;border-top:1px solid #8884;overflow-wrap:anywhere}\
 .readme pre{overflow-x:auto}.readme img{max-width:100%}\
@@ -215,7 +216,7 @@ pub fn render_page(relative: &Path, mut entries: Vec<Entry>, page: &Page<'_>) ->
         html.push_str(
             "<form id=\"upload\" method=\"post\" enctype=\"multipart/form-data\">\
              <input type=\"file\" name=\"file\" multiple required aria-label=\"Files to upload\">\
-             <button>Upload</button>\
+             <button>Upload</button><small>or drop files on the page</small>\
              <progress max=\"1\" value=\"0\" hidden></progress>\
              <span id=\"upload-status\" role=\"status\"></span></form>\
              <form method=\"post\" enctype=\"multipart/form-data\">\

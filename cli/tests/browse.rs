@@ -137,12 +137,22 @@ fn readme_renders_markdown_below_the_listing_without_its_html() {
     let heading = page.find("<h1>Welcome</h1>").expect("rendered");
     assert!(heading > table_end, "below the listing");
     assert!(page.contains("<a href=\"docs/\">the docs</a>"));
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
     assert!(!page.contains("javascript:"));
-    assert_eq!(page.matches("<script").count(), 1, "only the page's own script");
+    assert_eq!(
+        page.matches("<script").count(),
+        1,
+        "only the page's own script"
+    );
 
     let page = s.get("/huge/").text();
-    assert!(page.contains("is larger than 1 MiB: not shown here"), "{page}");
+    assert!(
+        page.contains("is larger than 1 MiB: not shown here"),
+        "{page}"
+    );
     let page = s.get("/linked/").text();
     assert!(!page.contains("SECRET"));
     assert!(!page.contains("class=\"readme\""));
