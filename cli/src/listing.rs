@@ -96,6 +96,15 @@ document.addEventListener('drop',function(e){e.preventDefault();b.classList.remo
 if(e.dataTransfer&&e.dataTransfer.files.length)send(e.dataTransfer.files);});\
 })();";
 
+/// The `Content-Security-Policy` of a listing page: nothing is loaded from elsewhere,
+/// and the only script that may run is [`SCRIPT`] (by its SHA-256, base64), so even
+/// markup that slipped into the page (a file name, a README) could run nothing. Images
+/// (a README's) from the server itself only; forms and XHR post to the server only; the
+/// page may be framed by the server's own pages only.
+pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+     script-src 'sha256-kLRr8oCg8QA5POacY2ilkrOLdJ6sDGunmcxk25XQ3c8='; img-src 'self' data:; connect-src 'self'; \
+     form-action 'self'; base-uri 'none'; frame-ancestors 'self'";
+
 /// One entry of a directory, as the caller found it.
 #[derive(Debug)]
 pub struct Entry {
@@ -566,6 +575,49 @@ mod tests {
         let html = page("sort=size&order=desc");
         assert!(html.contains("<a href=\"?sort=size&amp;order=asc\">Size \u{25bc}</a>"));
         assert!(html.contains("<a href=\"?sort=name&amp;order=asc\">Name</a>"));
+    }
+
+    #[test]
+    fn the_policy_allows_exactly_the_page_script() {
+        use base64_free::encode;
+        // Python: base64.b64encode(hashlib.sha256(b"abc").digest())
+        let abc = ring::digest::digest(&ring::digest::SHA256, b"abc");
+        assert_eq!(
+            encode(abc.as_ref()),
+            "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0="
+        );
+        assert_eq!(encode(b"ab"), "YWI=");
+        let digest = ring::digest::digest(&ring::digest::SHA256, SCRIPT.as_bytes());
+        let hash = encode(digest.as_ref());
+        assert!(
+            CSP.contains(&format!("'sha256-{hash}'")),
+            "the script changed: its hash is now {hash}"
+        );
+    }
+
+    /// Standard base64 with padding, as CSP hashes are written.
+    mod base64_free {
+        pub fn encode(bytes: &[u8]) -> String {
+            const ALPHABET: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
+                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                for i in 0..4 {
+                    if i <= chunk.len() {
+                        out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+                    } else {
+                        out.push('=');
+                    }
+                }
+            }
+            out
+        }
     }
 
     #[test]

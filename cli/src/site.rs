@@ -192,6 +192,7 @@ impl Site {
         if let Some(sent) = answer_preconditions(stream, req, method, &validators, &head).await? {
             return Ok(sent);
         }
+        head.append("content-security-policy", listing::CSP);
         head.append("content-type", "text/html; charset=utf-8");
         send_whole(stream, method, head, page.as_bytes()).await
     }

@@ -80,7 +80,10 @@ fn breadcrumbs_link_each_directory_of_the_path() {
 #[test]
 fn the_page_is_usable_on_a_phone_and_without_script() {
     let s = tree(&[]);
-    let page = s.get("/").text();
+    let r = s.get("/");
+    let csp = r.header("content-security-policy").expect("a policy");
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'sha256-"));
+    let page = r.text();
     assert!(page.contains("<meta name=\"viewport\" content=\"width=device-width"));
     assert!(page.contains("@media(max-width:30em)"));
     // The filter box is shown by the script only; without script nothing is broken.
