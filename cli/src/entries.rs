@@ -43,12 +43,14 @@ pub fn is_hidden_name(name: &[u8]) -> bool {
     name.first() == Some(&b'.')
 }
 
-/// Whether some segment of `relative` (a path as `path::resolve` made it) names a dot
-/// file or directory: `.git/config`, `.env`, `a/.ssh/id_rsa`.
-pub fn is_hidden_path(relative: &Path) -> bool {
-    relative
-        .iter()
-        .any(|segment| is_hidden_name(segment.as_bytes()))
+/// Whether a request for `relative` is answered 404 whatever the file system holds: a
+/// dot file without `hidden`, or (always) one of the upload module's temporary files,
+/// which hold partial uploads.
+pub fn is_refused_path(relative: &Path, hidden: bool) -> bool {
+    relative.iter().any(|segment| {
+        let name = segment.as_bytes();
+        upload::is_temporary_name(name) || (!hidden && is_hidden_name(name))
+    })
 }
 
 /// Reads the entries of `dir` (the directory at `relative` under `root`, already opened
@@ -207,10 +209,18 @@ mod tests {
     }
 
     #[test]
+    fn temporary_uploads_are_refused_even_with_hidden() {
+        assert!(is_refused_path(Path::new("a/.onstream-upload-1-2"), true));
+        assert!(is_refused_path(Path::new(".env"), false));
+        assert!(!is_refused_path(Path::new(".env"), true));
+        assert!(!is_refused_path(Path::new("a/b"), false));
+    }
+
+    #[test]
     fn hidden_paths_are_recognised_in_any_segment() {
-        assert!(is_hidden_path(Path::new(".git/config")));
-        assert!(is_hidden_path(Path::new("a/.env")));
-        assert!(!is_hidden_path(Path::new("a/b.txt")));
-        assert!(!is_hidden_path(Path::new("")));
+        assert!(is_refused_path(Path::new(".git/config"), false));
+        assert!(is_refused_path(Path::new("a/.env"), false));
+        assert!(!is_refused_path(Path::new("a/b.txt"), false));
+        assert!(!is_refused_path(Path::new(""), false));
     }
 }

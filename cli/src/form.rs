@@ -39,9 +39,9 @@ use onstream::{Headers, Stream};
 
 use crate::{
     beneath::{self, Root},
-    entries,
+    entries, listing,
     path::Target,
-    site::{encode_path, status_page, Sent},
+    site::{status_page, Sent},
     upload::{self, TempFile},
 };
 
@@ -111,10 +111,7 @@ pub async fn post(
     };
     let accept = req.get_comma_separated("accept").unwrap_or_default();
     if String::from_utf8_lossy(&accept).contains("text/html") {
-        let mut location = encode_path(&target.decoded);
-        if !location.ends_with('/') {
-            location.push('/');
-        }
+        let location = listing::dir_href(&target.relative);
         return status_page(stream, "POST", 303, &[("location", &location)]).await;
     }
     text(stream, 201, &made).await
@@ -499,7 +496,7 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        for good in [&b"a.txt"[..], b"a b", b"%2F", b"..x", b"\xff", &[b'x'; 255]] {
+        for good in [&b"a.txt"[..], b"a b", b"%2F", b"x..", b"\xff", &[b'x'; 255]] {
             assert!(check_name(good, false).is_ok(), "{good:?}");
         }
         assert!(check_name(b".env", true).is_ok());

@@ -306,17 +306,27 @@ fn sort_entries(entries: &mut [Entry], sort: Sort) {
     }
 }
 
+/// The absolute URL path of the directory at `relative` (raw bytes): `/`, each segment
+/// percent-encoded, then `/` — exact for any name, UTF-8 or not.
+pub fn dir_href(relative: &Path) -> String {
+    let mut href = String::from("/");
+    for segment in relative.iter() {
+        let _ = write!(href, "{}/", percent_encode(segment.as_bytes(), SEGMENT));
+    }
+    href
+}
+
 /// `/` then each segment of `relative` as a link to its directory, escaped.
 fn breadcrumbs(relative: &Path) -> String {
     let mut html = String::from("<a href=\"/\">/</a>");
-    let mut href = String::from("/");
+    let mut prefix = std::path::PathBuf::new();
     for segment in relative.iter() {
-        let bytes = segment.as_bytes();
-        let _ = write!(href, "{}/", percent_encode(bytes, SEGMENT));
+        prefix.push(segment);
         let _ = write!(
             html,
-            "<a href=\"{href}\">{}</a>/",
-            escape_html(&String::from_utf8_lossy(bytes))
+            "<a href=\"{}\">{}</a>/",
+            dir_href(&prefix),
+            escape_html(&String::from_utf8_lossy(segment.as_bytes()))
         );
     }
     html

@@ -93,7 +93,7 @@ impl Site {
             Err(Refused::Unsafe) => return status_page(stream, method, 404, &[]).await,
         };
         // Dot files are neither listed nor served nor written without `--hidden`.
-        if !self.browse.hidden && entries::is_hidden_path(&target.relative) {
+        if entries::is_refused_path(&target.relative, self.browse.hidden) {
             return status_page(stream, method, 404, &[]).await;
         }
         match method {
@@ -536,7 +536,7 @@ const PATH: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
-pub fn encode_path(decoded: &str) -> String {
+fn encode_path(decoded: &str) -> String {
     utf8_percent_encode(decoded, PATH).to_string()
 }
 

@@ -7,6 +7,7 @@ use common::{Onstream, Response};
 use std::{
     io::Write,
     net::TcpStream,
+    os::unix::ffi::OsStrExt,
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -179,6 +180,11 @@ fn a_browser_form_post_is_answered_303_back_to_the_directory() {
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/docs/"));
     assert!(s.root().join("docs/made by form").is_dir());
+    // The way back is exact for a directory whose name is not UTF-8.
+    std::fs::create_dir(s.root().join(std::ffi::OsStr::from_bytes(b"caf\xe9"))).unwrap();
+    let body = multipart(&[("mkdir", None, b"inner")]);
+    let r = post(&s, "/caf%E9/", &body, &[("accept", "text/html")]);
+    assert_eq!(r.header("location"), Some("/caf%E9/"));
     // An empty file input (a form submitted with no file chosen) is no upload.
     let body = multipart(&[("file", Some(""), b"")]);
     assert_eq!(post(&s, "/docs/", &body, &[]).status, 400);
@@ -209,6 +215,24 @@ fn bad_names_get_400_and_leave_nothing_even_after_a_good_part() {
         assert_eq!(post(&s, "/docs/", &body, &[]).status, 400, "mkdir {bad}");
     }
     assert!(!s.dir.path().join("escape.txt").exists());
+    // NUL can only come in a field's data (or an urlencoded body), never a header.
+    let body = multipart(&[("mkdir", None, b"a\0b")]);
+    assert_eq!(post(&s, "/docs/", &body, &[]).status, 400);
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    for bad in [
+        "mkdir=a%00b",
+        "mkdir=..",
+        "mkdir=a%2Fb",
+        "mkdir=",
+        "other=1",
+    ] {
+        let r = post(&s, "/docs/", bad.as_bytes(), &form);
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+    }
+    // A part with neither a filename nor the mkdir name does nothing: 400.
+    let body = multipart(&[("comment", None, b"hello")]);
+    assert_eq!(post(&s, "/docs/", &body, &[]).status, 400);
+    assert_eq!(names(&s.root().join("docs")), UNTOUCHED);
     // A percent-escape in a name is just characters.
     let body = multipart(&[("file", Some("a%2Fb"), b"literal")]);
     assert_eq!(post(&s, "/docs/", &body, &[]).status, 201);

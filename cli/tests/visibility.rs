@@ -55,7 +55,9 @@ fn links_out_of_the_root_are_not_listed_and_leak_no_metadata() {
     let page = s.get("/").text();
     assert_eq!(listed(&s, "/"), ["in-dir/", "in-link", "plain.txt", "sub/"]);
     for leaked in [
-        "out",
+        "abs-out",
+        "rel-out",
+        "dir-out",
         "dangling",
         "a-socket",
         "7.0 KiB",
@@ -126,5 +128,23 @@ fn follow_symlinks_serves_and_lists_links_out_of_the_root() {
     assert_eq!(s.get("/dir-out/inner.txt").text(), "inner secret");
     // `..` in the request itself still cannot climb out.
     let r = s.raw(b"GET /../secret.txt HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn partial_uploads_are_never_served_and_dot_files_never_written_without_hidden() {
+    let s = tree(&["--hidden", "--upload"]);
+    std::fs::write(s.root().join(".onstream-upload-1-1"), "partial").unwrap();
+    assert_eq!(s.get("/.onstream-upload-1-1").status, 404);
+    assert!(!s.get("/").text().contains("onstream-upload"));
+
+    let s = tree(&["--upload"]);
+    let r =
+        s.raw(b"PUT /.env2 HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx");
+    assert_eq!(r.status, 404);
+    assert!(!s.root().join(".env2").exists());
+    let r = s.raw(
+        b"PUT /.git/hooks-x HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx",
+    );
     assert_eq!(r.status, 404);
 }
