@@ -7,6 +7,7 @@
 //! - `site`: the request handler; `path` and `beneath` keep it inside the root;
 //!   `conditional`, `range`, `listing` and `upload` are its parts.
 //! - `access_log`: one line per request.
+//! - `unix_socket`: `--unix`'s socket file (stale ones replaced, removed at exit).
 
 mod access_log;
 mod args;
@@ -20,6 +21,7 @@ mod path;
 mod range;
 mod readme;
 mod site;
+mod unix_socket;
 mod upload;
 
 fn main() {
