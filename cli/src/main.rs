@@ -5,7 +5,8 @@
 //! - `launch`: listening (TCP, unix, systemd socket activation, inetd), signals and
 //!   the step loop.
 //! - `site`: the request handler; `path` and `beneath` keep it inside the root;
-//!   `conditional`, `range`, `listing` and `upload` are its parts.
+//!   `conditional`, `range`, `entries`, `listing`, `readme`, `upload` and `form` are
+//!   its parts.
 //! - `access_log`: one line per request.
 //! - `unix_socket`: `--unix`'s socket file (stale ones replaced, removed at exit).
 
