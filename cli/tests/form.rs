@@ -374,3 +374,22 @@ fn post_goes_to_directories_only_and_only_with_upload() {
     assert_eq!(r.status, 405);
     assert_eq!(names(&plain.root().join("docs")), Vec::<String>::new());
 }
+
+/// A POST that stops sending mid-part without closing: 408 after `--body-read-timeout`,
+/// and the temporary file is removed.
+#[test]
+fn a_stalled_post_is_answered_408_and_leaves_nothing() {
+    let s = uploads(&["--body-read-timeout", "0.3"]);
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /docs/ HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\
+         content-type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n\
+         --{BOUNDARY}\r\ncontent-disposition: form-data; name=\"file\"; filename=\"slow\"\r\n\r\nab"
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut c, &mut out);
+    assert_eq!(Response::parse(&out).status, 408);
+    assert_eq!(names(&s.root().join("docs")), UNTOUCHED);
+}
