@@ -17,7 +17,8 @@
 //! `.` or `..`, with `/`, `\` or NUL, over 255 bytes, a dot file without `--hidden`;
 //! nothing to do; a malformed body), 409 (the name is taken by a directory, or by
 //! anything for a new folder), 413 (over the size limit, or more than [`MAX_PARTS`]
-//! parts), 415 (another content type). POST to anything but a directory is 405.
+//! parts), 415 (another content type), 507 (the disk is full) or 500 (another failure
+//! to store). POST to anything but a directory is 405.
 //!
 //! The parser is `multer`, which wants a `Send` stream; a request body is read through
 //! the (`!Send`) `Stream`, so a pump on the same task feeds it through a channel of one
@@ -127,6 +128,8 @@ enum Refusal {
     Malformed(&'static str),
     Nothing,
     UnsupportedType,
+    /// The server could not store what was sent (a full disk, no descriptors left).
+    Storage(std::io::Error),
 }
 
 impl Refusal {
@@ -136,6 +139,10 @@ impl Refusal {
             Refusal::Taken => 409,
             Refusal::TooLarge | Refusal::TooManyParts => 413,
             Refusal::UnsupportedType => 415,
+            Refusal::Storage(e) => match e.raw_os_error() {
+                Some(libc::ENOSPC | libc::EDQUOT) => 507,
+                _ => 500,
+            },
         }
     }
 
@@ -150,6 +157,7 @@ impl Refusal {
             Refusal::UnsupportedType => {
                 "send multipart/form-data or application/x-www-form-urlencoded".to_owned()
             }
+            Refusal::Storage(e) => format!("cannot store the upload: {e}"),
         }
     }
 }
@@ -174,14 +182,17 @@ impl Plan {
             match rustix::fs::mkdirat(dir, OsStr::from_bytes(name), 0o755.into()) {
                 Ok(()) => {}
                 Err(rustix::io::Errno::EXIST) => return Err(Refusal::Taken),
-                Err(_) => return Err(Refusal::Malformed("the folder could not be made")),
+                Err(e) => return Err(Refusal::Storage(e.into())),
             }
             made.push_str(&String::from_utf8_lossy(name));
             made.push_str("/\n");
         }
         for (name, tmp) in &mut self.files {
-            if tmp.persist(OsStr::from_bytes(name)).is_err() {
-                return Err(Refusal::Taken);
+            match tmp.persist(OsStr::from_bytes(name)) {
+                Ok(()) => {}
+                // A directory put there since the part was checked.
+                Err(e) if e.raw_os_error() == Some(libc::EISDIR) => return Err(Refusal::Taken),
+                Err(e) => return Err(Refusal::Storage(e)),
             }
             made.push_str(&String::from_utf8_lossy(name));
             made.push('\n');
@@ -315,15 +326,10 @@ async fn read_multipart(
                     if !file_may_go(dir, &name) {
                         return Err(Refusal::Taken);
                     }
-                    let dir = dir
-                        .try_clone()
-                        .map_err(|_| Refusal::Malformed("out of descriptors"))?;
-                    let mut tmp =
-                        TempFile::create_in(dir).map_err(|_| Refusal::Malformed("cannot store"))?;
+                    let dir = dir.try_clone().map_err(Refusal::Storage)?;
+                    let mut tmp = TempFile::create_in(dir).map_err(Refusal::Storage)?;
                     while let Some(chunk) = next(&mut field, &handed_back).await? {
-                        tmp.file
-                            .write_all(&chunk)
-                            .map_err(|_| Refusal::Malformed("cannot store"))?;
+                        tmp.file.write_all(&chunk).map_err(Refusal::Storage)?;
                     }
                     plan.files.push((name, tmp));
                 }
