@@ -333,9 +333,10 @@ async fn read_multipart(
                     }
                     plan.files.push((name, tmp));
                 }
-                // `filename=` that is not UTF-8: multer drops it; a file, not a field.
+                // A filename multer cannot read (not UTF-8, or only RFC 5987's
+                // `filename*=`): a file all the same, not a field to ignore.
                 None if memchr_filename(&disposition) => {
-                    return Err(Refusal::BadName("not UTF-8"));
+                    return Err(Refusal::BadName("not UTF-8, or only filename*="));
                 }
                 None if is_mkdir => {
                     let mut name = Vec::new();
