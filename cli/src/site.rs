@@ -1,7 +1,8 @@
 //! The request handler: what the `onstream` command answers. GET and HEAD of files
 //! (validators, conditional requests, byte ranges, precompressed siblings), directories
-//! (index.html, else a listing), PUT and POST (`form`) with `--upload`, a WebSocket echo route, a clear
-//! status for everything else, and 404 for dot files without `--hidden`. Built on the library's public API only.
+//! (index.html, else a listing), PUT and POST (`form`) with `--upload`, a WebSocket echo
+//! route, 404 for dot files without `--hidden`, and a clear status for everything else.
+//! Built on the library's public API only.
 
 use std::{
     fs::{File, Metadata},
