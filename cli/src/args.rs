@@ -89,12 +89,31 @@ pub struct Args {
     #[arg(long)]
     pub no_listing: bool,
 
-    /// Accept PUT: the body is written to a temporary file, then renamed into place.
+    /// List and serve dot files (.git/, .env, …); without it they are left out of
+    /// listings and answered 404.
+    #[arg(long)]
+    pub hidden: bool,
+
+    /// Follow symlinks that lead out of the served directory (listings then show what
+    /// they point at); without it such links are answered 403 and left out of listings.
+    /// Uploads are always written beneath the directory.
+    #[arg(long)]
+    pub follow_symlinks: bool,
+
+    /// Render a directory's README.md (Markdown; raw HTML in it is shown as text; at most
+    /// 1 MiB) below its listing.
+    #[arg(long)]
+    pub readme: bool,
+
+    /// Accept uploads: PUT, and POST of multipart/form-data to a directory (the
+    /// listing's upload form, `curl -F file=@x URL/dir/`) or of a `mkdir` field (new
+    /// folder). Bodies are written to temporary files, renamed into place when whole.
     #[arg(long)]
     pub upload: bool,
 
-    /// The largest upload: bytes, or with a suffix (K, M, G, T and KiB, MiB, …: powers of
-    /// 1024; KB, MB, GB, TB: powers of 1000), decimals allowed (1.5G).
+    /// The largest upload (a PUT body, or a whole POST): bytes, or with a suffix (K, M,
+    /// G, T and KiB, MiB, …: powers of 1024; KB, MB, GB, TB: powers of 1000), decimals
+    /// allowed (1.5G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
     pub max_upload_size: u64,
 

@@ -85,6 +85,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         let args = args.clone();
         move |listener, options| worker(&args, listener, options)
     };
+    let signals = catch_signals()?;
     let workers = match systemd_listener() {
         Some(fd) => Workers::adopt(fd, n, make_options, build)
             .map_err(|e| fail(format_args!("cannot serve the socket systemd passed: {e}"))),
@@ -99,7 +100,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     // Signals are caught before the banner says the server is up: a signal sent as
     // soon as it is seen must drain, not kill.
     let closer = workers.closer();
-    watch_signals(closer.clone(), args.shutdown_timeout)?;
+    watch_signals(signals, closer.clone(), args.shutdown_timeout)?;
     banner(&workers, &root_path, &args);
     workers.join().map_err(fail)?;
     match closer.connections_cut_at_close() {
@@ -129,11 +130,15 @@ fn worker(args: &Args, listener: Listener, options: Options) -> onstream::Result
 /// What the command line asks to serve from `root`.
 fn site_for(args: &Args, root: Root) -> Rc<Site> {
     Rc::new(Site {
-        root,
+        root: root.follow_symlinks(args.follow_symlinks),
         listing: !args.no_listing,
         upload: args.upload.then_some(args.max_upload_size),
         ws_echo: args.ws_echo.clone(),
         log: (!args.quiet).then(|| Rc::new(AccessLog::new(args.log_format))),
+        browse: crate::entries::Browse {
+            hidden: args.hidden,
+            readme: args.readme,
+        },
     })
 }
 
@@ -310,10 +315,20 @@ fn banner(workers: &Workers, root: &std::path::Path, args: &Args) {
 /// SIGINT and SIGTERM: the first asks every worker to drain and stop (from the signal
 /// thread, through the workers' `Closer`) and says so on stderr; a second one exits at
 /// once.
-fn watch_signals(closer: Closer, drain_limit: Duration) -> Result<(), Failure> {
+/// Catches SIGINT and SIGTERM from now on: one that comes before [`watch_signals`] runs
+/// waits for it instead of killing the process (the workers serve as soon as they are
+/// started, so a client may answer and signal before the watcher exists).
+fn catch_signals() -> Result<signal_hook::iterator::Signals, Failure> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| fail(format_args!("cannot handle signals: {e}")))?;
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| fail(format_args!("cannot handle signals: {e}")))
+}
+
+fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
+    closer: Closer,
+    drain_limit: Duration,
+) -> Result<(), Failure> {
     std::thread::Builder::new()
         .name("onstream-signals".into())
         .spawn(move || {

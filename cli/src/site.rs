@@ -1,7 +1,8 @@
 //! The request handler: what the `onstream` command answers. GET and HEAD of files
 //! (validators, conditional requests, byte ranges, precompressed siblings), directories
-//! (index.html, else a listing), PUT with `--upload`, a WebSocket echo route, and a clear
-//! status for everything else. Built on the library's public API only.
+//! (index.html, else a listing), PUT and POST (`form`) with `--upload`, a WebSocket echo
+//! route, 404 for dot files without `--hidden`, and a clear status for everything else.
+//! Built on the library's public API only.
 
 use std::{
     fs::{File, Metadata},
@@ -18,10 +19,10 @@ use crate::{
     access_log::{AccessLog, Record, Request},
     beneath::{self, Root},
     conditional::{self, Precondition, Validators},
-    listing,
+    entries, form, listing,
     path::{self, Refused, Target},
     range::{self, Ranges},
-    upload,
+    readme, upload,
 };
 
 /// What the command serves and how.
@@ -33,6 +34,8 @@ pub struct Site {
     pub upload: Option<u64>,
     pub ws_echo: Option<String>,
     pub log: Option<Rc<AccessLog>>,
+    /// `--hidden`, `--readme`: what listings show and which names are served.
+    pub browse: entries::Browse,
 }
 
 /// The status and body size of an answer, for the access log.
@@ -117,10 +120,18 @@ impl Site {
             Err(Refused::NotAPath) => return status_page(stream, method, 400, &[]).await,
             Err(Refused::Unsafe) => return status_page(stream, method, 404, &[]).await,
         };
+        // Dot files are neither listed nor served nor written without `--hidden`.
+        if entries::is_refused_path(&target.relative, self.browse.hidden) {
+            return status_page(stream, method, 404, &[]).await;
+        }
         match method {
             "GET" | "HEAD" => self.get(stream, req, method, &target).await,
             "PUT" if self.upload.is_some() => {
                 upload::put(&self.root, stream, req, &target, self.upload.unwrap_or(0)).await
+            }
+            "POST" if self.upload.is_some() => {
+                let (limit, hidden) = (self.upload.unwrap_or(0), self.browse.hidden);
+                form::post(&self.root, stream, req, &target, limit, hidden).await
             }
             _ => {
                 let allow = if self.upload.is_some() {
@@ -173,16 +184,24 @@ impl Site {
         if !self.listing {
             return status_page(stream, method, 403, &[]).await;
         }
-        drop(file);
-        let entries = match read_entries(&self.root.path().join(&target.relative)) {
+        let readme = (self.browse.readme)
+            .then(|| readme::for_directory(&self.root, &target.relative))
+            .flatten();
+        let entries = match entries::read(&self.root, &target.relative, file, self.browse.hidden) {
             Ok(entries) => entries,
             Err(e) => return io_error_page(stream, method, &e).await,
         };
-        let mut dir_path = target.decoded.clone();
-        if !dir_path.ends_with('/') {
-            dir_path.push('/');
-        }
-        let page = listing::render(&dir_path, entries);
+        let query = req
+            .get(":path")
+            .unwrap_or("")
+            .split_once('?')
+            .map(|(_, q)| q);
+        let options = listing::Page {
+            sort: listing::Sort::from_query(query),
+            upload: self.upload.is_some(),
+            readme: readme.as_deref(),
+        };
+        let page = listing::render_page(&target.relative, entries, &options);
         // A weak validator from the page itself: a browser revalidating a listing gets
         // 304 while the directory is unchanged (the page is made anew either way).
         let validators = Validators {
@@ -201,25 +220,10 @@ impl Site {
         if let Some(sent) = answer_preconditions(stream, req, method, &validators, &head).await? {
             return Ok(sent);
         }
+        head.append("content-security-policy", listing::CSP);
         head.append("content-type", "text/html; charset=utf-8");
         send_whole(stream, method, head, page.as_bytes()).await
     }
-}
-
-fn read_entries(dir: &Path) -> io::Result<Vec<listing::Entry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        // Follow symlinks for what the link points at; a dangling one is listed as a file.
-        let md = std::fs::metadata(entry.path()).or_else(|_| entry.metadata())?;
-        entries.push(listing::Entry {
-            name: entry.file_name(),
-            is_dir: md.is_dir(),
-            size: md.len(),
-            modified: md.modified().ok(),
-        });
-    }
-    Ok(entries)
 }
 
 /// Serves a regular file: validators and preconditions, a precompressed sibling when the
