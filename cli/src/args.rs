@@ -108,6 +108,16 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Common)]
     pub log_format: LogFormat,
 
+    /// Require HTTP Basic authentication: USER:PASSWORD, or USER:sha256:HEX with the
+    /// password's SHA-256 in hex (repeatable: several users). Split at the first colon.
+    #[arg(long, value_name = "USER:PASSWORD", value_parser = crate::auth::parse_credential)]
+    pub auth: Vec<crate::auth::Credential>,
+
+    /// Answer only peers in this network, e.g. 192.168.1.0/24 or ::1 (repeatable); others
+    /// get 403. Unix socket peers are always answered.
+    #[arg(long, value_name = "CIDR", value_parser = crate::allow::parse_cidr)]
+    pub allow_from: Vec<crate::allow::Cidr>,
+
     /// Serve the one connection on standard input (inetd's `nowait` mode), then exit.
     #[arg(long, conflicts_with_all = ["unix"])]
     pub inetd: bool,

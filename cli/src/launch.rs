@@ -19,6 +19,7 @@ use onstream::{Closer, Listener, LocalAddr, Options, Server, Tls, Version, Worke
 use crate::{
     access_log::AccessLog,
     args::{Args, LogFormat, TlsMode},
+    auth::Users,
     beneath::Root,
     site::{self, Site},
 };
@@ -48,6 +49,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .with_writer(std::io::stdout)
             .with_target(false)
             .init();
+    }
+    if let Some(warning) = cleartext_auth_warning(&args) {
+        eprintln!("onstream: warning: {warning}");
     }
     raise_fd_limit();
     let tls_config = match (&args.cert, &args.key) {
@@ -115,6 +119,27 @@ fn site_for(args: &Args, root: Root) -> Rc<Site> {
         upload: args.upload.then_some(args.max_upload_size),
         ws_echo: args.ws_echo.clone(),
         log: (!args.quiet).then(|| AccessLog::new(args.log_format)),
+        allow_from: args.allow_from.clone(),
+        users: Users::new(args.auth.clone()),
+    })
+}
+
+/// Basic credentials are readable by anyone on the path when they travel in cleartext:
+/// worth a warning when the server can be reached from other machines without TLS.
+fn cleartext_auth_warning(args: &Args) -> Option<String> {
+    if args.auth.is_empty() || args.tls == TlsMode::On || args.unix.is_some() {
+        return None;
+    }
+    let loopback = args.bind == "localhost"
+        || args
+            .bind
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "--auth over cleartext HTTP on {}: passwords can be read on the network; use --tls on",
+            args.bind
+        )
     })
 }
 

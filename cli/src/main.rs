@@ -6,10 +6,13 @@
 //!   the step loop.
 //! - `site`: the request handler; `path` and `beneath` keep it inside the root;
 //!   `conditional`, `range`, `listing` and `upload` are its parts.
+//! - `allow` and `auth`: who may ask (`--allow-from`, `--auth`).
 //! - `access_log`: one line per request.
 
 mod access_log;
+mod allow;
 mod args;
+mod auth;
 mod beneath;
 mod conditional;
 mod launch;

@@ -16,6 +16,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::{
     access_log::{AccessLog, Record},
+    allow, auth,
     beneath::{self, Root},
     conditional::{self, Precondition, Validators},
     listing,
@@ -33,6 +34,10 @@ pub struct Site {
     pub upload: Option<u64>,
     pub ws_echo: Option<String>,
     pub log: Option<AccessLog>,
+    /// `--allow-from`: empty allows every peer.
+    pub allow_from: Vec<allow::Cidr>,
+    /// `--auth`: empty asks for no credentials.
+    pub users: auth::Users,
 }
 
 /// The status and body size of an answer, for the access log.
@@ -80,6 +85,19 @@ impl Site {
     async fn respond(&self, stream: &Stream, req: &Headers) -> onstream::Result<Sent> {
         let method = req.get(":method").unwrap_or("");
         let raw_path = req.get(":path").unwrap_or("");
+        // Who may ask comes before anything else, the file system included.
+        if !allow::allowed(&self.allow_from, stream.peer_addr().map(|a| a.ip())) {
+            return status_page(stream, method, 403, &[]).await;
+        }
+        if !self.users.is_empty() && !self.users.admits(req.get_bytes("authorization")) {
+            return status_page(
+                stream,
+                method,
+                401,
+                &[("www-authenticate", auth::CHALLENGE)],
+            )
+            .await;
+        }
         if let Some(echo) = &self.ws_echo {
             if raw_path.split('?').next() == Some(echo.as_str()) {
                 return websocket_echo(stream).await;
