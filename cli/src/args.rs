@@ -118,6 +118,34 @@ pub struct Args {
     #[arg(long, value_name = "CIDR", value_parser = crate::allow::parse_cidr)]
     pub allow_from: Vec<crate::allow::Cidr>,
 
+    /// Add this field to every response, e.g. 'X-Frame-Options: DENY' (repeatable; replaces
+    /// a field of the same name the server would send).
+    #[arg(long, value_name = "NAME: VALUE", value_parser = crate::response_headers::parse_header)]
+    pub header: Vec<(String, String)>,
+
+    /// Allow cross-origin requests: Access-Control-Allow-Origin: * on every response, and
+    /// OPTIONS (CORS preflights) answered 204 before authentication.
+    #[arg(long)]
+    pub cors: bool,
+
+    /// Single-page application: a GET of a missing path without an extension is answered
+    /// with the root's index page (200); missing paths with an extension stay 404.
+    #[arg(long)]
+    pub spa: bool,
+
+    /// The file a directory URL serves, tried in order (repeatable or comma-separated).
+    #[arg(long, value_name = "NAME", value_delimiter = ',', default_value = "index.html",
+          value_parser = crate::app::parse_index)]
+    pub index: Vec<String>,
+
+    /// Cache-Control: no-cache on every response (browsers revalidate each time).
+    #[arg(long, conflicts_with = "cache_control")]
+    pub no_cache: bool,
+
+    /// Cache-Control: VALUE on every response, e.g. 'public, max-age=3600'.
+    #[arg(long, value_name = "VALUE", value_parser = crate::response_headers::parse_value)]
+    pub cache_control: Option<String>,
+
     /// Serve the one connection on standard input (inetd's `nowait` mode), then exit.
     #[arg(long, conflicts_with_all = ["unix"])]
     pub inetd: bool,

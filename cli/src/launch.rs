@@ -21,6 +21,7 @@ use crate::{
     args::{Args, LogFormat, TlsMode},
     auth::Users,
     beneath::Root,
+    response_headers::{self, ResponseHeaders},
     site::{self, Site},
 };
 
@@ -111,8 +112,18 @@ fn worker(args: &Args, listener: Listener, options: Options) -> onstream::Result
     Ok(server)
 }
 
-/// What the command line asks to serve from `root`.
+/// What the command line asks to serve from `root`; called on the thread that serves it
+/// (the response headers are kept per thread).
 fn site_for(args: &Args, root: Root) -> Rc<Site> {
+    response_headers::install(Rc::new(ResponseHeaders {
+        extra: args.header.clone(),
+        cors: args.cors,
+        cache_control: if args.no_cache {
+            Some("no-cache".to_owned())
+        } else {
+            args.cache_control.clone()
+        },
+    }));
     Rc::new(Site {
         root,
         listing: !args.no_listing,
@@ -121,6 +132,9 @@ fn site_for(args: &Args, root: Root) -> Rc<Site> {
         log: (!args.quiet).then(|| AccessLog::new(args.log_format)),
         allow_from: args.allow_from.clone(),
         users: Users::new(args.auth.clone()),
+        cors: args.cors,
+        spa: args.spa,
+        index: args.index.clone(),
     })
 }
 

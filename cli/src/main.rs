@@ -7,10 +7,13 @@
 //! - `site`: the request handler; `path` and `beneath` keep it inside the root;
 //!   `conditional`, `range`, `listing` and `upload` are its parts.
 //! - `allow` and `auth`: who may ask (`--allow-from`, `--auth`).
+//! - `app` (`--index`, `--spa`, CORS preflights) and `response_headers` (`--header`,
+//!   `--cors`, `--no-cache`, `--cache-control`).
 //! - `access_log`: one line per request.
 
 mod access_log;
 mod allow;
+mod app;
 mod args;
 mod auth;
 mod beneath;
@@ -19,6 +22,7 @@ mod launch;
 mod listing;
 mod path;
 mod range;
+mod response_headers;
 mod site;
 mod upload;
 

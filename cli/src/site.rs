@@ -16,12 +16,13 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::{
     access_log::{AccessLog, Record},
-    allow, auth,
+    allow, app, auth,
     beneath::{self, Root},
     conditional::{self, Precondition, Validators},
     listing,
     path::{self, Refused, Target},
     range::{self, Ranges},
+    response_headers::write_head,
     upload,
 };
 
@@ -38,6 +39,12 @@ pub struct Site {
     pub allow_from: Vec<allow::Cidr>,
     /// `--auth`: empty asks for no credentials.
     pub users: auth::Users,
+    /// `--cors`: OPTIONS is answered as a preflight.
+    pub cors: bool,
+    /// `--spa`: missing extensionless paths get the root's index page.
+    pub spa: bool,
+    /// `--index`: the names a directory URL serves, in order.
+    pub index: Vec<String>,
 }
 
 /// The status and body size of an answer, for the access log.
@@ -89,6 +96,16 @@ impl Site {
         if !allow::allowed(&self.allow_from, stream.peer_addr().map(|a| a.ip())) {
             return status_page(stream, method, 403, &[]).await;
         }
+        // Preflights carry no credentials (Fetch), so with --auth they must be answered
+        // before it; the answer says nothing about the files.
+        if self.cors && method == "OPTIONS" {
+            let fields = app::preflight(
+                self.upload.is_some(),
+                req.get("access-control-request-headers"),
+            );
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            return status_page(stream, method, 204, &fields).await;
+        }
         if !self.users.is_empty() && !self.users.admits(req.get_bytes("authorization")) {
             return status_page(
                 stream,
@@ -133,6 +150,9 @@ impl Site {
     ) -> onstream::Result<Sent> {
         let file = match self.root.open(&target.relative) {
             Ok(f) => f,
+            Err(e) if self.spa && e.kind() == io::ErrorKind::NotFound => {
+                return self.spa_index(stream, req, method, target, &e).await;
+            }
             Err(e) => return io_error_page(stream, method, &e).await,
         };
         let md = file.metadata()?;
@@ -154,11 +174,13 @@ impl Site {
             }
             return status_page(stream, method, 301, &[("location", &location)]).await;
         }
-        let index = target.relative.join("index.html");
-        if let Ok(f) = self.root.open(&index) {
-            let md = f.metadata()?;
-            if md.is_file() {
-                return serve_file(stream, req, method, &self.root, &index, f, md).await;
+        for name in &self.index {
+            let index = target.relative.join(name);
+            if let Ok(f) = self.root.open(&index) {
+                let md = f.metadata()?;
+                if md.is_file() {
+                    return serve_file(stream, req, method, &self.root, &index, f, md).await;
+                }
             }
         }
         if !self.listing {
@@ -194,6 +216,32 @@ impl Site {
         }
         head.append("content-type", "text/html; charset=utf-8");
         send_whole(stream, method, head, page.as_bytes()).await
+    }
+}
+
+impl Site {
+    /// `--spa`: the root's index page for a missing path without an extension, else the
+    /// error `e` as usual.
+    async fn spa_index(
+        &self,
+        stream: &Stream,
+        req: &Headers,
+        method: &str,
+        target: &Target,
+        e: &io::Error,
+    ) -> onstream::Result<Sent> {
+        if app::spa_fallback_applies(method, &target.relative) {
+            for name in &self.index {
+                if let Ok(f) = self.root.open(Path::new(name)) {
+                    let md = f.metadata()?;
+                    if md.is_file() {
+                        return serve_file(stream, req, method, &self.root, Path::new(name), f, md)
+                            .await;
+                    }
+                }
+            }
+        }
+        io_error_page(stream, method, e).await
     }
 }
 
@@ -283,7 +331,7 @@ async fn serve_file(
             head.append("content-type", body.content_type.clone());
             head.append("content-length", body.content_length.to_string());
             let head_only = method == "HEAD";
-            stream.write_headers(&head, head_only).await?;
+            write_head(stream, &head, head_only).await?;
             if head_only {
                 return Ok(Sent {
                     status: 206,
@@ -321,7 +369,7 @@ async fn answer_preconditions(
         Precondition::NotModified => {
             let mut head = head.clone();
             head.upsert(":status", "304");
-            stream.write_headers(&head, true).await?;
+            write_head(stream, &head, true).await?;
             Ok(Some(Sent {
                 status: 304,
                 bytes: 0,
@@ -432,10 +480,10 @@ async fn send_file(
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     if method == "HEAD" || range.is_empty() {
-        stream.write_headers(&head, true).await?;
+        write_head(stream, &head, true).await?;
         return Ok(Sent { status, bytes: 0 });
     }
-    stream.write_headers(&head, false).await?;
+    write_head(stream, &head, false).await?;
     let bytes = range.end - range.start;
     if range.start > 0 {
         file.seek(SeekFrom::Start(range.start))?;
@@ -486,10 +534,10 @@ async fn send_whole(
         .unwrap_or(200);
     head.append("content-length", body.len().to_string());
     if method == "HEAD" {
-        stream.write_headers(&head, true).await?;
+        write_head(stream, &head, true).await?;
         return Ok(Sent { status, bytes: 0 });
     }
-    stream.write_headers(&head, false).await?;
+    write_head(stream, &head, false).await?;
     stream.write_chunk(body, true).await?;
     Ok(Sent {
         status,
@@ -510,7 +558,7 @@ pub async fn status_page(
         head.append(name, value.to_string());
     }
     if status == 304 || status == 204 {
-        stream.write_headers(&head, true).await?;
+        write_head(stream, &head, true).await?;
         return Ok(Sent { status, bytes: 0 });
     }
     head.append("content-type", "text/plain; charset=utf-8");
