@@ -146,6 +146,16 @@ pub struct Args {
     #[arg(long, value_name = "VALUE", value_parser = crate::response_headers::parse_value)]
     pub cache_control: Option<String>,
 
+    /// Compress text responses on the fly (gzip, br, zstd, as the client accepts) when no
+    /// precompressed sibling exists.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On)]
+    pub compress: Switch,
+
+    /// The largest file compressed on the fly (suffixes K, M, G); larger ones are sent as
+    /// they are. Files under 1 KiB are never compressed.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "10M")]
+    pub compress_max_size: u64,
+
     /// Serve the one connection on standard input (inetd's `nowait` mode), then exit.
     #[arg(long, conflicts_with_all = ["unix"])]
     pub inetd: bool,
@@ -160,6 +170,13 @@ pub enum TlsMode {
     Off,
     /// TLS or cleartext, by the connection's first byte.
     Auto,
+}
+
+/// An on/off switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// `--log-format`.

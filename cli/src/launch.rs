@@ -18,9 +18,10 @@ use onstream::{Closer, Listener, LocalAddr, Options, Server, Tls, Version, Worke
 
 use crate::{
     access_log::AccessLog,
-    args::{Args, LogFormat, TlsMode},
+    args::{Args, LogFormat, Switch, TlsMode},
     auth::Users,
     beneath::Root,
+    compress,
     response_headers::{self, ResponseHeaders},
     site::{self, Site},
 };
@@ -135,6 +136,9 @@ fn site_for(args: &Args, root: Root) -> Rc<Site> {
         cors: args.cors,
         spa: args.spa,
         index: args.index.clone(),
+        compress: (args.compress == Switch::On).then_some(compress::Settings {
+            max_size: args.compress_max_size,
+        }),
     })
 }
 

@@ -5,7 +5,7 @@
 //! - `launch`: listening (TCP, unix, systemd socket activation, inetd), signals and
 //!   the step loop.
 //! - `site`: the request handler; `path` and `beneath` keep it inside the root;
-//!   `conditional`, `range`, `listing` and `upload` are its parts.
+//!   `conditional`, `range`, `compress`, `listing` and `upload` are its parts.
 //! - `allow` and `auth`: who may ask (`--allow-from`, `--auth`).
 //! - `app` (`--index`, `--spa`, CORS preflights) and `response_headers` (`--header`,
 //!   `--cors`, `--no-cache`, `--cache-control`).
@@ -17,6 +17,7 @@ mod app;
 mod args;
 mod auth;
 mod beneath;
+mod compress;
 mod conditional;
 mod launch;
 mod listing;

@@ -18,6 +18,7 @@ use crate::{
     access_log::{AccessLog, Record},
     allow, app, auth,
     beneath::{self, Root},
+    compress,
     conditional::{self, Precondition, Validators},
     listing,
     path::{self, Refused, Target},
@@ -45,6 +46,8 @@ pub struct Site {
     pub spa: bool,
     /// `--index`: the names a directory URL serves, in order.
     pub index: Vec<String>,
+    /// `--compress`: `None` when off.
+    pub compress: Option<compress::Settings>,
 }
 
 /// The status and body size of an answer, for the access log.
@@ -160,7 +163,7 @@ impl Site {
             if target.trailing_slash {
                 return status_page(stream, method, 404, &[]).await;
             }
-            return serve_file(stream, req, method, &self.root, &target.relative, file, md).await;
+            return serve_file(stream, req, method, self, &target.relative, file, md).await;
         }
         if !md.is_dir() {
             return status_page(stream, method, 403, &[]).await;
@@ -179,7 +182,7 @@ impl Site {
             if let Ok(f) = self.root.open(&index) {
                 let md = f.metadata()?;
                 if md.is_file() {
-                    return serve_file(stream, req, method, &self.root, &index, f, md).await;
+                    return serve_file(stream, req, method, self, &index, f, md).await;
                 }
             }
         }
@@ -235,8 +238,7 @@ impl Site {
                 if let Ok(f) = self.root.open(Path::new(name)) {
                     let md = f.metadata()?;
                     if md.is_file() {
-                        return serve_file(stream, req, method, &self.root, Path::new(name), f, md)
-                            .await;
+                        return serve_file(stream, req, method, self, Path::new(name), f, md).await;
                     }
                 }
             }
@@ -267,7 +269,7 @@ async fn serve_file(
     stream: &Stream,
     req: &Headers,
     method: &str,
-    root: &Root,
+    site: &Site,
     relative: &Path,
     file: File,
     md: Metadata,
@@ -277,10 +279,23 @@ async fn serve_file(
             .map(|v| String::from_utf8_lossy(&v).into_owned())
     };
     let content_type = content_type(relative);
-    let (mut file, md, encoding) = precompressed(root, relative, req, file, md);
+    let (mut file, md, encoding) = precompressed(&site.root, relative, req, file, md);
+    let on_the_fly = match (&site.compress, encoding) {
+        (Some(settings), None) if !req.has("range") => compress::choose(
+            settings,
+            get("accept-encoding").as_deref(),
+            &content_type,
+            md.len(),
+        ),
+        _ => None,
+    };
     let mut validators = Validators::from_metadata(&md);
     if let Some(enc) = encoding {
         validators = validators.with_suffix(enc.token);
+    }
+    if let Some(coding) = on_the_fly {
+        validators = validators.with_suffix(coding.token());
+        validators.etag.insert_str(0, "W/");
     }
     let mut head = Headers::new();
     head.append(":status", "200");
@@ -295,6 +310,11 @@ async fn serve_file(
     head.append("vary", "accept-encoding");
     if let Some(sent) = answer_preconditions(stream, req, method, &validators, &head).await? {
         return Ok(sent);
+    }
+    if let Some(coding) = on_the_fly {
+        head.append("content-type", content_type);
+        let bytes = compress::send(stream, method, head, file, coding).await?;
+        return Ok(Sent { status: 200, bytes });
     }
     head.append("accept-ranges", "bytes");
     if let Some(enc) = encoding {
