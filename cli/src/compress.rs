@@ -23,15 +23,12 @@
 
 use std::{
     fs::File,
-    future::Future,
     io::{self, Read, Write},
-    pin::Pin,
-    task::{Context, Poll},
 };
 
 use onstream::{Headers, Stream};
 
-use crate::response_headers::write_head;
+use crate::{response_headers::write_head, yield_now::yield_now};
 
 /// Files smaller than this are sent as they are.
 pub const MIN_SIZE: u64 = 1024;
@@ -187,7 +184,7 @@ pub async fn send(
         }
         // Compressing is the one CPU-heavy thing a request can make this loop do: let the
         // other connections have their turn between chunks.
-        YieldNow(false).await;
+        yield_now().await;
     }
     let tail = encoder.finish()?;
     sent += tail.len() as u64;
@@ -248,22 +245,6 @@ impl Encoder {
             Encoder::Brotli(e) => Ok(e.into_inner()),
             Encoder::Zstd(e) => e.finish(),
         }
-    }
-}
-
-/// Gives the loop back once: the task is woken at once and runs again on a later turn.
-struct YieldNow(bool);
-
-impl Future for YieldNow {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 {
-            return Poll::Ready(());
-        }
-        self.0 = true;
-        cx.waker().wake_by_ref();
-        Poll::Pending
     }
 }
 

@@ -139,6 +139,7 @@ fn site_for(args: &Args, root: Root) -> Rc<Site> {
         compress: (args.compress == Switch::On).then_some(compress::Settings {
             max_size: args.compress_max_size,
         }),
+        hidden: false,
     })
 }
 

@@ -115,7 +115,9 @@ pub fn render(dir_path: &str, mut entries: Vec<Entry>) -> String {
             "<tr><td><a href=\"{href}{slash}\">{name}{slash}</a></td>{size}<td class=\"d\">{modified}</td></tr>"
         );
     }
-    page.push_str("</tbody>\n</table>\n<footer>onstream</footer>\n</body>\n</html>\n");
+    page.push_str("</tbody>\n</table>\n");
+    page.push_str(crate::archive::LISTING_LINKS);
+    page.push_str("<footer>onstream</footer>\n</body>\n</html>\n");
     page
 }
 

@@ -9,11 +9,14 @@
 //! - `allow` and `auth`: who may ask (`--allow-from`, `--auth`).
 //! - `app` (`--index`, `--spa`, CORS preflights) and `response_headers` (`--header`,
 //!   `--cors`, `--no-cache`, `--cache-control`).
+//! - `archive` (`?download=zip|tar|tar.gz` on a folder): `walk` beneath the root,
+//!   `tar_format` and `zip_format` written as a stream.
 //! - `access_log`: one line per request.
 
 mod access_log;
 mod allow;
 mod app;
+mod archive;
 mod args;
 mod auth;
 mod beneath;
@@ -25,7 +28,11 @@ mod path;
 mod range;
 mod response_headers;
 mod site;
+mod tar_format;
 mod upload;
+mod walk;
+mod yield_now;
+mod zip_format;
 
 fn main() {
     let args = <args::Args as clap::Parser>::parse();

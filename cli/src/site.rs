@@ -16,7 +16,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::{
     access_log::{AccessLog, Record},
-    allow, app, auth,
+    allow, app, archive, auth,
     beneath::{self, Root},
     compress,
     conditional::{self, Precondition, Validators},
@@ -48,6 +48,8 @@ pub struct Site {
     pub index: Vec<String>,
     /// `--compress`: `None` when off.
     pub compress: Option<compress::Settings>,
+    /// Whether names starting with `.` are served and archived (`--hidden`); off by default.
+    pub hidden: bool,
 }
 
 /// The status and body size of an answer, for the access log.
@@ -176,6 +178,10 @@ impl Site {
                 location.push_str(query);
             }
             return status_page(stream, method, 301, &[("location", &location)]).await;
+        }
+        if let Some(format) = archive::requested(req.get(":path").unwrap_or("")) {
+            drop(file);
+            return archive::respond(self, stream, method, target, format).await;
         }
         for name in &self.index {
             let index = target.relative.join(name);

@@ -66,7 +66,10 @@ fn each_coding_decodes_to_the_exact_file_over_h1_and_h2() {
                 assert_eq!(r.header("content-encoding"), Some(coding), "{path}");
                 assert_eq!(r.header("content-length"), None);
                 assert_eq!(r.header("vary"), Some("accept-encoding"));
-                assert!(r.body == text(), "{version} {coding} {path}: curl's decoding differs");
+                assert!(
+                    r.body == text(),
+                    "{version} {coding} {path}: curl's decoding differs"
+                );
                 // … and so does this test, from the raw bytes.
                 let raw = curl(&[version, "-H", &accept], &url(&s, path));
                 assert!(raw.body.len() < text().len() / 3, "{coding}: compressed");
@@ -98,7 +101,10 @@ fn small_incompressible_and_precompressed_files_are_not_compressed_again() {
     let s = site(&[]);
     let all = [("accept-encoding", "gzip, br, zstd")];
     let r = s.request("GET", "/small.txt", &all);
-    assert_eq!((r.header("content-encoding"), r.text().as_str()), (None, "tiny"));
+    assert_eq!(
+        (r.header("content-encoding"), r.text().as_str()),
+        (None, "tiny")
+    );
     let r = s.request("GET", "/photo.png", &all);
     assert_eq!(r.header("content-encoding"), None);
     assert_eq!(r.body, text());
@@ -138,7 +144,10 @@ fn each_coding_has_its_own_weak_etag_that_if_none_match_understands() {
     for coding in ["gzip", "br", "zstd"] {
         let r = get(coding, None);
         let tag = r.header("etag").unwrap().to_owned();
-        assert!(tag.starts_with("W/\"") && tag.ends_with(&format!("-{coding}\"")), "{tag}");
+        assert!(
+            tag.starts_with("W/\"") && tag.ends_with(&format!("-{coding}\"")),
+            "{tag}"
+        );
         assert!(!tags.contains(&tag));
         tags.push(tag.clone());
         let r = get(coding, Some(&tag));
@@ -171,10 +180,25 @@ fn head_gives_the_headers_of_get_and_no_body() {
     let head = s.request("HEAD", "/big.txt", &accept);
     let get = curl(&["-H", "Accept-Encoding: zstd"], &url(&s, "/big.txt"));
     assert!(head.body.is_empty());
-    for name in ["content-encoding", "content-type", "etag", "vary", "last-modified", "content-length"] {
+    for name in [
+        "content-encoding",
+        "content-type",
+        "etag",
+        "vary",
+        "last-modified",
+        "content-length",
+    ] {
         assert_eq!(head.header(name), get.header(name), "{name}");
     }
-    let r = curl(&["--http2-prior-knowledge", "-I", "-H", "Accept-Encoding: gzip"], &url(&s, "/big.txt"));
+    let r = curl(
+        &[
+            "--http2-prior-knowledge",
+            "-I",
+            "-H",
+            "Accept-Encoding: gzip",
+        ],
+        &url(&s, "/big.txt"),
+    );
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert!(r.body.is_empty());
 }
@@ -187,6 +211,13 @@ fn compress_off_and_the_size_cap_send_identity() {
     assert_eq!(r.body, text());
     let s = site(&["--compress-max-size", "100K"]);
     let r = s.request("GET", "/big.txt", &[("accept-encoding", "gzip")]);
-    assert_eq!(r.header("content-encoding"), None, "200 KiB is over the cap");
-    assert_eq!(r.header("content-length"), Some(text().len().to_string().as_str()));
+    assert_eq!(
+        r.header("content-encoding"),
+        None,
+        "200 KiB is over the cap"
+    );
+    assert_eq!(
+        r.header("content-length"),
+        Some(text().len().to_string().as_str())
+    );
 }
