@@ -248,6 +248,9 @@ struct Producer<'a> {
     current: Option<Current>,
     /// Whether the top folder's own entry went out.
     started: bool,
+    /// The archive's end (tar's zero blocks, zip's central directory and end records)
+    /// once the walk is over, and how much of it went out.
+    tail: Option<(Vec<u8>, usize)>,
     buf: Vec<u8>,
 }
 
@@ -270,6 +273,7 @@ impl<'a> Producer<'a> {
             zip: ZipWriter::new(),
             current: None,
             started: false,
+            tail: None,
             buf: vec![0; CHUNK],
         }
     }
@@ -291,13 +295,25 @@ impl<'a> Producer<'a> {
                 Some(item) => self.entry(item)?,
                 None if !self.started => self.top()?,
                 None => {
-                    let end = match self.format {
-                        Format::Zip => std::mem::take(&mut self.zip).finish(),
-                        Format::Tar | Format::TarGz => tar_format::END.to_vec(),
-                    };
-                    self.sink().write(&end)?;
-                    let sink = self.sink.take().expect("the sink is there until the end");
-                    return Ok((sink.finish()?, true));
+                    let tail = self.tail.get_or_insert_with(|| {
+                        let end = match self.format {
+                            Format::Zip => std::mem::take(&mut self.zip).finish(),
+                            Format::Tar | Format::TarGz => tar_format::END.to_vec(),
+                        };
+                        (end, 0)
+                    });
+                    // The zip's central directory can be tens of MiB: it goes out a
+                    // chunk per step like the rest, never copied whole into the sink.
+                    let (end, sent) = (&tail.0, tail.1);
+                    let piece = end[sent..].len().min(CHUNK);
+                    let piece = end[sent..sent + piece].to_vec();
+                    tail.1 += piece.len();
+                    let last = tail.1 == tail.0.len();
+                    self.sink().write(&piece)?;
+                    if last {
+                        let sink = self.sink.take().expect("the sink is there until the end");
+                        return Ok((sink.finish()?, true));
+                    }
                 }
             }
             input += 512;
