@@ -8,6 +8,9 @@ use std::{path::PathBuf, time::Duration};
 /// By default both http:// and https:// work on one port (TLS is detected per
 /// connection) with a self-signed certificate made at start; its SHA-256 fingerprint is
 /// printed with the URLs.
+///
+/// Any folder downloads as an archive, made while it is sent: add ?download=zip,
+/// ?download=tar.gz or ?download=tar to its URL (the listing links them).
 #[derive(Debug, Parser)]
 #[command(name = "onstream", version)]
 pub struct Args {
@@ -84,7 +87,8 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
     pub shutdown_timeout: Duration,
 
-    /// Answer 403 for directories without index.html instead of listing them.
+    /// Answer 403 for directories without an index file instead of listing them (and
+    /// for ?download= archives of them).
     #[arg(long)]
     pub no_listing: bool,
 

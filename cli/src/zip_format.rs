@@ -83,7 +83,8 @@ impl ZipWriter {
         Ok(header)
     }
 
-    /// The local header of a file of exactly `size` bytes; the caller then writes the data
+    /// The local header of a file of exactly `size` bytes (`name` is at most 64 KiB: the
+    /// walk's depth bound keeps paths far shorter); the caller then writes the data
     /// and calls [`ZipWriter::file_end`].
     pub fn file(&mut self, name: &[u8], size: u64, mtime: u64, mode: u32) -> Vec<u8> {
         let offset = self.offset;
@@ -321,6 +322,24 @@ mod tests {
             (2024, 2, 29)
         );
         assert_eq!(dos_time(0), (0, (1 << 5) | 1), "1980-01-01");
+    }
+
+    #[test]
+    fn the_central_directory_is_capped() {
+        let mut zip = ZipWriter::new();
+        let name = vec![b'n'; 60_000];
+        let mut n = 0;
+        let err = loop {
+            zip.file(&name, 0, 0, 0o644);
+            match zip.file_end(0) {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+            assert!(n < 10_000, "no cap");
+        };
+        assert!(err.to_string().contains("too many entries"), "{err}");
+        assert!(zip.central.len() <= MAX_CENTRAL);
+        assert!(n > MAX_CENTRAL / (60_000 + 46 + 28) - 1);
     }
 
     #[test]
