@@ -354,3 +354,51 @@ fn a_client_that_stops_reading_is_cut_without_the_server_buffering_the_archive()
     );
     drop(c);
 }
+
+/// Sends `GET /?download=tar.gz` and returns the status line's first 12 bytes, leaving
+/// the rest unread.
+fn tar_gz_head(port: u16) -> (TcpStream, [u8; 12]) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    c.write_all(b"GET /?download=tar.gz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut c, &mut head).unwrap();
+    (c, head)
+}
+
+#[test]
+fn tar_gz_downloads_are_bounded_per_worker() {
+    let s = Onstream::start(&["--workers", "1", "--send-timeout", "30"], |dir| {
+        // Incompressible, larger than what the socket buffers hold: a client that reads
+        // only the head keeps its download in progress.
+        std::fs::write(dir.join("root/random.bin"), pseudo_random(32 << 20)).unwrap();
+    });
+    // The head is sent before the archive: once it is here, the slot is taken.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let (c, head) = tar_gz_head(s.port);
+            assert_eq!(&head, b"HTTP/1.1 200");
+            c
+        })
+        .collect();
+    let r = s.get("/?download=tar.gz");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("10"));
+    assert_eq!(s.request("HEAD", "/?download=tar.gz", &[]).status, 200);
+    let (_c, head) = tar_gz_head(s.port);
+    assert_eq!(&head, b"HTTP/1.1 503");
+    // Slots are given back when downloads end, here cut by their clients: the server
+    // sees it at its next write, so the next try may still come too early.
+    drop(stalled);
+    let freed = (0..100).any(|_| {
+        let (_c, head) = tar_gz_head(s.port);
+        let ok = &head == b"HTTP/1.1 200";
+        if !ok {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        ok
+    });
+    assert!(freed, "a slot was given back");
+}
