@@ -12,6 +12,7 @@
 //! - `archive` (`?download=zip|tar|tar.gz` on a folder): `walk` beneath the root,
 //!   `tar_format` and `zip_format` written as a stream.
 //! - `access_log`: one line per request.
+//! - `unix_socket`: `--unix`'s socket file (stale ones replaced, removed at exit).
 
 mod access_log;
 mod allow;
@@ -29,6 +30,7 @@ mod range;
 mod response_headers;
 mod site;
 mod tar_format;
+mod unix_socket;
 mod upload;
 mod walk;
 mod yield_now;

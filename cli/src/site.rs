@@ -15,7 +15,7 @@ use onstream::{Headers, Stream};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::{
-    access_log::{AccessLog, Record},
+    access_log::{AccessLog, Record, Request},
     allow, app, archive, auth,
     beneath::{self, Root},
     compress,
@@ -35,7 +35,7 @@ pub struct Site {
     /// `Some(limit)` when PUT is allowed.
     pub upload: Option<u64>,
     pub ws_echo: Option<String>,
-    pub log: Option<AccessLog>,
+    pub log: Option<Rc<AccessLog>>,
     /// `--allow-from`: empty allows every peer.
     pub allow_from: Vec<allow::Cidr>,
     /// `--auth`: empty asks for no credentials.
@@ -63,34 +63,61 @@ pub struct Sent {
 pub async fn handle(site: Rc<Site>, stream: Stream) -> onstream::Result<()> {
     let started = Instant::now();
     let req = stream.get_headers().await?;
+    let mut entry = LogEntry {
+        site: &site,
+        stream: &stream,
+        req: &req,
+        started,
+        sent: None,
+    };
     let result = site.respond(&stream, &req).await;
-    if let Some(log) = &site.log {
-        let sent = match &result {
-            Ok(sent) => *sent,
-            // The head may or may not have gone out; nginx logs 499 for a client that
-            // went away, a clearer signal than a made-up 200.
-            Err(_) => Sent {
-                status: 499,
-                bytes: 0,
-            },
+    entry.sent = result.as_ref().ok().copied();
+    drop(entry);
+    result.map(drop)
+}
+
+/// The access-log line of one request, written when the handler ends — or when its
+/// task is dropped unfinished (a download cut at the shutdown timeout), which an
+/// `await` followed by a log call would never see.
+struct LogEntry<'a> {
+    site: &'a Site,
+    stream: &'a Stream,
+    req: &'a Headers,
+    started: Instant,
+    /// `None` until the handler ended well.
+    sent: Option<Sent>,
+}
+
+impl Drop for LogEntry<'_> {
+    fn drop(&mut self) {
+        let Some(log) = &self.site.log else {
+            return;
         };
+        // Failed or cut short: the head may or may not have gone out; nginx logs 499
+        // for a client that went away, a clearer signal than a made-up 200.
+        let sent = self.sent.unwrap_or(Sent {
+            status: 499,
+            bytes: 0,
+        });
+        let req = self.req;
         log.log(&Record {
-            peer: stream.peer_addr(),
-            method: req.get(":method").unwrap_or("-"),
-            target: req.get(":path").unwrap_or("-"),
-            version: match stream.version() {
-                http::Version::HTTP_2 => "HTTP/2.0",
-                http::Version::HTTP_10 => "HTTP/1.0",
-                _ => "HTTP/1.1",
+            peer: self.stream.peer_addr(),
+            request: Request::Parsed {
+                method: req.get(":method").unwrap_or("-"),
+                target: req.get(":path").unwrap_or("-"),
+                version: match self.stream.version() {
+                    http::Version::HTTP_2 => "HTTP/2.0",
+                    http::Version::HTTP_10 => "HTTP/1.0",
+                    _ => "HTTP/1.1",
+                },
             },
             status: sent.status,
             bytes: sent.bytes,
             referer: req.get("referer"),
             user_agent: req.get("user-agent"),
-            duration: started.elapsed(),
+            duration: self.started.elapsed(),
         });
     }
-    result.map(drop)
 }
 
 impl Site {
@@ -631,7 +658,17 @@ fn encode_path(decoded: &str) -> String {
 
 /// `--ws-echo`: every text or binary message is sent back.
 async fn websocket_echo(stream: &Stream) -> onstream::Result<Sent> {
-    let mut ws = onstream::websocket::accept(stream, onstream::websocket::Options::new()).await?;
+    let mut ws =
+        match onstream::websocket::accept(stream, onstream::websocket::Options::new()).await {
+            Ok(ws) => ws,
+            // Not a valid WebSocket request: `accept` has answered it (400, or 426 for a
+            // wrong version), and the log says so rather than blame the client for leaving.
+            Err(e) if matches!(e.kind(), onstream::ErrorKind::Protocol(_)) => {
+                let status = e.status().unwrap_or(400);
+                return Ok(Sent { status, bytes: 0 });
+            }
+            Err(e) => return Err(e),
+        };
     while let Some(msg) = ws.recv().await? {
         if msg.is_text() || msg.is_binary() {
             ws.send(msg).await?;
