@@ -8,6 +8,9 @@ use std::{path::PathBuf, time::Duration};
 /// By default both http:// and https:// work on one port (TLS is detected per
 /// connection) with a self-signed certificate made at start; its SHA-256 fingerprint is
 /// printed with the URLs.
+///
+/// Any folder downloads as an archive, made while it is sent: add ?download=zip,
+/// ?download=tar.gz or ?download=tar to its URL (the listing links them).
 #[derive(Debug, Parser)]
 #[command(name = "onstream", version)]
 pub struct Args {
@@ -85,7 +88,8 @@ pub struct Args {
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
     pub shutdown_timeout: Duration,
 
-    /// Answer 403 for directories without index.html instead of listing them.
+    /// Answer 403 for directories without an index file instead of listing them (and
+    /// for ?download= archives of them).
     #[arg(long)]
     pub no_listing: bool,
 
@@ -138,6 +142,54 @@ pub struct Args {
     #[arg(long)]
     pub open: bool,
 
+    /// Require HTTP Basic authentication: USER:PASSWORD, or USER:sha256:HEX with the
+    /// password's SHA-256 in hex (repeatable: several users). Split at the first colon.
+    #[arg(long, value_name = "USER:PASSWORD", value_parser = crate::auth::parse_credential)]
+    pub auth: Vec<crate::auth::Credential>,
+
+    /// Answer only peers in this network, e.g. 192.168.1.0/24 or ::1 (repeatable); others
+    /// get 403. Unix socket peers are always answered.
+    #[arg(long, value_name = "CIDR", value_parser = crate::allow::parse_cidr)]
+    pub allow_from: Vec<crate::allow::Cidr>,
+
+    /// Add this field to every response, e.g. 'X-Frame-Options: DENY' (repeatable; replaces
+    /// a field of the same name the server would send).
+    #[arg(long, value_name = "NAME: VALUE", value_parser = crate::response_headers::parse_header)]
+    pub header: Vec<(String, String)>,
+
+    /// Allow cross-origin requests: Access-Control-Allow-Origin: * on every response, and
+    /// OPTIONS (CORS preflights) answered 204 before authentication.
+    #[arg(long)]
+    pub cors: bool,
+
+    /// Single-page application: a GET of a missing path without an extension is answered
+    /// with the root's index page (200); missing paths with an extension stay 404.
+    #[arg(long)]
+    pub spa: bool,
+
+    /// The file a directory URL serves, tried in order (repeatable or comma-separated).
+    #[arg(long, value_name = "NAME", value_delimiter = ',', default_value = "index.html",
+          value_parser = crate::app::parse_index)]
+    pub index: Vec<String>,
+
+    /// Cache-Control: no-cache on every response (browsers revalidate each time).
+    #[arg(long, conflicts_with = "cache_control")]
+    pub no_cache: bool,
+
+    /// Cache-Control: VALUE on every response, e.g. 'public, max-age=3600'.
+    #[arg(long, value_name = "VALUE", value_parser = crate::response_headers::parse_value)]
+    pub cache_control: Option<String>,
+
+    /// Compress text responses on the fly (gzip, br, zstd, as the client accepts) when no
+    /// precompressed sibling exists.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On)]
+    pub compress: Switch,
+
+    /// The largest file compressed on the fly (suffixes K, M, G); larger ones are sent as
+    /// they are. Files under 1 KiB are never compressed.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "10M")]
+    pub compress_max_size: u64,
+
     /// Serve the one connection on standard input (inetd's `nowait` mode), then exit.
     #[arg(long, conflicts_with_all = ["unix"])]
     pub inetd: bool,
@@ -152,6 +204,13 @@ pub enum TlsMode {
     Off,
     /// TLS or cleartext, by the connection's first byte.
     Auto,
+}
+
+/// An on/off switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// `--log-format`.

@@ -18,8 +18,11 @@ use onstream::{Closer, Listener, LocalAddr, Options, Server, Tls, Version, Worke
 
 use crate::{
     access_log::{self, AccessLog, Record, Request},
-    args::{Args, LogFormat, TlsMode},
+    args::{Args, LogFormat, Switch, TlsMode},
+    auth::Users,
     beneath::Root,
+    compress,
+    response_headers::{self, ResponseHeaders},
     share,
     site::{self, Site},
     unix_socket,
@@ -55,6 +58,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
             .with_writer(std::io::stdout)
             .with_target(false)
             .init();
+    }
+    if let Some(warning) = cleartext_auth_warning(&args) {
+        eprintln!("onstream: warning: {warning}");
     }
     raise_fd_limit();
     let tls_config = match (&args.cert, &args.key) {
@@ -127,8 +133,18 @@ fn worker(args: &Args, listener: Listener, options: Options) -> onstream::Result
     Ok(server)
 }
 
-/// What the command line asks to serve from `root`.
+/// What the command line asks to serve from `root`; called on the thread that serves it
+/// (the response headers are kept per thread).
 fn site_for(args: &Args, root: Root) -> Rc<Site> {
+    response_headers::install(Rc::new(ResponseHeaders {
+        extra: args.header.clone(),
+        cors: args.cors,
+        cache_control: if args.no_cache {
+            Some("no-cache".to_owned())
+        } else {
+            args.cache_control.clone()
+        },
+    }));
     Rc::new(Site {
         root: root.follow_symlinks(args.follow_symlinks),
         listing: !args.no_listing,
@@ -139,6 +155,33 @@ fn site_for(args: &Args, root: Root) -> Rc<Site> {
             hidden: args.hidden,
             readme: args.readme,
         },
+        allow_from: args.allow_from.clone(),
+        users: Users::new(args.auth.clone()),
+        cors: args.cors,
+        spa: args.spa,
+        index: args.index.clone(),
+        compress: (args.compress == Switch::On).then_some(compress::Settings {
+            max_size: args.compress_max_size,
+        }),
+    })
+}
+
+/// Basic credentials are readable by anyone on the path when they travel in cleartext:
+/// worth a warning when the server can be reached from other machines without TLS.
+fn cleartext_auth_warning(args: &Args) -> Option<String> {
+    if args.auth.is_empty() || args.tls == TlsMode::On || args.unix.is_some() {
+        return None;
+    }
+    let loopback = args.bind == "localhost"
+        || args
+            .bind
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "--auth over cleartext HTTP on {}: passwords can be read on the network; use --tls on",
+            args.bind
+        )
     })
 }
 

@@ -265,6 +265,7 @@ pub fn render_page(relative: &Path, mut entries: Vec<Entry>, page: &Page<'_>) ->
         );
     }
     html.push_str("</tbody>\n</table>\n");
+    html.push_str(crate::archive::LISTING_LINKS);
     if let Some(readme) = page.readme {
         let _ = write!(html, "<article class=\"readme\">\n{readme}</article>\n");
     }

@@ -17,12 +17,16 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::{
     access_log::{AccessLog, Record, Request},
+    allow, app, archive, auth,
     beneath::{self, Root},
+    compress,
     conditional::{self, Precondition, Validators},
     entries, form, listing,
     path::{self, Refused, Target},
     range::{self, Ranges},
-    readme, upload,
+    readme,
+    response_headers::write_head,
+    upload,
 };
 
 /// What the command serves and how.
@@ -36,6 +40,18 @@ pub struct Site {
     pub log: Option<Rc<AccessLog>>,
     /// `--hidden`, `--readme`: what listings show and which names are served.
     pub browse: entries::Browse,
+    /// `--allow-from`: empty allows every peer.
+    pub allow_from: Vec<allow::Cidr>,
+    /// `--auth`: empty asks for no credentials.
+    pub users: auth::Users,
+    /// `--cors`: OPTIONS is answered as a preflight.
+    pub cors: bool,
+    /// `--spa`: missing extensionless paths get the root's index page.
+    pub spa: bool,
+    /// `--index`: the names a directory URL serves, in order.
+    pub index: Vec<String>,
+    /// `--compress`: `None` when off.
+    pub compress: Option<compress::Settings>,
 }
 
 /// The status and body size of an answer, for the access log.
@@ -110,6 +126,29 @@ impl Site {
     async fn respond(&self, stream: &Stream, req: &Headers) -> onstream::Result<Sent> {
         let method = req.get(":method").unwrap_or("");
         let raw_path = req.get(":path").unwrap_or("");
+        // Who may ask comes before anything else, the file system included.
+        if !allow::allowed(&self.allow_from, stream.peer_addr().map(|a| a.ip())) {
+            return status_page(stream, method, 403, &[]).await;
+        }
+        // Preflights carry no credentials (Fetch), so with --auth they must be answered
+        // before it; the answer says nothing about the files.
+        if self.cors && method == "OPTIONS" {
+            let fields = app::preflight(
+                self.upload.is_some(),
+                req.get("access-control-request-headers"),
+            );
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            return status_page(stream, method, 204, &fields).await;
+        }
+        if !self.users.is_empty() && !self.users.admits(req.get_bytes("authorization")) {
+            return status_page(
+                stream,
+                method,
+                401,
+                &[("www-authenticate", auth::CHALLENGE)],
+            )
+            .await;
+        }
         if let Some(echo) = &self.ws_echo {
             if raw_path.split('?').next() == Some(echo.as_str()) {
                 return websocket_echo(stream).await;
@@ -153,6 +192,9 @@ impl Site {
     ) -> onstream::Result<Sent> {
         let file = match self.root.open(&target.relative) {
             Ok(f) => f,
+            Err(e) if self.spa && e.kind() == io::ErrorKind::NotFound => {
+                return self.spa_index(stream, req, method, target, &e).await;
+            }
             Err(e) => return io_error_page(stream, method, &e).await,
         };
         let md = file.metadata()?;
@@ -160,7 +202,7 @@ impl Site {
             if target.trailing_slash {
                 return status_page(stream, method, 404, &[]).await;
             }
-            return serve_file(stream, req, method, &self.root, &target.relative, file, md).await;
+            return serve_file(stream, req, method, self, &target.relative, file, md).await;
         }
         if !md.is_dir() {
             return status_page(stream, method, 403, &[]).await;
@@ -174,11 +216,17 @@ impl Site {
             }
             return status_page(stream, method, 301, &[("location", &location)]).await;
         }
-        let index = target.relative.join("index.html");
-        if let Ok(f) = self.root.open(&index) {
-            let md = f.metadata()?;
-            if md.is_file() {
-                return serve_file(stream, req, method, &self.root, &index, f, md).await;
+        if let Some(format) = archive::requested(req.get(":path").unwrap_or("")) {
+            drop(file);
+            return archive::respond(self, stream, method, target, format).await;
+        }
+        for name in &self.index {
+            let index = target.relative.join(name);
+            if let Ok(f) = self.root.open(&index) {
+                let md = f.metadata()?;
+                if md.is_file() {
+                    return serve_file(stream, req, method, self, &index, f, md).await;
+                }
             }
         }
         if !self.listing {
@@ -226,13 +274,38 @@ impl Site {
     }
 }
 
+impl Site {
+    /// `--spa`: the root's index page for a missing path without an extension, else the
+    /// error `e` as usual.
+    async fn spa_index(
+        &self,
+        stream: &Stream,
+        req: &Headers,
+        method: &str,
+        target: &Target,
+        e: &io::Error,
+    ) -> onstream::Result<Sent> {
+        if app::spa_fallback_applies(method, &target.relative) {
+            for name in &self.index {
+                if let Ok(f) = self.root.open(Path::new(name)) {
+                    let md = f.metadata()?;
+                    if md.is_file() {
+                        return serve_file(stream, req, method, self, Path::new(name), f, md).await;
+                    }
+                }
+            }
+        }
+        io_error_page(stream, method, e).await
+    }
+}
+
 /// Serves a regular file: validators and preconditions, a precompressed sibling when the
 /// client takes it, then the whole file, one range, or several as multipart/byteranges.
 async fn serve_file(
     stream: &Stream,
     req: &Headers,
     method: &str,
-    root: &Root,
+    site: &Site,
     relative: &Path,
     file: File,
     md: Metadata,
@@ -242,10 +315,23 @@ async fn serve_file(
             .map(|v| String::from_utf8_lossy(&v).into_owned())
     };
     let content_type = content_type(relative);
-    let (mut file, md, encoding) = precompressed(root, relative, req, file, md);
+    let (mut file, md, encoding) = precompressed(&site.root, relative, req, file, md);
+    let on_the_fly = match (&site.compress, encoding) {
+        (Some(settings), None) if !req.has("range") => compress::choose(
+            settings,
+            get("accept-encoding").as_deref(),
+            &content_type,
+            md.len(),
+        ),
+        _ => None,
+    };
     let mut validators = Validators::from_metadata(&md);
     if let Some(enc) = encoding {
         validators = validators.with_suffix(enc.token);
+    }
+    if let Some(coding) = on_the_fly {
+        validators = validators.with_suffix(coding.token());
+        validators.etag.insert_str(0, "W/");
     }
     let mut head = Headers::new();
     head.append(":status", "200");
@@ -260,6 +346,11 @@ async fn serve_file(
     head.append("vary", "accept-encoding");
     if let Some(sent) = answer_preconditions(stream, req, method, &validators, &head).await? {
         return Ok(sent);
+    }
+    if let Some(coding) = on_the_fly {
+        head.append("content-type", content_type);
+        let bytes = compress::send(stream, method, head, file, coding).await?;
+        return Ok(Sent { status: 200, bytes });
     }
     head.append("accept-ranges", "bytes");
     if let Some(enc) = encoding {
@@ -296,7 +387,7 @@ async fn serve_file(
             head.append("content-type", body.content_type.clone());
             head.append("content-length", body.content_length.to_string());
             let head_only = method == "HEAD";
-            stream.write_headers(&head, head_only).await?;
+            write_head(stream, &head, head_only).await?;
             if head_only {
                 return Ok(Sent {
                     status: 206,
@@ -334,7 +425,7 @@ async fn answer_preconditions(
         Precondition::NotModified => {
             let mut head = head.clone();
             head.upsert(":status", "304");
-            stream.write_headers(&head, true).await?;
+            write_head(stream, &head, true).await?;
             Ok(Some(Sent {
                 status: 304,
                 bytes: 0,
@@ -445,10 +536,10 @@ async fn send_file(
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     if method == "HEAD" || range.is_empty() {
-        stream.write_headers(&head, true).await?;
+        write_head(stream, &head, true).await?;
         return Ok(Sent { status, bytes: 0 });
     }
-    stream.write_headers(&head, false).await?;
+    write_head(stream, &head, false).await?;
     let bytes = range.end - range.start;
     if range.start > 0 {
         file.seek(SeekFrom::Start(range.start))?;
@@ -499,10 +590,10 @@ async fn send_whole(
         .unwrap_or(200);
     head.append("content-length", body.len().to_string());
     if method == "HEAD" {
-        stream.write_headers(&head, true).await?;
+        write_head(stream, &head, true).await?;
         return Ok(Sent { status, bytes: 0 });
     }
-    stream.write_headers(&head, false).await?;
+    write_head(stream, &head, false).await?;
     stream.write_chunk(body, true).await?;
     Ok(Sent {
         status,
@@ -523,7 +614,7 @@ pub async fn status_page(
         head.append(name, value.to_string());
     }
     if status == 304 || status == 204 {
-        stream.write_headers(&head, true).await?;
+        write_head(stream, &head, true).await?;
         return Ok(Sent { status, bytes: 0 });
     }
     head.append("content-type", "text/plain; charset=utf-8");
