@@ -384,35 +384,12 @@ fn utc_minute(time: SystemTime) -> String {
     };
     let days = secs.div_euclid(86_400);
     let minute_of_day = secs.rem_euclid(86_400) / 60;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::calendar::civil_from_days(days as i64);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}",
         minute_of_day / 60,
         minute_of_day % 60
     )
-}
-
-/// The proleptic Gregorian (year, month, day) of the day `days` after 1970-01-01.
-///
-/// Howard Hinnant's `civil_from_days` (chrono-compatible, "chrono-Compatible Low-Level Date
-/// Algorithms"): count in 400-year eras of 146097 days starting on March 1st, so the leap
-/// day falls at the end of each year.
-fn civil_from_days(days: i128) -> (i128, u32, u32) {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_from_march + 2) / 5 + 1) as u32;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i128::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

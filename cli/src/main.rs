@@ -23,6 +23,7 @@ mod archive;
 mod args;
 mod auth;
 mod beneath;
+mod calendar;
 mod compress;
 mod conditional;
 mod entries;

@@ -271,26 +271,13 @@ fn dos_time(mtime: u64) -> (u16, u16) {
     let secs = mtime.max(Y1980);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day) = crate::calendar::civil_from_days(days);
     if year > 2107 {
         return (0xBF7D, 0xFF9F);
     }
     let time = ((rem / 3600) << 11) | (((rem % 3600) / 60) << 5) | ((rem % 60) / 2);
     let date = (((year - 1980) as u64) << 9) | (u64::from(month) << 5) | u64::from(day);
     (time as u16, date as u16)
-}
-
-/// Howard Hinnant's days-to-civil algorithm.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 fn put16(out: &mut Vec<u8>, v: u16) {

@@ -74,7 +74,7 @@ fn no_cache_replaces_every_cache_control() {
 
 #[test]
 fn bad_headers_exit_2_with_a_message() {
-    for args in [
+    common::assert_usage_errors(&[
         &["--header", "no colon"][..],
         &["--header", "bad name: x"],
         &["--header", "x: a\r\nInjected: 1"],
@@ -82,14 +82,7 @@ fn bad_headers_exit_2_with_a_message() {
         &["--cache-control", "a\nb"],
         &["--no-cache", "--cache-control", "max-age=1"],
         &["--index", "a/b"],
-    ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_onstream"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(!out.stderr.is_empty());
-    }
+    ]);
 }
 
 #[test]

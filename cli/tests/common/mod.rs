@@ -218,3 +218,17 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
+
+/// Runs the command with each argument list and checks that it is refused as a usage
+/// error: exit status 2 and a message on stderr, never a start.
+pub fn assert_usage_errors(cases: &[&[&str]]) {
+    for args in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_onstream"))
+            .args(*args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?}: no message");
+    }
+}
