@@ -7,7 +7,6 @@ mod curl;
 
 use common::Onstream;
 use curl::curl;
-use std::process::Command;
 
 fn app(args: &[&str]) -> Onstream {
     Onstream::start(args, |dir| {
