@@ -46,7 +46,10 @@ local function pack(...)
 end
 
 local function yieldable_pcall(f, ...)
-	local co = coroutine.create(f)
+	-- `f` may be any callable (a table with __call, a busted spy).
+	local co = coroutine.create(function(...)
+		return f(...)
+	end)
 	local r = pack(coroutine.resume(co, ...))
 	while coroutine.status(co) == "suspended" do
 		r = pack(coroutine.resume(co, coroutine.yield(unpack(r, 2, r.n))))
@@ -415,7 +418,7 @@ local function stepper(self)
 		end;
 	}
 	while true do
-		if self._closed and (self._core == nil or self._core:empty()) then
+		if self._closed and self._core == nil then
 			break
 		end
 		local err, errno
@@ -440,10 +443,20 @@ local function stepper(self)
 		if not r[1] then
 			self:onerror()(self, self, "step", r[2], r[3])
 		end
-		if self._closed and rs:empty() then
+		-- Nothing left to serve (closed and drained, or only `add_socket` connections and
+		-- all of them done): the controller may become empty, as lua-http's does.
+		if rs:empty() then
 			break
 		end
 		cqueues.poll(pollable, self._kick_cond)
+	end
+	self._stepping = false
+end
+
+function server_methods:_ensure_stepper()
+	if not self._stepping then
+		self._stepping = true
+		self.cq:wrap(stepper, self)
 	end
 end
 
@@ -474,8 +487,9 @@ local function new_server(tbl, options, rs)
 		_core = rs;
 		_closed = false;
 		_kick_cond = cc.new();
+		_stepping = false;
 	}, server_mt)
-	cq:wrap(stepper, self)
+	self:_ensure_stepper()
 	return self
 end
 
@@ -646,6 +660,7 @@ function server_methods:add_socket(socket)
 	local ok
 	ok, err, errno = rs:add_socket(socket:pollfd())
 	socket:close()
+	self:_ensure_stepper()
 	self:_kick()
 	if not ok then
 		return nil, err, errno

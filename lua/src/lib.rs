@@ -53,6 +53,10 @@ pub(crate) struct Shared {
     /// Sockets taken with `take_socket` whose bridge task still runs: the server is not
     /// empty while one does.
     n_bridges: Cell<usize>,
+    /// Requests whose Rust handler task runs (their Lua handler has not shut the stream
+    /// down): the server is not empty while one does, or its Lua coroutine would wait
+    /// for a step that never comes.
+    pub(crate) n_handlers: Cell<usize>,
     /// The server's loop, for the tasks this module spawns (the `take_socket` bridges).
     ctl: RefCell<Option<onstream::Controller>>,
 }
@@ -159,7 +163,8 @@ impl UserData for LServer {
             Ok(())
         });
         m.add_method("empty", |_, this, ()| {
-            Ok(this.server.empty() && this.shared.n_bridges.get() == 0)
+            let shared = &this.shared;
+            Ok(this.server.empty() && shared.n_bridges.get() == 0 && shared.n_handlers.get() == 0)
         });
         m.add_method("connections", |_, this, ()| Ok(this.server.connections()));
         // Serves a connected socket given as a descriptor, which is duplicated: the caller

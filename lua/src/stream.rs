@@ -126,7 +126,25 @@ impl StreamSlot {
 
 /// The Rust handler task of one request: polls the stream's operations until Lua shuts
 /// the stream down.
-pub(crate) async fn run(slot: Rc<StreamSlot>) -> onstream::Result<()> {
+pub(crate) fn run(slot: Rc<StreamSlot>) -> impl Future<Output = onstream::Result<()>> {
+    // Counted from now (the task may first run at the next step), down however the task
+    // ends (dropped with the loop too).
+    struct Running(Rc<Shared>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.n_handlers.set(self.0.n_handlers.get() - 1);
+        }
+    }
+    let shared = slot.shared.clone();
+    shared.n_handlers.set(shared.n_handlers.get() + 1);
+    let running = Running(shared);
+    async move {
+        let _running = running;
+        serve(slot).await
+    }
+}
+
+async fn serve(slot: Rc<StreamSlot>) -> onstream::Result<()> {
     poll_fn(|cx| {
         *slot.waker.borrow_mut() = Some(cx.waker().clone());
         let mut ended = false;
