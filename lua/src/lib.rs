@@ -114,7 +114,11 @@ impl UserData for LServer {
         m.add_method("localname", |lua, this, ()| {
             match this.server.local_addr() {
                 Ok(LocalAddr::Inet(a)) => {
-                    let family = if a.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+                    let family = if a.is_ipv4() {
+                        libc::AF_INET
+                    } else {
+                        libc::AF_INET6
+                    };
                     (family, a.ip().to_string(), a.port()).into_lua_multi(lua)
                 }
                 Ok(LocalAddr::Unix(p)) => {

@@ -38,7 +38,11 @@ pub(crate) fn from_table(_lua: &Lua, t: &LuaTable) -> LuaResult<Options> {
         o = o.path(path);
     }
     o = o.family(family(t.get("family")?)?);
-    if let Some(mode) = t.get::<LuaValue>("mode")?.as_string().map(|s| s.to_string_lossy()) {
+    if let Some(mode) = t
+        .get::<LuaValue>("mode")?
+        .as_string()
+        .map(|s| s.to_string_lossy())
+    {
         let mode = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
             .map_err(|_| LuaError::runtime("mode must be an octal string such as \"0700\""))?;
         o = o.mode(mode);
@@ -67,11 +71,15 @@ pub(crate) fn from_table(_lua: &Lua, t: &LuaTable) -> LuaResult<Options> {
     o = o.version(match t.get::<Option<f64>>("version")? {
         None => Version::Any,
         Some(v) if v == 1.0 || v == 1.1 => Version::Http1,
-        Some(v) if v == 2.0 => Version::Http2,
+        Some(2.0) => Version::Http2,
         Some(v) => return Err(LuaError::runtime(format!("unknown HTTP version {v}"))),
     });
     if let Some(n) = t.get::<Option<f64>>("max_concurrent")? {
-        o = o.max_concurrent(if n >= usize::MAX as f64 { usize::MAX } else { n.max(0.0) as usize });
+        o = o.max_concurrent(if n >= usize::MAX as f64 {
+            usize::MAX
+        } else {
+            n.max(0.0) as usize
+        });
     }
     for (name, set) in [
         (

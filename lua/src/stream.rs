@@ -251,8 +251,12 @@ impl UserData for LStream {
                 _ => 1.1,
             })
         });
-        m.add_method("peername", |lua, this, ()| addr(lua, this.0.stream.peer_addr()));
-        m.add_method("localname", |lua, this, ()| addr(lua, this.0.stream.local_addr()));
+        m.add_method("peername", |lua, this, ()| {
+            addr(lua, this.0.stream.peer_addr())
+        });
+        m.add_method("localname", |lua, this, ()| {
+            addr(lua, this.0.stream.local_addr())
+        });
         m.add_method("unget", |_, this, s: LuaString| {
             this.0.stream.unget(Bytes::copy_from_slice(&s.as_bytes()));
             Ok(true)
@@ -284,10 +288,7 @@ impl UserData for LStream {
                     if !valid_field(&name, &value) {
                         return (
                             LuaNil,
-                            format!(
-                                "invalid header field {:?}",
-                                String::from_utf8_lossy(&name)
-                            ),
+                            format!("invalid header field {:?}", String::from_utf8_lossy(&name)),
                             libc::EINVAL,
                         )
                             .into_lua_multi(lua);
@@ -300,7 +301,10 @@ impl UserData for LStream {
                     i += 3;
                 }
                 LOp(this.0.queue(timeout, move |s| async move {
-                    s.stream.write_headers(&h, end_stream).await.map(|()| Done::Unit)
+                    s.stream
+                        .write_headers(&h, end_stream)
+                        .await
+                        .map(|()| Done::Unit)
                 }))
                 .into_lua_multi(lua)
             },
@@ -315,7 +319,10 @@ impl UserData for LStream {
             |_, this, (data, end_stream, timeout): (LuaString, bool, Option<f64>)| {
                 let data = Bytes::copy_from_slice(&data.as_bytes());
                 Ok(LOp(this.0.queue(timeout, move |s| async move {
-                    s.stream.write_chunk(data, end_stream).await.map(|()| Done::Unit)
+                    s.stream
+                        .write_chunk(data, end_stream)
+                        .await
+                        .map(|()| Done::Unit)
                 })))
             },
         );
@@ -338,7 +345,11 @@ impl UserData for LStream {
 fn addr(lua: &Lua, a: Option<std::net::SocketAddr>) -> LuaResult<LuaMultiValue> {
     match a {
         Some(a) => {
-            let family = if a.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+            let family = if a.is_ipv4() {
+                libc::AF_INET
+            } else {
+                libc::AF_INET6
+            };
             (family, a.ip().to_string(), a.port()).into_lua_multi(lua)
         }
         // A unix socket (or none): cqueues gives AF_UNIX and a path; the path is unknown.
