@@ -260,6 +260,34 @@ fn h2c_prior_knowledge_get_is_answered_with_the_request_pseudo_headers() {
     );
 }
 
+/// Each stream knows its HTTP/2 identifier (lua-http's `stream.id`): a client's first two
+/// requests on one connection are streams 1 and 3. Over HTTP/1 there is none.
+#[test]
+fn streams_carry_their_http2_identifier() {
+    let server = TestServer::start(
+        |o| o,
+        || {
+            |_srv, stream: Stream| async move {
+                let id = format!("{:?}", stream.id());
+                respond(&stream, "200", id).await
+            }
+        },
+    );
+    let addr = server.addr();
+    let (first, second) = block_on(async {
+        let client = h2c(addr).await;
+        let first = get(&client, "/").await;
+        let second = get(&client, "/").await;
+        (first.text().to_owned(), second.text().to_owned())
+    });
+    assert_eq!((first.as_str(), second.as_str()), ("Some(1)", "Some(3)"));
+    let h1 = raw_request(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(String::from_utf8_lossy(&h1).ends_with("None"));
+}
+
 /// Over TLS, ALPN picks h2 even when the client lists http/1.1 first: the server's
 /// preference wins (DESIGN.md §4 item 7: lua-http took the client's first choice), and
 /// the handler sees `:scheme` https.
