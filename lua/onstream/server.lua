@@ -90,6 +90,8 @@ local function new_stream(server, rs)
 		_server = server;
 		type = "server";
 		peer_version = version;
+		-- HTTP/2's stream identifier; nil over HTTP/1 (lua-http's HTTP/1 streams have none).
+		id = rs:id();
 	}, stream_mt)
 	self.connection = setmetatable({
 		_stream = self;

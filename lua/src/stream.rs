@@ -251,6 +251,7 @@ impl UserData for LStream {
                 _ => 1.1,
             })
         });
+        m.add_method("id", |_, this, ()| Ok(this.0.stream.id()));
         m.add_method("peername", |lua, this, ()| {
             addr(lua, this.0.stream.peer_addr())
         });
