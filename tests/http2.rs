@@ -260,6 +260,41 @@ fn h2c_prior_knowledge_get_is_answered_with_the_request_pseudo_headers() {
     );
 }
 
+/// A TLS client that offers only ALPN protocols the server does not speak is served
+/// without ALPN rather than refused (rustls's default is a `no_application_protocol`
+/// alert; lua-http serves it, and its spec tests it): HTTP/1.1 by default, HTTP/2 when
+/// the client then sends the preface.
+#[test]
+fn a_client_offering_only_unknown_alpn_protocols_is_served_without_alpn() {
+    let (cert, config) = localhost_cert();
+    let server = TestServer::start(
+        move |o| o.tls(Tls::On).tls_config(config),
+        || |_srv, stream| echo_head(stream),
+    );
+    let addr = server.addr();
+    let (alpn, h2_reply, h1_reply) = block_on(async {
+        let (tls, alpn) = tls_connect(addr, trusting(&cert, &[b"foo"])).await;
+        let client = handshake(tls, format!("https://{addr}")).await;
+        let h2_reply = get(&client, "/two").await;
+        let (mut tls, _) = tls_connect(addr, trusting(&cert, &[b"foo"])).await;
+        tls.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        let _ = within("HTTP/1.1 answer", tls.read_to_end(&mut raw)).await;
+        (alpn, h2_reply, String::from_utf8_lossy(&raw).into_owned())
+    });
+    assert_eq!(alpn, None);
+    assert_eq!(h2_reply.status, 200);
+    assert!(
+        h2_reply.text().ends_with("version=HTTP/2.0"),
+        "{}",
+        h2_reply.text()
+    );
+    assert!(h1_reply.starts_with("HTTP/1.1 200"), "{h1_reply}");
+    assert!(h1_reply.ends_with("version=HTTP/1.1"), "{h1_reply}");
+}
+
 /// Each stream knows its HTTP/2 identifier (lua-http's `stream.id`): a client's first two
 /// requests on one connection are streams 1 and 3. Over HTTP/1 there is none.
 #[test]
