@@ -121,6 +121,24 @@ describe("onstream.server", function()
 		end)
 	end)
 
+	it("serves a TLS client that offers only an ALPN protocol it does not know", function()
+		with_server({
+			tls = true;
+			onstream = function(_, stream)
+				respond(stream, 200, "no alpn")
+			end;
+		}, function(server)
+			local req = http_request.new_from_uri(uri(server, "/", "https"))
+			local ctx = require "http.tls".new_client_context()
+			ctx:setVerify(require "openssl.ssl.context".VERIFY_NONE)
+			ctx:setAlpnProtos { "foo" }
+			req.ctx = ctx
+			local headers, stream = assert(req:go(LIMIT))
+			assert.same("200", headers:get(":status"))
+			assert.same("no alpn", assert(stream:get_body_as_string()))
+		end)
+	end)
+
 	it("refuses a luaossl context and names its replacement", function()
 		local ctx = require "http.tls".new_server_context()
 		local ok, err = pcall(http_server.listen, {
