@@ -102,12 +102,12 @@ local function new_stream(server, rs)
 end
 
 -- Waits the cqueues way for an operation queued in Rust, then returns its result.
+-- The stepper is kicked either way: the handler task has work at the next step (the
+-- operation, or flushing what it wrote).
 local function await(self, op)
-	if not op:ready() then
-		self._server:_kick()
-		repeat
-			cqueues.poll(self._cond)
-		until op:ready()
+	self._server:_kick()
+	while not op:ready() do
+		cqueues.poll(self._cond)
 	end
 	return op:take()
 end

@@ -14,7 +14,7 @@ use std::{
     future::{poll_fn, Future},
     pin::Pin,
     rc::Rc,
-    task::{Poll, Waker},
+    task::{Context, Poll, Waker},
 };
 
 use bytes::Bytes;
@@ -107,11 +107,34 @@ impl StreamSlot {
         if self.finished.get() {
             *op.fut.borrow_mut() = None;
             *op.result.borrow_mut() = Some(Err(("stream closed".to_owned(), libc::EPIPE)));
-        } else {
-            self.ops.borrow_mut().push(op.clone());
-            self.wake();
+            return op;
         }
+        self.ops.borrow_mut().push(op.clone());
+        self.try_now(&op);
+        // Either way the handler task runs at the next step: to poll the operation, or to
+        // flush what it wrote (onstream flushes after each poll of a handler task).
+        self.wake();
         op
+    }
+
+    /// Polls a new operation once, at once, as the handler task would (its waker, the
+    /// loop made current): most end there — a head or a chunk that fits the buffer — and
+    /// the Lua coroutine goes on without waiting for a step. Before the task first ran
+    /// there is no waker yet, and the task polls the operation instead.
+    fn try_now(&self, op: &Op) {
+        let Some(waker) = self.waker.borrow().clone() else {
+            return;
+        };
+        let Some(ctl) = self.shared.ctl.borrow().clone() else {
+            return;
+        };
+        let mut fut = op.fut.borrow_mut();
+        let Some(f) = fut.as_mut() else { return };
+        let polled = ctl.enter(|| f.as_mut().poll(&mut Context::from_waker(&waker)));
+        if let Poll::Ready(r) = polled {
+            *fut = None;
+            *op.result.borrow_mut() = Some(r);
+        }
     }
 
     /// Ends the Lua side's use of the stream: pending operations fail, and the handler
@@ -168,8 +191,9 @@ async fn serve(slot: Rc<StreamSlot>) -> onstream::Result<()> {
                 }
             }
         }
+        // Operations that ended at once (`try_now`) leave the list here too.
+        slot.ops.borrow_mut().retain(|op| op.fut.borrow().is_some());
         if ended {
-            slot.ops.borrow_mut().retain(|op| op.fut.borrow().is_some());
             slot.shared.to_signal.borrow_mut().push(slot.clone());
         }
         if slot.finished.get() && slot.ops.borrow().is_empty() {
