@@ -45,7 +45,7 @@ local function pack(...)
 	return { n = select("#", ...), ... }
 end
 
-local function yieldable_pcall(f, ...)
+local function coroutine_pcall(f, ...)
 	-- `f` may be any callable (a table with __call, a busted spy).
 	local co = coroutine.create(function(...)
 		return f(...)
@@ -58,6 +58,18 @@ local function yieldable_pcall(f, ...)
 		return false, r[2], co
 	end
 	return unpack(r, 1, r.n)
+end
+
+-- LuaJIT and Lua 5.2+ yield across pcall: the plain one is enough there.
+local yieldable_pcall = coroutine_pcall
+do
+	local co = coroutine.create(function()
+		return pcall(coroutine.yield, "yielded")
+	end)
+	local _, v = coroutine.resume(co)
+	if v == "yielded" then
+		yieldable_pcall = pcall
+	end
 end
 
 -- ===== streams =====
@@ -79,14 +91,9 @@ local connection_mt = {
 }
 
 local function new_stream(server, rs)
-	local cond = cc.new()
-	rs:set_signal(function()
-		cond:signal()
-	end)
 	local version = rs:version()
 	local self = setmetatable({
 		_rs = rs;
-		_cond = cond;
 		_server = server;
 		type = "server";
 		peer_version = version;
@@ -102,14 +109,34 @@ local function new_stream(server, rs)
 end
 
 -- Waits the cqueues way for an operation queued in Rust, then returns its result.
--- The stepper is kicked either way: the handler task has work at the next step (the
--- operation, or flushing what it wrote).
-local function await(self, op)
-	self._server:_kick()
-	while not op:ready() do
-		cqueues.poll(self._cond)
+-- The stream's cqueues condition, made when a coroutine first has to wait (most
+-- requests never do); `step` signals it when one of the stream's operations ends.
+local function cond_of(self)
+	local cond = self._cond
+	if cond == nil then
+		cond = cc.new()
+		self._cond = cond
+		self._rs:set_signal(function()
+			cond:signal()
+		end)
 	end
-	return op:take()
+	return cond
+end
+
+-- A Rust stream method gives its result when the operation ended at once, else the
+-- running operation (a userdata: no result is one), waited for here the cqueues way. The
+-- stepper is kicked either way: the handler task has work at the next step (the
+-- operation, or flushing what it wrote).
+local function await(self, r1, ...)
+	self._server:_kick()
+	if type(r1) ~= "userdata" then
+		return r1, ...
+	end
+	local cond = cond_of(self)
+	while not r1:ready() do
+		cqueues.poll(cond)
+	end
+	return r1:take()
 end
 
 -- What is left of a deadline, as the `timeout` argument of the next call.
@@ -241,11 +268,7 @@ local function flatten(headers)
 end
 
 function stream_methods:write_headers(headers, end_stream, timeout)
-	local op, err, errno = self._rs:write_headers(flatten(headers), not not end_stream, timeout)
-	if not op then
-		return nil, err, errno
-	end
-	return await(self, op)
+	return await(self, self._rs:write_headers(flatten(headers), not not end_stream, timeout))
 end
 
 function stream_methods:write_continue(timeout)
@@ -429,21 +452,19 @@ local function stepper(self)
 			self:onerror()(self, self, "listen", err, errno)
 			break
 		end
-		local r = pack(rs:step())
-		local streams, errors
-		if r[1] then
-			streams, errors = r[2], r[3]
-		else
-			streams, errors = r[4], r[5]
+		local ok, streams, errors, step_err, step_errno = rs:step()
+		if streams then
+			for i = 1, #streams do
+				self:add_stream(new_stream(self, streams[i]))
+			end
 		end
-		for _, s in ipairs(streams) do
-			self:add_stream(new_stream(self, s))
+		if errors then
+			for i = 1, #errors do
+				self:onerror()(self, self, "onstream", errors[i])
+			end
 		end
-		for _, e in ipairs(errors) do
-			self:onerror()(self, self, "onstream", e)
-		end
-		if not r[1] then
-			self:onerror()(self, self, "step", r[2], r[3])
+		if not ok then
+			self:onerror()(self, self, "step", step_err, step_errno)
 		end
 		-- Nothing left to serve (closed and drained, or only `add_socket` connections and
 		-- all of them done): the controller may become empty, as lua-http's does.

@@ -131,9 +131,10 @@ impl UserData for LServer {
         m.add_method("timeout", |_, this, ()| {
             Ok(this.server.timeout().map(|t| t.as_secs_f64()))
         });
-        // One turn of onstream's loop without blocking; returns the streams that started
-        // (for Lua to wrap) and the errors reported, after signalling the conditions of
-        // the streams whose operations ended.
+        // One turn of onstream's loop without blocking; returns `ok, streams, errors,
+        // message, errno`: the streams that started (for Lua to wrap) and the errors
+        // reported, each nil when there is none, after signalling the conditions of the
+        // streams whose operations ended; `ok` false with the step's own failure.
         m.add_method("step", |lua, this, ()| {
             let stepped = this.server.step(Some(Duration::ZERO));
             let signals: Vec<_> = this.shared.to_signal.borrow_mut().drain(..).collect();
@@ -141,18 +142,31 @@ impl UserData for LServer {
                 slot.signal()?;
             }
             let new: Vec<_> = this.shared.new_streams.borrow_mut().drain(..).collect();
-            let streams = lua.create_table()?;
-            for slot in new {
-                streams.raw_push(LStream::new(slot))?;
-            }
-            let errors = lua.create_sequence_from(this.shared.errors.borrow_mut().drain(..))?;
-            match stepped {
-                Ok(()) => (true, streams, errors).into_lua_multi(lua),
-                Err(e) => {
-                    let (msg, errno) = errors::describe(&e);
-                    (LuaNil, msg, errno, streams, errors).into_lua_multi(lua)
+            let streams = if new.is_empty() {
+                None
+            } else {
+                let t = lua.create_table_with_capacity(new.len(), 0)?;
+                for slot in new {
+                    t.raw_push(LStream::new(slot))?;
                 }
-            }
+                Some(t)
+            };
+            let errors = {
+                let mut errors = this.shared.errors.borrow_mut();
+                if errors.is_empty() {
+                    None
+                } else {
+                    Some(lua.create_sequence_from(errors.drain(..))?)
+                }
+            };
+            let (msg, errno) = match &stepped {
+                Ok(()) => (None, None),
+                Err(e) => {
+                    let (msg, errno) = errors::describe(e);
+                    (Some(msg), Some(errno))
+                }
+            };
+            (stepped.is_ok(), streams, errors, msg, errno).into_lua_multi(lua)
         });
         m.add_method("pause", |_, this, ()| {
             this.server.pause();

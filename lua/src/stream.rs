@@ -207,8 +207,29 @@ async fn serve(slot: Rc<StreamSlot>) -> onstream::Result<()> {
     .await
 }
 
-/// An operation as Lua holds it.
+/// An operation as Lua holds it while it runs.
 struct LOp(Rc<Op>);
+
+/// An operation's result as Lua gets it: a value (true for operations that give none) or
+/// `nil, message, errno`; end of body is a lone nil.
+fn result_values(lua: &Lua, r: OpResult) -> LuaResult<LuaMultiValue> {
+    match r {
+        Ok(Done::Unit) => true.into_lua_multi(lua),
+        Ok(Done::Bytes(Some(b))) => lua.create_string(&b)?.into_lua_multi(lua),
+        Ok(Done::Bytes(None)) => LuaNil.into_lua_multi(lua),
+        Err((msg, errno)) => (LuaNil, msg, errno).into_lua_multi(lua),
+    }
+}
+
+/// What a stream method returns: the result when the operation ended at once, else the
+/// running operation (a userdata, which no result is) for Lua to wait on.
+fn started(lua: &Lua, op: Rc<Op>) -> LuaResult<LuaMultiValue> {
+    let done = op.result.borrow_mut().take();
+    match done {
+        Some(r) => result_values(lua, r),
+        None => LOp(op).into_lua_multi(lua),
+    }
+}
 
 impl UserData for LOp {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
@@ -218,10 +239,7 @@ impl UserData for LOp {
         m.add_method("take", |lua, this, ()| {
             match this.0.result.borrow_mut().take() {
                 None => Err(LuaError::runtime("operation still running")),
-                Some(Ok(Done::Unit)) => true.into_lua_multi(lua),
-                Some(Ok(Done::Bytes(Some(b)))) => lua.create_string(&b)?.into_lua_multi(lua),
-                Some(Ok(Done::Bytes(None))) => LuaNil.into_lua_multi(lua),
-                Some(Err((msg, errno))) => (LuaNil, msg, errno).into_lua_multi(lua),
+                Some(r) => result_values(lua, r),
             }
         });
     }
@@ -286,18 +304,24 @@ impl UserData for LStream {
             this.0.stream.unget(Bytes::copy_from_slice(&s.as_bytes()));
             Ok(true)
         });
-        m.add_method("get_next_chunk", |_, this, timeout: Option<f64>| {
-            Ok(LOp(this.0.queue(timeout, |s| async move {
-                s.stream.get_next_chunk().await.map(Done::Bytes)
-            })))
+        m.add_method("get_next_chunk", |lua, this, timeout: Option<f64>| {
+            started(
+                lua,
+                this.0.queue(timeout, |s| async move {
+                    s.stream.get_next_chunk().await.map(Done::Bytes)
+                }),
+            )
         });
-        m.add_method("get_body_as_string", |_, this, timeout: Option<f64>| {
-            Ok(LOp(this.0.queue(timeout, |s| async move {
-                s.stream
-                    .get_body_as_bytes()
-                    .await
-                    .map(|b| Done::Bytes(Some(b)))
-            })))
+        m.add_method("get_body_as_string", |lua, this, timeout: Option<f64>| {
+            started(
+                lua,
+                this.0.queue(timeout, |s| async move {
+                    s.stream
+                        .get_body_as_bytes()
+                        .await
+                        .map(|b| Done::Bytes(Some(b)))
+                }),
+            )
         });
         m.add_method(
             "write_headers",
@@ -325,30 +349,38 @@ impl UserData for LStream {
                     }
                     i += 3;
                 }
-                LOp(this.0.queue(timeout, move |s| async move {
-                    s.stream
-                        .write_headers(&h, end_stream)
-                        .await
-                        .map(|()| Done::Unit)
-                }))
-                .into_lua_multi(lua)
+                started(
+                    lua,
+                    this.0.queue(timeout, move |s| async move {
+                        s.stream
+                            .write_headers(&h, end_stream)
+                            .await
+                            .map(|()| Done::Unit)
+                    }),
+                )
             },
         );
-        m.add_method("write_continue", |_, this, timeout: Option<f64>| {
-            Ok(LOp(this.0.queue(timeout, |s| async move {
-                s.stream.write_continue().await.map(|()| Done::Unit)
-            })))
+        m.add_method("write_continue", |lua, this, timeout: Option<f64>| {
+            started(
+                lua,
+                this.0.queue(timeout, |s| async move {
+                    s.stream.write_continue().await.map(|()| Done::Unit)
+                }),
+            )
         });
         m.add_method(
             "write_chunk",
-            |_, this, (data, end_stream, timeout): (LuaString, bool, Option<f64>)| {
+            |lua, this, (data, end_stream, timeout): (LuaString, bool, Option<f64>)| {
                 let data = Bytes::copy_from_slice(&data.as_bytes());
-                Ok(LOp(this.0.queue(timeout, move |s| async move {
-                    s.stream
-                        .write_chunk(data, end_stream)
-                        .await
-                        .map(|()| Done::Unit)
-                })))
+                started(
+                    lua,
+                    this.0.queue(timeout, move |s| async move {
+                        s.stream
+                            .write_chunk(data, end_stream)
+                            .await
+                            .map(|()| Done::Unit)
+                    }),
+                )
             },
         );
         m.add_method("shutdown", |_, this, ()| {
