@@ -7,10 +7,10 @@
 //! runs onstream's loop once without blocking. Each request becomes a Rust handler task
 //! that holds the `Stream` and runs whatever operations Lua queued on it; Lua wraps the
 //! stream in a coroutine running the user's `onstream`. A stream method queues an
-//! operation (a future over the `Stream`), and when the result is not ready at once the
-//! coroutine waits on the stream's cqueues condition, which `step` signals when one of the
-//! stream's operations ended. So no Lua coroutine ever yields a value cqueues does not
-//! know, and the thread never blocks outside cqueues' own poll.
+//! operation (a future over the `Stream`) and polls it once at once (most end there); when
+//! it has not ended, the coroutine waits on the stream's cqueues condition, which `step`
+//! signals when one of the stream's operations ended. So no Lua coroutine ever yields a
+//! value cqueues does not know, and the thread never blocks outside cqueues' own poll.
 //!
 //! This file holds the module entry and the server object; `stream.rs` the stream and
 //! its operations; `options.rs` the translation of lua-http's options table; `socket.rs`
