@@ -345,6 +345,32 @@ describe("onstream.server", function()
 		assert.truthy(cq:empty())
 	end)
 
+	it("accepts from a cqueues listening socket given to new", function()
+		local sock = assert(cs.listen { host = "127.0.0.1"; port = 0 })
+		local server = assert(http_server.new {
+			socket = sock;
+			tls = false;
+			onstream = function(s, stream)
+				respond(stream, 200, "from a given socket")
+				s:close()
+			end;
+		})
+		assert(server:listen())
+		local family, host, port = server:localname()
+		assert.same(cs.AF_INET, family)
+		local cq = cqueues.new()
+		cq:wrap(function()
+			assert(server:loop())
+		end)
+		cq:wrap(function()
+			local url = string.format("http://%s:%d/", host, port)
+			local _, stream = assert(http_request.new_from_uri(url):go(LIMIT))
+			assert.same("from a given socket", stream:get_body_as_string())
+		end)
+		assert(cq:loop(LIMIT))
+		assert.truthy(cq:empty())
+	end)
+
 	it("pauses and resumes accepting", function()
 		with_server({
 			onstream = function(_, stream)
