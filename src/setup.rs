@@ -73,7 +73,7 @@ impl Setup {
     async fn negotiate(&self, mut io: Box<dyn Io>) -> Result<Negotiated> {
         let mut first = BytesMut::new();
         if self.tls != Tls::On {
-            let sniff_h2 = self.version != Version::Http1;
+            let sniff_h2 = self.version.allows_h2();
             if self.tls == Tls::Off && !sniff_h2 {
                 return Ok((io, first, "http", false));
             }
@@ -119,7 +119,7 @@ impl Setup {
         let h2 = match alpn.as_deref() {
             Some(protocol) => protocol == b"h2",
             // No protocol agreed: the HTTP/2 preface decides, as in cleartext.
-            None if self.version != Version::Http1 => loop {
+            None if self.version.allows_h2() => loop {
                 read_more(&mut io, &mut first).await?;
                 if let Some(yes) = sniff::is_h2_preface(&first) {
                     break yes;
