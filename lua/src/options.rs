@@ -70,7 +70,8 @@ pub(crate) fn from_table(_lua: &Lua, t: &LuaTable) -> LuaResult<Options> {
     }
     o = o.version(match t.get::<Option<f64>>("version")? {
         None => Version::Any,
-        Some(v) if v == 1.0 || v == 1.1 => Version::Http1,
+        Some(1.0) => Version::Http10,
+        Some(1.1) => Version::Http1,
         Some(2.0) => Version::Http2,
         Some(v) => return Err(LuaError::runtime(format!("unknown HTTP version {v}"))),
     });
