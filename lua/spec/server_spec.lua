@@ -104,6 +104,23 @@ describe("onstream.server", function()
 		assert.same(2, seen)
 	end)
 
+	it("answers as HTTP/1.0 when pinned with version = 1.0", function()
+		local seen
+		with_server({
+			version = 1.0;
+			onstream = function(_, stream)
+				seen = stream.connection.version
+				respond(stream, 200, "old")
+			end;
+		}, function(server)
+			local headers, stream = assert(http_request.new_from_uri(uri(server, "/")):go(LIMIT))
+			assert.same("200", headers:get(":status"))
+			assert.same(1.0, stream.peer_version)
+			assert.same("old", assert(stream:get_body_as_string()))
+		end)
+		assert.same(1.0, seen)
+	end)
+
 	it("makes a self-signed certificate for tls = true and serves HTTPS", function()
 		with_server({
 			tls = true;
