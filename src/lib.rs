@@ -1,6 +1,18 @@
-//! onstream: lua-http's `http.server` in Rust — an HTTP/1.1 server that is a *steppable
-//! object* any main loop can drive (`pollfd`, `events`, `timeout`, `step`, `run`), with
-//! one handler task per request that may read, write, stream or take over the connection.
+//! onstream: lua-http's `http.server` in Rust — an HTTP/1.1 and HTTP/2 server, with TLS
+//! (rustls) and WebSocket, that is a *steppable object* any main loop can drive
+//! (`pollfd`, `events`, `timeout`, `step`, `run`), with one handler task per request
+//! that may read, write, stream or take over the connection (upgrades, tunnels).
+//!
+//! - HTTP/1.1 with pipelining and keep-alive, HTTP/2 over TLS (ALPN) and in cleartext
+//!   (prior knowledge), on one port; TLS on, off, or decided per connection
+//!   ([`Tls`]), with a self-signed certificate made at start when none is given.
+//! - [`websocket`]: RFC 6455 with permessage-deflate, over HTTP/1.1.
+//! - Unix sockets, adoption of sockets made elsewhere (inetd, systemd), several loops
+//!   on one port ([`Workers`]).
+//! - A limit, with a default and an option, on every size, count and time a client
+//!   controls ([`Options`]); a client's bad input costs only its own connection.
+//! - Feature `tokio` (off by default): `bridge`, to await futures that need a tokio
+//!   runtime (reqwest, sqlx, tonic) from a handler.
 //!
 //! ```no_run
 //! use onstream::{Headers, Options, Server};
@@ -36,9 +48,11 @@
 //! ARCHITECTURE.md in the repository has the invariants.
 
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub mod bridge;
 mod date;
 mod error;
@@ -53,6 +67,7 @@ mod headers;
 mod net;
 mod options;
 mod parking;
+mod rejected;
 pub mod rt;
 mod server;
 mod setup;
@@ -72,6 +87,7 @@ pub use options::{
     Options, Version, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECTION_SETUP_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_INTRA_STREAM_TIMEOUT, DEFAULT_SEND_TIMEOUT,
 };
+pub use rejected::{OnRejected, Rejected};
 pub use rt::{sleep, sleep_until, timeout, Controller, Remote, Task};
 pub use server::{OnError, Server, ServerHandle};
 pub use stream::{Stream, Within};

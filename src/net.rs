@@ -10,7 +10,7 @@ use std::{
     io,
     net::{SocketAddr, ToSocketAddrs},
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd},
         unix::fs::PermissionsExt,
     },
     path::{Path, PathBuf},
@@ -186,35 +186,66 @@ pub(crate) fn bind(spec: &ListenSpec, default_port: Option<u16>) -> Result<Liste
 
 fn bind_tcp(spec: &ListenSpec, host: &str, port: u16) -> Result<Listener> {
     let what = || format!("listen on {host}:{port}");
+    let addr = tcp_address(spec, host, port).map_err(|e| e.with_context(what()))?;
+    let listen = || -> io::Result<Socket> {
+        let socket = tcp_socket(spec, addr)?;
+        socket.listen(spec.backlog)?;
+        Ok(socket)
+    };
+    let socket = listen().map_err(|e| Error::io(e).with_context(what()))?;
+    Ok(Listener::Tcp(socket.into()))
+}
+
+/// Fails with "Address already in use" when the address of `spec` is taken, even by
+/// sockets that share their port with `SO_REUSEPORT`: a bind without the option is
+/// refused by any listener there. [`Workers`](crate::Workers) ask this before binding
+/// their `SO_REUSEPORT` sockets, so that a second server started on a busy port fails
+/// instead of silently taking half its connections. (Between this check and the bind,
+/// another process of the same user could still take the port: the kernel offers no
+/// way to close that gap short of one shared socket.)
+pub(crate) fn check_port_free(spec: &ListenSpec, default_port: Option<u16>) -> Result<()> {
+    let (Some(host), None) = (&spec.host, &spec.path) else {
+        return Ok(());
+    };
+    let Some(port) = spec.port.or(default_port).filter(|&p| p != 0) else {
+        return Ok(());
+    };
+    let what = || format!("listen on {host}:{port}");
+    let addr = tcp_address(spec, host, port).map_err(|e| e.with_context(what()))?;
+    let probe = ListenSpec {
+        reuseport: false,
+        ..spec.clone()
+    };
+    // Bound, never listening: no connection can land on it.
+    tcp_socket(&probe, addr).map_err(|e| Error::io(e).with_context(what()))?;
+    Ok(())
+}
+
+fn tcp_address(spec: &ListenSpec, host: &str, port: u16) -> Result<SocketAddr> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| Error::io(e).with_context(what()))?;
-    let addr = addrs
+    let addrs = (host, port).to_socket_addrs().map_err(Error::io)?;
+    addrs
         .into_iter()
         .find(|a| match spec.family {
             Family::Any => true,
             Family::Inet => a.is_ipv4(),
             Family::Inet6 => a.is_ipv6(),
         })
-        .ok_or_else(|| {
-            Error::config(format!("{} has no address of the requested family", what()))
-        })?;
-    let listen = || -> io::Result<Socket> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(spec.v6only)?;
-        }
-        socket.set_reuse_address(spec.reuseaddr)?;
-        if spec.reuseport {
-            socket.set_reuse_port(true)?;
-        }
-        socket.bind(&SockAddr::from(addr))?;
-        socket.listen(spec.backlog)?;
-        Ok(socket)
-    };
-    let socket = listen().map_err(|e| Error::io(e).with_context(what()))?;
-    Ok(Listener::Tcp(socket.into()))
+        .ok_or_else(|| Error::config("no address of the requested family"))
+}
+
+/// A TCP socket bound to `addr` with the options of `spec`, not listening yet.
+fn tcp_socket(spec: &ListenSpec, addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(spec.v6only)?;
+    }
+    socket.set_reuse_address(spec.reuseaddr)?;
+    if spec.reuseport {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&SockAddr::from(addr))?;
+    Ok(socket)
 }
 
 fn bind_unix(spec: &ListenSpec, path: &Path) -> Result<Listener> {
@@ -319,6 +350,19 @@ impl Conn {
     }
 
     pub(crate) fn adopt(ctl: &Controller, sock: Connected) -> Result<Conn> {
+        // A pipe or a file passed by mistake (`--inetd` run from a shell pipeline) would
+        // otherwise fail later and silently, on the first read.
+        let fd = match &sock {
+            Connected::Tcp(s) => s.as_fd(),
+            Connected::Unix(s) => s.as_fd(),
+        };
+        match socket2::SockRef::from(&fd).r#type() {
+            Ok(t) if t == Type::STREAM => {}
+            Ok(_) => return Err(Error::config("add_socket: not a stream socket")),
+            Err(e) => {
+                return Err(Error::io(e).with_context("add_socket: the descriptor is not a socket"))
+            }
+        }
         Ok(match sock {
             Connected::Tcp(s) => {
                 let _ = s.set_nodelay(true);

@@ -40,6 +40,7 @@ use crate::{
     options::Options,
     options::Version,
     parking::{ParkingLot, Ticket},
+    rejected::{OnRejected, Rejected},
     rt::{sleep, sleep_until, Controller, Remote, Sleep},
     setup::Setup,
     stream::{Inner, Stream},
@@ -96,11 +97,14 @@ struct Shared {
     close_timeout: Duration,
     handler: RefCell<Handler>,
     onerror: RefCell<Option<OnError>>,
+    onrejected: RefCell<Option<OnRejected>>,
     /// Handler errors waiting to be reported from `step`.
     errors: RefCell<VecDeque<(&'static str, Error)>>,
     listener: RefCell<ListenerState>,
     paused: Cell<bool>,
     closing: Cell<bool>,
+    /// Connections `close()` cut at its `close_timeout`.
+    cut_at_close: Cell<usize>,
     /// The accept task, parked while paused or at `max_concurrent`.
     accept_waker: Cell<Option<Waker>>,
     /// Open connections, to close them on shutdown (`None` while still in setup).
@@ -146,11 +150,12 @@ impl ConnRef {
         }
     }
 
-    fn abort(&self) {
+    /// Cuts the connection if it is still open; whether it was.
+    fn abort(&self) -> bool {
         match self {
-            ConnRef::H1(c) => c.upgrade().into_iter().for_each(|c| c.abort()),
-            ConnRef::H2(c) => c.upgrade().into_iter().for_each(|c| c.abort()),
-            ConnRef::Parked(_) => {}
+            ConnRef::H1(c) => c.upgrade().map(|c| c.abort()).is_some(),
+            ConnRef::H2(c) => c.upgrade().map(|c| c.abort()).is_some(),
+            ConnRef::Parked(_) => false,
         }
     }
 
@@ -270,10 +275,12 @@ impl Server {
                     close_timeout: options.close_timeout,
                     handler: RefCell::new(handler),
                     onerror: RefCell::new(None),
+                    onrejected: RefCell::new(None),
                     errors: RefCell::new(VecDeque::new()),
                     listener: RefCell::new(ListenerState::Closed),
                     paused: Cell::new(false),
                     closing: Cell::new(false),
+                    cut_at_close: Cell::new(0),
                     accept_waker: Cell::new(None),
                     conns: RefCell::new(Slab::new()),
                     in_setup: RefCell::new(Slab::new()),
@@ -355,6 +362,20 @@ impl Server {
         onerror: impl FnMut(&ServerHandle, &str, Error) -> Result<()> + 'static,
     ) -> Option<OnError> {
         self.handle.shared.onerror.replace(Some(Box::new(onerror)))
+    }
+
+    /// Sets the hook told of every request the server answers by itself before any
+    /// handler runs (see [`Rejected`]), returning the old one: an access log's way to
+    /// show malformed, oversized and too slow requests, as nginx's does. Called from the
+    /// connection's task as the answer is queued; it must not block.
+    pub fn set_onrejected(
+        &self,
+        onrejected: impl FnMut(&ServerHandle, &Rejected<'_>) + 'static,
+    ) -> Option<OnRejected> {
+        self.handle
+            .shared
+            .onrejected
+            .replace(Some(Box::new(onrejected)))
     }
 
     /// Serves a connection accepted elsewhere: inetd, another thread's listener, a
@@ -459,11 +480,15 @@ impl ServerHandle {
         }
         if !conns.is_empty() {
             let limit = shared.close_timeout;
+            let weak = Rc::downgrade(shared);
             shared
                 .ctl
                 .spawn(async move {
                     sleep(limit).await;
-                    conns.iter().for_each(ConnRef::abort);
+                    let cut = conns.iter().filter(|c| c.abort()).count();
+                    if let Some(shared) = weak.upgrade() {
+                        shared.cut_at_close.set(cut);
+                    }
                 })
                 .detach();
         }
@@ -473,6 +498,13 @@ impl ServerHandle {
     /// because TLS was on (or auto) and no `tls_config` was given; `None` otherwise.
     pub fn certificate_fingerprint(&self) -> Option<String> {
         self.shared.fingerprint.borrow().clone()
+    }
+
+    /// How many connections [`close`](ServerHandle::close) cut because their requests
+    /// were still running when the `close_timeout` option passed (0 before that, and when
+    /// every request finished in time): a download cut short by a shutdown.
+    pub fn connections_cut_at_close(&self) -> usize {
+        self.shared.cut_at_close.get()
     }
 
     /// The number of open client connections.
@@ -792,7 +824,12 @@ impl Shared {
         let handle = ServerHandle {
             shared: self.clone(),
         };
-        h1.drive(move |stream| handle.spawn_handler(stream), resumed)
+        let rejecting = handle.clone();
+        h1.drive(
+            move |stream| handle.spawn_handler(stream),
+            move |rejected| rejecting.report_rejected(rejected),
+            resumed,
+        )
     }
 
     /// Sets the connection up, unless the server closes first.
@@ -875,6 +912,19 @@ impl Drop for InSetup<'_> {
 }
 
 impl ServerHandle {
+    fn report_rejected(&self, rejected: &Rejected<'_>) {
+        // Taken out while it runs, so that a hook that replaces itself does not find
+        // the slot borrowed.
+        let hook = self.shared.onrejected.borrow_mut().take();
+        if let Some(mut hook) = hook {
+            hook(self, rejected);
+            let mut slot = self.shared.onrejected.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(hook);
+            }
+        }
+    }
+
     fn spawn_handler(&self, stream: H1Stream) {
         self.run_handler(Stream::new(Inner::H1(Rc::new(stream))));
     }

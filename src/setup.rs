@@ -1,7 +1,8 @@
 //! Connection setup, between accept and HTTP: wait for the first bytes, decide TLS or
 //! cleartext (`Tls::Auto`), run the TLS handshake, and choose HTTP/1 or HTTP/2 (ALPN over
 //! TLS, the preface in cleartext) — all within `connection_setup_timeout`, as lua-http's
-//! `wrap_socket`. A failure here costs only this connection.
+//! `wrap_socket`. A failure here costs only this connection. A plain HTTP request on a
+//! TLS-only port is answered 400 in plain HTTP before the connection closes.
 
 use bytes::BytesMut;
 use std::{future::poll_fn, sync::Arc, time::Duration};
@@ -95,6 +96,12 @@ impl Setup {
                 return Ok((io, first, "http", h2));
             }
             io = Box::new(Upgraded::new(io, first.split().freeze()));
+        } else {
+            read_more(&mut io, &mut first).await?;
+            if sniff::is_tls(&first) == Some(false) && first[0].is_ascii_alphabetic() {
+                return Err(answer_cleartext_request(io).await);
+            }
+            io = Box::new(Upgraded::new(io, first.split().freeze()));
         }
         let (Some(config), Some(without_alpn)) = (&self.config, &self.config_without_alpn) else {
             return Err(Error::config("TLS without a configuration"));
@@ -135,6 +142,47 @@ impl Setup {
 }
 
 type Negotiated = (Box<dyn Io>, BytesMut, &'static str, bool);
+
+/// A plain HTTP request on a TLS-only port (`http://` typed for an `https://` server)
+/// gets a readable 400, as nginx gives, rather than TLS alert bytes a browser shows as
+/// a download or a cryptic error. The answer is written, then the request is read and
+/// thrown away until the client closes (bounded by the setup timeout around this), so
+/// that closing with unread input does not reset the connection before the client has
+/// read the answer.
+async fn answer_cleartext_request(mut io: Box<dyn Io>) -> Error {
+    use std::pin::Pin;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    const WHY: &str = "This port speaks HTTPS only: the plain HTTP request was sent to an HTTPS port (use https://)";
+    let mut answer = BytesMut::new();
+    crate::h1::encode::error_response(&mut answer, 400, WHY);
+    let mut sent = 0;
+    let wrote = poll_fn(|cx| {
+        while sent < answer.len() {
+            match std::task::ready!(Pin::new(&mut io).poll_write(cx, &answer[sent..])) {
+                Ok(0) => return std::task::Poll::Ready(false),
+                Ok(n) => sent += n,
+                Err(_) => return std::task::Poll::Ready(false),
+            }
+        }
+        Pin::new(&mut io).poll_shutdown(cx).map(|r| r.is_ok())
+    })
+    .await;
+    if wrote {
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        poll_fn(|cx| loop {
+            let mut buf = ReadBuf::new(&mut sink);
+            match std::task::ready!(Pin::new(&mut io).poll_read(cx, &mut buf)) {
+                Ok(()) if !buf.filled().is_empty() && drained < 64 * 1024 => {
+                    drained += buf.filled().len();
+                }
+                _ => return std::task::Poll::Ready(()),
+            }
+        })
+        .await;
+    }
+    Error::protocol(400, "a plain HTTP request on a TLS-only port")
+}
 
 /// Reads what the client has sent so far (at least one byte) onto `buf`; EOF is an error.
 async fn read_more(io: &mut Box<dyn Io>, buf: &mut BytesMut) -> Result<()> {

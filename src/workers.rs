@@ -4,7 +4,10 @@
 //! (nginx's worker processes, DESIGN.md §3).
 //!
 //! TCP: each worker has its own listening socket on the same address with
-//! `SO_REUSEPORT`, so the kernel spreads connections over the workers. Unix sockets have
+//! `SO_REUSEPORT`, so the kernel spreads connections over the workers. A port already in
+//! use, by anyone, is still an error ("Address already in use"): the workers check it
+//! is free before they share it (unless the `reuseport` option asks to share it with
+//! others too). Unix sockets have
 //! no such balancing: the workers share one listening socket (as nginx's workers share
 //! theirs), and whichever is free accepts. With TLS on (or auto) and no configuration,
 //! one self-signed certificate is made for all workers, so a client sees the same one
@@ -33,7 +36,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         mpsc, Arc,
     },
     thread::JoinHandle,
@@ -41,7 +44,7 @@ use std::{
 
 use crate::{
     error::{Error, Result},
-    net::{bind, Listener, LocalAddr},
+    net::{bind, check_port_free, Listener, LocalAddr},
     options::Options,
     rt::Remote,
     server::Server,
@@ -64,6 +67,16 @@ pub struct Workers {
 pub struct Closer {
     stop: Arc<AtomicBool>,
     remotes: Vec<Remote>,
+    counts: Arc<Counts>,
+}
+
+/// What the workers tell the other threads about themselves.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Open connections of all workers, as of each worker's last turn.
+    connections: AtomicUsize,
+    /// Connections cut at the close timeout, added by each worker as it ends.
+    cut_at_close: AtomicUsize,
 }
 
 impl Closer {
@@ -71,6 +84,19 @@ impl Closer {
     pub fn close(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.remotes.iter().for_each(Remote::wake);
+    }
+
+    /// The open connections of all the workers, as each last saw them (a worker counts
+    /// at every turn of its loop): what a close will drain.
+    pub fn connections(&self) -> usize {
+        self.counts.connections.load(Ordering::Relaxed)
+    }
+
+    /// How many connections the workers cut because their requests were still running
+    /// when the `close_timeout` option passed after [`Closer::close`]; complete once
+    /// [`Workers::join`] has returned.
+    pub fn connections_cut_at_close(&self) -> usize {
+        self.counts.cut_at_close.load(Ordering::SeqCst)
     }
 }
 
@@ -130,6 +156,11 @@ impl Workers {
             }
             listeners.insert(0, first);
         } else {
+            if !spec.reuseport {
+                // Sharing the port is for these workers only, not for whoever else
+                // holds it already (another copy of the same server, say).
+                check_port_free(&spec, default_port)?;
+            }
             spec.reuseport = true;
             let first = bind(&spec, default_port)?;
             if let LocalAddr::Inet(a) = first.local_addr()? {
@@ -158,10 +189,12 @@ impl Workers {
         let options = Arc::new(options);
         let build = Arc::new(build);
         let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(Counts::default());
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Remote>>();
         let mut threads = Vec::with_capacity(n);
         for (i, listener) in listeners.into_iter().enumerate() {
             let (options, build, stop) = (options.clone(), build.clone(), stop.clone());
+            let counts = counts.clone();
             let (tls_config, ready_tx) = (shared_tls.clone(), ready_tx.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("onstream-worker-{i}"))
@@ -183,7 +216,7 @@ impl Workers {
                     };
                     let _ = ready_tx.send(Ok(server.remote()));
                     drop(ready_tx);
-                    run_until_stopped(&server, &stop)
+                    run_until_stopped(&server, &stop, &counts)
                 })?;
             threads.push(thread);
         }
@@ -199,7 +232,11 @@ impl Workers {
         }
         let workers = Workers {
             threads,
-            closer: Closer { stop, remotes },
+            closer: Closer {
+                stop,
+                remotes,
+                counts,
+            },
             addr,
             fingerprint,
         };
@@ -256,19 +293,33 @@ impl Workers {
 /// A worker's loop: step until told to stop, then close and step until drained. An
 /// error from `step` (the server's `onerror` let it through) ends this worker and asks
 /// the others to close at their next turn.
-fn run_until_stopped(server: &Server, stop: &AtomicBool) -> Result<()> {
+fn run_until_stopped(server: &Server, stop: &AtomicBool, counts: &Counts) -> Result<()> {
     let mut closing = false;
-    loop {
+    let mut counted = 0;
+    let result = loop {
+        let open = server.connections();
+        if open != counted {
+            // Wrapping: a worker whose count fell adds the two's complement.
+            counts
+                .connections
+                .fetch_add(open.wrapping_sub(counted), Ordering::Relaxed);
+            counted = open;
+        }
         if !closing && stop.load(Ordering::SeqCst) {
             closing = true;
             server.close();
         }
         if closing && server.empty() {
-            return Ok(());
+            break Ok(());
         }
         if let Err(e) = server.step(None) {
             stop.store(true, Ordering::SeqCst);
-            return Err(e);
+            break Err(e);
         }
-    }
+    };
+    counts.connections.fetch_sub(counted, Ordering::Relaxed);
+    counts
+        .cut_at_close
+        .fetch_add(server.connections_cut_at_close(), Ordering::SeqCst);
+    result
 }

@@ -5,9 +5,12 @@
 mod common;
 
 use std::{
-    io::{BufReader, Write},
+    io::{BufReader, Read, Write},
     os::unix::{fs::PermissionsExt, net::UnixStream},
-    sync::{mpsc, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
     thread,
     time::{Duration, Instant},
 };
@@ -436,4 +439,69 @@ fn one_step_accepts_at_most_the_accept_budget() {
         server.step(Some(Duration::from_millis(10))).unwrap();
     }
     assert_eq!(server.connections(), clients.len());
+}
+
+/// A handler blocked sending a file (sendfile, waiting on the socket itself) to a client
+/// that reads nothing, when `close()`'s `close_timeout` cuts its connection: the handler
+/// wakes to an error and ends (it used to sleep on the dropped socket until the server
+/// itself was dropped), and the cut is counted.
+#[test]
+fn a_handler_blocked_on_a_connection_cut_at_close_wakes_and_ends() {
+    struct Ended(Arc<AtomicBool>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let ended = Arc::new(AtomicBool::new(false));
+    let flag = ended.clone();
+    let big = tempfile_of_len(1 << 30);
+    let path = big.path().to_owned();
+    let server = TestServer::start(
+        |o| o.close_timeout(Duration::from_millis(200)),
+        move || {
+            move |_srv: ServerHandle, stream: Stream| {
+                let guard = Ended(flag.clone());
+                let path = path.clone();
+                async move {
+                    let _guard = guard;
+                    stream.get_headers().await?;
+                    stream.write_headers(&status_headers("200"), false).await?;
+                    let file = std::fs::File::open(&path)?;
+                    stream.write_body_from_file(file, None).await
+                }
+            }
+        },
+    );
+    let mut c = connect(server.addr());
+    c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    let mut first = [0u8; 1024];
+    c.read_exact(&mut first).unwrap();
+    server.exec(|s| s.close());
+    assert!(
+        wait_until(IO_TIMEOUT, || ended.load(Ordering::SeqCst)),
+        "the handler still waits on its cut connection"
+    );
+    assert_eq!(server.exec(|s| s.connections_cut_at_close()), 1);
+}
+
+/// A sparse file of `len` bytes, removed when dropped.
+fn tempfile_of_len(len: u64) -> TempPath {
+    let path = std::env::temp_dir().join(format!("onstream-test-{}-{}", std::process::id(), len));
+    std::fs::File::create(&path).unwrap().set_len(len).unwrap();
+    TempPath(path)
+}
+
+struct TempPath(std::path::PathBuf);
+
+impl TempPath {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -205,12 +205,16 @@ fn a_failed_handshake_costs_only_its_connection() {
         .unwrap();
     let mut rest = Vec::new();
     let _ = c.read_to_end(&mut rest);
-    // Cleartext HTTP on a TLS-only port fails its handshake too.
-    let plain = raw_request(server.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    // Cleartext HTTP on a TLS-only port is not served: it gets a readable 400 that
+    // says why (as nginx answers), then the connection closes.
+    let plain = raw_request(server.addr(), b"GET /secret HTTP/1.1\r\nHost: x\r\n\r\n");
+    let plain = String::from_utf8_lossy(&plain);
+    assert!(plain.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{plain}");
     assert!(
-        !plain.starts_with(b"HTTP/1.1"),
-        "answered cleartext on a TLS port"
+        plain.contains("plain HTTP request was sent to an HTTPS port"),
+        "{plain}"
     );
+    assert!(!plain.contains("/secret"), "{plain}");
     let reply = tls_get(server.addr(), trusting(&cert, &[]), "/still");
     assert_eq!(reply.response.body_str(), "https /still");
     assert!(server.wait_connections(0, Duration::from_secs(2)));

@@ -163,3 +163,42 @@ fn a_busy_port_is_an_error_of_start() {
     );
     assert!(r.is_err());
 }
+
+/// Two servers on one port would split its connections between them (each has
+/// `SO_REUSEPORT` for its own workers); the second must fail like on any busy port.
+#[test]
+fn a_port_held_by_other_workers_is_an_error_of_start() {
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+    let port = free_port();
+    std::env::set_var("ONSTREAM_TEST_SHARED_PORT", port.to_string());
+    fn options() -> Options {
+        let port = std::env::var("ONSTREAM_TEST_SHARED_PORT")
+            .unwrap()
+            .parse()
+            .unwrap();
+        Options::new()
+            .host("127.0.0.1")
+            .port(port)
+            .tls(onstream::Tls::Off)
+    }
+    let first = named_workers(2, options);
+    let second = Workers::start(2, options, |listener, options| {
+        Server::new(listener, options, |_s, _stream| async { Ok(()) })
+    });
+    let err = second.expect_err("a second set of workers started on a busy port");
+    assert!(err.to_string().contains("in use"), "{err}");
+    // Every connection still reaches the first.
+    for _ in 0..10 {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(get_over(s).starts_with("onstream-worker-"));
+    }
+    first.closer().close();
+    first.join().unwrap();
+}

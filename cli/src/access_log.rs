@@ -2,14 +2,19 @@
 //! (as nginx and Apache write them) on standard output, or as a JSON object through
 //! `tracing`'s JSON formatter.
 //!
-//! Common and combined lines are buffered and written at most every second (and when
-//! the buffer fills, and at exit): a `write(2)` per request would cost as much as
-//! answering a small file.
+//! Common and combined lines are buffered: a `write(2)` per request would cost as much
+//! as answering a small file. They are written out as soon as the loop has a turn with
+//! no new line (so `tail -f` shows a request as it is answered), and under a load that
+//! logs in every turn, when the buffer fills or a second has passed (see
+//! [`flush_when_quiet`]), and at exit.
 
 use std::{
-    cell::RefCell,
+    cell::{Cell, RefCell},
+    future::poll_fn,
     io::{BufWriter, Stdout, Write},
     net::SocketAddr,
+    rc::Weak,
+    task::{Poll, Waker},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -19,15 +24,27 @@ use crate::args::LogFormat;
 #[derive(Debug)]
 pub struct Record<'a> {
     pub peer: Option<SocketAddr>,
-    pub method: &'a str,
-    pub target: &'a str,
-    pub version: &'static str,
+    pub request: Request<'a>,
     pub status: u16,
     /// Body bytes sent (`-` in the log when 0, as NCSA).
     pub bytes: u64,
     pub referer: Option<&'a str>,
     pub user_agent: Option<&'a str>,
     pub duration: Duration,
+}
+
+/// The request, as the log shows it between quotes.
+#[derive(Debug, Clone, Copy)]
+pub enum Request<'a> {
+    /// A request that reached the handler.
+    Parsed {
+        method: &'a str,
+        target: &'a str,
+        version: &'static str,
+    },
+    /// A request the server refused by itself: its request-line as received, if a whole
+    /// one arrived (`-` otherwise, as nginx logs a request it could not read).
+    Refused(Option<&'a str>),
 }
 
 /// The log of a running server.
@@ -37,6 +54,11 @@ pub struct AccessLog {
     out: RefCell<BufWriter<Stdout>>,
     /// The last second formatted, and its `[10/Oct/2000:13:55:36 +0000]` text.
     stamp: RefCell<(u64, String)>,
+    /// Lines logged so far, and how many of them were flushed.
+    logged: Cell<u64>,
+    flushed: Cell<u64>,
+    /// The task of [`flush_when_quiet`], waiting for a line.
+    flusher: RefCell<Option<Waker>>,
 }
 
 impl AccessLog {
@@ -46,18 +68,34 @@ impl AccessLog {
             format,
             out: RefCell::new(BufWriter::with_capacity(64 * 1024, std::io::stdout())),
             stamp: RefCell::new((u64::MAX, String::new())),
+            logged: Cell::new(0),
+            flushed: Cell::new(0),
+            flusher: RefCell::new(None),
         }
     }
 
     /// Logs one request.
     pub fn log(&self, r: &Record<'_>) {
+        self.logged.set(self.logged.get() + 1);
+        if let Some(flusher) = self.flusher.borrow_mut().take() {
+            flusher.wake();
+        }
         if self.format == LogFormat::Json {
+            let (method, target, version, line) = match r.request {
+                Request::Parsed {
+                    method,
+                    target,
+                    version,
+                } => (method, target, version, ""),
+                Request::Refused(line) => ("", "", "", line.unwrap_or("")),
+            };
             tracing::info!(
                 target: "onstream::access",
                 peer = %Peer(r.peer),
-                method = r.method,
-                target_uri = r.target,
-                version = r.version,
+                method,
+                target_uri = target,
+                version,
+                request_line = line,
                 status = r.status,
                 bytes = r.bytes,
                 referer = r.referer.unwrap_or(""),
@@ -75,17 +113,18 @@ impl AccessLog {
         // and a buffer is written out only between lines, so lines never interleave.
         use std::fmt::Write as _;
         let mut line = String::with_capacity(160);
-        let _ = write!(
-            line,
-            "{} - - {} \"{} {} {}\" {} {}",
-            Peer(r.peer),
-            self.stamp(),
-            Escaped(r.method),
-            Escaped(r.target),
-            r.version,
-            r.status,
-            bytes
-        );
+        let _ = write!(line, "{} - - {} \"", Peer(r.peer), self.stamp());
+        let _ = match r.request {
+            Request::Parsed {
+                method,
+                target,
+                version,
+            } => write!(line, "{} {} {version}", Escaped(method), Escaped(target)),
+            Request::Refused(request_line) => {
+                write!(line, "{}", Escaped(request_line.unwrap_or("-")))
+            }
+        };
+        let _ = write!(line, "\" {} {}", r.status, bytes);
         if self.format == LogFormat::Combined {
             let _ = write!(
                 line,
@@ -100,6 +139,7 @@ impl AccessLog {
 
     /// Writes out what is buffered.
     pub fn flush(&self) {
+        self.flushed.set(self.logged.get());
         let _ = self.out.borrow_mut().flush();
     }
 
@@ -120,6 +160,56 @@ impl Drop for AccessLog {
     fn drop(&mut self) {
         self.flush();
     }
+}
+
+/// The task that writes the log out when the loop goes quiet: after a line is logged it
+/// waits one turn of the loop at a time until a turn passes with no new line, then
+/// flushes. A loop busy enough to log in every turn keeps batching; the every-second
+/// flush of the command bounds the delay then. Ends when the log is dropped.
+pub async fn flush_when_quiet(log: Weak<AccessLog>) {
+    loop {
+        // Wait for an unflushed line.
+        let pending = poll_fn(|cx| match log.upgrade() {
+            None => Poll::Ready(false),
+            Some(log) if log.logged.get() != log.flushed.get() => Poll::Ready(true),
+            Some(log) => {
+                *log.flusher.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        });
+        if !pending.await {
+            return;
+        }
+        loop {
+            let Some(seen) = log.upgrade().map(|l| l.logged.get()) else {
+                return;
+            };
+            next_turn().await;
+            match log.upgrade() {
+                None => return,
+                Some(l) if l.logged.get() == seen => {
+                    l.flush();
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Ready in the loop's next turn: a task that wakes itself runs again only in the
+/// next step (see `Controller::step`), after that step's I/O.
+async fn next_turn() {
+    let mut yielded = false;
+    poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// The client's address, `-` on a unix socket.

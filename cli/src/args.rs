@@ -61,26 +61,27 @@ pub struct Args {
     pub max_connections: Option<usize>,
 
     /// Seconds a new connection may take to send its first request (and finish TLS).
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
     pub connection_setup_timeout: Option<Duration>,
 
     /// Seconds an idle keep-alive connection is kept between requests.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
     pub intra_stream_timeout: Option<Duration>,
 
     /// Seconds a client may take to send a request's headers once it started.
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
     pub header_read_timeout: Option<Duration>,
 
     /// Seconds an upload may go without a byte arriving before it is answered 408 [default: 60].
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
     pub body_read_timeout: Option<Duration>,
 
     /// Seconds a response may wait for a client that reads nothing before it is cut [default: 60].
-    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
     pub send_timeout: Option<Duration>,
 
-    /// Seconds in-flight requests get to finish after SIGINT or SIGTERM.
+    /// Seconds in-flight requests get to finish after SIGINT or SIGTERM (0: cut them at
+    /// once).
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, default_value = "10")]
     pub shutdown_timeout: Duration,
 
@@ -88,11 +89,31 @@ pub struct Args {
     #[arg(long)]
     pub no_listing: bool,
 
-    /// Accept PUT: the body is written to a temporary file, then renamed into place.
+    /// List and serve dot files (.git/, .env, …); without it they are left out of
+    /// listings and answered 404.
+    #[arg(long)]
+    pub hidden: bool,
+
+    /// Follow symlinks that lead out of the served directory (listings then show what
+    /// they point at); without it such links are answered 403 and left out of listings.
+    /// Uploads are always written beneath the directory.
+    #[arg(long)]
+    pub follow_symlinks: bool,
+
+    /// Render a directory's README.md (Markdown; raw HTML in it is shown as text; at most
+    /// 1 MiB) below its listing.
+    #[arg(long)]
+    pub readme: bool,
+
+    /// Accept uploads: PUT, and POST of multipart/form-data to a directory (the
+    /// listing's upload form, `curl -F file=@x URL/dir/`) or of a `mkdir` field (new
+    /// folder). Bodies are written to temporary files, renamed into place when whole.
     #[arg(long)]
     pub upload: bool,
 
-    /// The largest PUT body, in bytes (suffixes K, M, G: powers of 1024).
+    /// The largest upload (a PUT body, or a whole POST): bytes, or with a suffix (K, M,
+    /// G, T and KiB, MiB, …: powers of 1024; KB, MB, GB, TB: powers of 1000), decimals
+    /// allowed (1.5G).
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
     pub max_upload_size: u64,
 
@@ -107,6 +128,15 @@ pub struct Args {
     /// The access log's format.
     #[arg(long, value_enum, default_value_t = LogFormat::Common)]
     pub log_format: LogFormat,
+
+    /// Print the first LAN URL (else the first URL) as a QR code, to open it on a phone.
+    #[arg(long)]
+    pub qr: bool,
+
+    /// Open a browser on the first LAN URL (else the first URL) once listening
+    /// ($BROWSER, else the desktop's default).
+    #[arg(long)]
+    pub open: bool,
 
     /// Serve the one connection on standard input (inetd's `nowait` mode), then exit.
     #[arg(long, conflicts_with_all = ["unix"])]
@@ -149,18 +179,49 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a number of seconds"))
 }
 
+/// A timeout: a positive number of seconds. Zero is refused rather than taken as "no
+/// timeout": every limit has to hold, and at 0 most connections would be dropped at once.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_seconds(s)? {
+        Duration::ZERO => Err(format!(
+            "{s:?}: a timeout must be more than 0 seconds (there is no \"no timeout\")"
+        )),
+        d => Ok(d),
+    }
+}
+
+/// A size: `100`, `512K`, `100MB` (10^6), `100MiB` or `100M` (2^20), `1.5G`.
 fn parse_size(s: &str) -> Result<u64, String> {
-    let (digits, shift) = match s.as_bytes().last() {
-        Some(b'k' | b'K') => (&s[..s.len() - 1], 10),
-        Some(b'm' | b'M') => (&s[..s.len() - 1], 20),
-        Some(b'g' | b'G') => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
+    let bad = || format!("{s:?} is not a size such as 512K, 100MB, 100MiB or 1.5G");
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let power: u32 = match unit.trim_start().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 1,
+        "m" | "mib" | "mb" => 2,
+        "g" | "gib" | "gb" => 3,
+        "t" | "tib" | "tb" => 4,
+        _ => return Err(bad()),
     };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format!("{s:?} is not a size such as 512K or 2G"))
+    let base: u64 = if unit.len() == 2 && power > 0 {
+        1000
+    } else {
+        1024
+    };
+    let scale = base.pow(power);
+    if let Ok(n) = number.parse::<u64>() {
+        return n.checked_mul(scale).ok_or_else(bad);
+    }
+    // Decimals: exact enough for sizes (f64 holds integers to 2^53 exactly).
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = (n * scale as f64).round();
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -172,7 +233,17 @@ mod tests {
         assert_eq!(parse_size("512"), Ok(512));
         assert_eq!(parse_size("2K"), Ok(2048));
         assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert!(parse_size("x").is_err());
+        assert_eq!(parse_size("100MB"), Ok(100_000_000));
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("100 mib"), Ok(100 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("2kb"), Ok(2000));
+        for bad in ["x", "", "1.2.3M", "-1", "1Q", "99999999999T", ".", "1e3"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("0.0").is_err());
+        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_mode("660"), Ok(0o660));
         assert!(parse_mode("9").is_err());
         assert_eq!(parse_seconds("1.5"), Ok(Duration::from_millis(1500)));

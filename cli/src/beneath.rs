@@ -3,6 +3,10 @@
 //! symlink, a relative one that climbs out — that would leave the root, with no window
 //! between a check and the open. Where `openat2` is missing (older kernels, seccomp
 //! filters that answer `ENOSYS`), the path is canonicalised and checked instead.
+//!
+//! With `--follow-symlinks` ([`Root::follow_symlinks`]) reads may follow symlinks out of
+//! the root (request paths still cannot climb out: `path.rs` refuses `..` above the
+//! root); directories opened for writing ([`Root::open_dir`]) stay beneath it always.
 
 use std::{
     ffi::CString,
@@ -21,6 +25,8 @@ use std::{
 pub struct Root {
     dir: File,
     path: PathBuf,
+    /// `--follow-symlinks`: [`Root::open`] follows symlinks wherever they lead.
+    follow: bool,
 }
 
 /// Set once `openat2` turned out not to exist here.
@@ -37,7 +43,22 @@ impl Root {
                 "not a directory",
             ));
         }
-        Ok(Root { dir, path })
+        Ok(Root {
+            dir,
+            path,
+            follow: false,
+        })
+    }
+
+    /// Lets [`Root::open`] follow symlinks out of the root (`--follow-symlinks`).
+    pub fn follow_symlinks(mut self, follow: bool) -> Root {
+        self.follow = follow;
+        self
+    }
+
+    /// Whether [`Root::open`] follows symlinks out of the root.
+    pub fn follows_symlinks(&self) -> bool {
+        self.follow
     }
 
     /// The root's canonical path.
@@ -47,31 +68,33 @@ impl Root {
 
     /// Opens `relative` (empty: the root) read-only. An escape from the root fails with
     /// [`escaped`]-kind errors (`EXDEV`, `ELOOP`), a missing file with `NotFound`.
+    /// With [`Root::follow_symlinks`] symlinks are followed wherever they lead.
     pub fn open(&self, relative: &Path) -> io::Result<File> {
-        self.open_with(relative, libc::O_RDONLY)
+        self.open_with(relative, libc::O_RDONLY, self.follow)
     }
 
-    /// Opens the directory `relative` (empty: the root).
+    /// Opens the directory `relative` (empty: the root), always beneath the root: it is
+    /// where uploads are written.
     pub fn open_dir(&self, relative: &Path) -> io::Result<File> {
-        self.open_with(relative, libc::O_RDONLY | libc::O_DIRECTORY)
+        self.open_with(relative, libc::O_RDONLY | libc::O_DIRECTORY, false)
     }
 
-    fn open_with(&self, relative: &Path, flags: libc::c_int) -> io::Result<File> {
+    fn open_with(&self, relative: &Path, flags: libc::c_int, follow: bool) -> io::Result<File> {
         // O_NONBLOCK: opening a FIFO someone left in the tree must not hang the loop; it
         // changes nothing for regular files and directories.
         let flags = flags | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
         if !NO_OPENAT2.load(Ordering::Relaxed) {
-            match self.openat2(relative, flags) {
+            match self.openat2(relative, flags, follow) {
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                     NO_OPENAT2.store(true, Ordering::Relaxed);
                 }
                 other => return other,
             }
         }
-        self.open_checked(relative, flags)
+        self.open_checked(relative, flags, follow)
     }
 
-    fn openat2(&self, relative: &Path, flags: libc::c_int) -> io::Result<File> {
+    fn openat2(&self, relative: &Path, flags: libc::c_int, follow: bool) -> io::Result<File> {
         let name = if relative.as_os_str().is_empty() {
             CString::new(".")
         } else {
@@ -82,7 +105,11 @@ impl Root {
         #[allow(unsafe_code)]
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = flags as u64;
-        how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+        how.resolve = if follow {
+            libc::RESOLVE_NO_MAGICLINKS
+        } else {
+            libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS
+        };
         // SAFETY: every pointer is valid for the call; the size is the struct's own.
         #[allow(unsafe_code)]
         let fd = unsafe {
@@ -102,9 +129,9 @@ impl Root {
         Ok(unsafe { File::from_raw_fd(fd as libc::c_int) })
     }
 
-    fn open_checked(&self, relative: &Path, flags: libc::c_int) -> io::Result<File> {
+    fn open_checked(&self, relative: &Path, flags: libc::c_int, follow: bool) -> io::Result<File> {
         let full = std::fs::canonicalize(self.path.join(relative))?;
-        if !full.starts_with(&self.path) {
+        if !follow && !full.starts_with(&self.path) {
             return Err(io::Error::from_raw_os_error(libc::EXDEV));
         }
         use std::os::unix::fs::OpenOptionsExt;
@@ -146,5 +173,11 @@ mod tests {
             root.open(Path::new("missing")).unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
+        let root = root.follow_symlinks(true);
+        for name in ["abs", "rel", "slash/etc/passwd"] {
+            assert!(root.open(Path::new(name)).is_ok(), "{name}");
+        }
+        let e = root.open_dir(Path::new("slash")).unwrap_err();
+        assert!(escaped(&e), "open_dir stays beneath: {e}");
     }
 }

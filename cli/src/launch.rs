@@ -17,10 +17,12 @@ use std::{
 use onstream::{Closer, Listener, LocalAddr, Options, Server, Tls, Version, Workers};
 
 use crate::{
-    access_log::AccessLog,
+    access_log::{self, AccessLog, Record, Request},
     args::{Args, LogFormat, TlsMode},
     beneath::Root,
+    share,
     site::{self, Site},
+    unix_socket,
 };
 
 /// A start-up failure, said in one line.
@@ -39,6 +41,11 @@ fn fail(what: impl fmt::Display) -> Failure {
 
 /// Runs the command until it is told to stop.
 pub fn run(args: Args) -> Result<(), Failure> {
+    if args.tls == TlsMode::Off && args.cert.is_some() {
+        return Err(fail(
+            "--cert and --key are for TLS: they cannot go with --tls off",
+        ));
+    }
     // Checked once here for a clear error; every worker opens the root for itself.
     let root = Root::new(&args.dir)
         .map_err(|e| fail(format_args!("cannot serve {}: {e}", args.dir.display())))?;
@@ -61,6 +68,9 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     let root_path = root.path().to_owned();
     drop(root);
+    if let Some(path) = &args.unix {
+        unix_socket::prepare(path).map_err(fail)?;
+    }
     let n = args.workers.map(usize::from).unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -75,6 +85,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
         let args = args.clone();
         move |listener, options| worker(&args, listener, options)
     };
+    let signals = catch_signals()?;
     let workers = match systemd_listener() {
         Some(fd) => Workers::adopt(fd, n, make_options, build)
             .map_err(|e| fail(format_args!("cannot serve the socket systemd passed: {e}"))),
@@ -85,11 +96,22 @@ pub fn run(args: Args) -> Result<(), Failure> {
             ))
         }),
     }?;
+    let _socket_file = args.unix.as_deref().map(unix_socket::RemoveOnExit::new);
     // Signals are caught before the banner says the server is up: a signal sent as
     // soon as it is seen must drain, not kill.
-    watch_signals(workers.closer())?;
+    let closer = workers.closer();
+    watch_signals(signals, closer.clone(), args.shutdown_timeout)?;
     banner(&workers, &root_path, &args);
-    workers.join().map_err(fail)
+    workers.join().map_err(fail)?;
+    match closer.connections_cut_at_close() {
+        0 => Ok(()),
+        n => Err(fail(format_args!(
+            "{n} connection{} cut at the shutdown timeout ({:?}) before {} response ended",
+            if n == 1 { "" } else { "s" },
+            args.shutdown_timeout,
+            if n == 1 { "its" } else { "their" },
+        ))),
+    }
 }
 
 /// One worker's server, on its own thread: its own view of the root, its own log buffer.
@@ -101,20 +123,22 @@ fn worker(args: &Args, listener: Listener, options: Options) -> onstream::Result
     };
     let server = Server::new(listener, options, handler)?;
     report_errors(&server);
-    if site.log.is_some() {
-        flush_every_second(&server, &site);
-    }
+    log_requests(&server, &site);
     Ok(server)
 }
 
 /// What the command line asks to serve from `root`.
 fn site_for(args: &Args, root: Root) -> Rc<Site> {
     Rc::new(Site {
-        root,
+        root: root.follow_symlinks(args.follow_symlinks),
         listing: !args.no_listing,
         upload: args.upload.then_some(args.max_upload_size),
         ws_echo: args.ws_echo.clone(),
-        log: (!args.quiet).then(|| AccessLog::new(args.log_format)),
+        log: (!args.quiet).then(|| Rc::new(AccessLog::new(args.log_format))),
+        browse: crate::entries::Browse {
+            hidden: args.hidden,
+            readme: args.readme,
+        },
     })
 }
 
@@ -133,13 +157,22 @@ fn inetd(
     tls_config: Option<Arc<onstream::tls::ServerConfig>>,
 ) -> Result<(), Failure> {
     let site = site_for(&args, root);
-    let handler = move |_server, stream| site::handle(site.clone(), stream);
+    let handler = {
+        let site = site.clone();
+        move |_server, stream| site::handle(site.clone(), stream)
+    };
     let server = Server::without_listener(options(&args, tls_config), handler).map_err(fail)?;
     report_errors(&server);
+    log_requests(&server, &site);
     // SAFETY: inetd hands us the connection as descriptor 0; it is ours from here on.
     #[allow(unsafe_code)]
     let conn = unsafe { OwnedFd::from_raw_fd(0) };
-    server.add_socket(conn).map_err(fail)?;
+    server.add_socket(conn).map_err(|e| {
+        fail(format_args!(
+            "--inetd serves the connection on standard input, which must be a socket \
+             (as inetd or systemd's Accept=yes pass it): {e}"
+        ))
+    })?;
     while server.connections() > 0 {
         server.step(None).map_err(fail)?;
     }
@@ -222,8 +255,9 @@ fn systemd_listener() -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(3) })
 }
 
-/// What a person needs to start using the server: the URLs, the certificate's
-/// fingerprint to check the browser's warning against.
+/// What a person needs to start using the server: the URLs (every interface's when it
+/// listens on all), the certificate's fingerprint to check the browser's warning
+/// against; `--qr` and `--open` on the first LAN URL (else the first).
 fn banner(workers: &Workers, root: &std::path::Path, args: &Args) {
     let mut lines = vec![format!(
         "onstream: serving {} ({} worker{})",
@@ -231,36 +265,70 @@ fn banner(workers: &Workers, root: &std::path::Path, args: &Args) {
         workers.len(),
         if workers.len() == 1 { "" } else { "s" }
     )];
+    let mut urls = Vec::new();
+    let mut shared = None;
     match workers.local_addr() {
         LocalAddr::Inet(inet) => {
-            let shown = if inet.ip().is_unspecified() {
-                format!("localhost:{}", inet.port())
-            } else {
-                inet.to_string()
+            let hosts = share::hosts(*inet);
+            let schemes: &[&str] = match args.tls {
+                TlsMode::On => &["https"],
+                TlsMode::Off => &["http"],
+                TlsMode::Auto => &["http", "https"],
             };
-            if args.tls != TlsMode::On {
-                lines.push(format!("  http://{shown}/"));
+            for host in &hosts {
+                for scheme in schemes {
+                    urls.push(format!("{scheme}://{host}:{}/", inet.port()));
+                }
             }
-            if args.tls != TlsMode::Off {
-                lines.push(format!("  https://{shown}/"));
-            }
+            let first_scheme = schemes[0];
+            shared = Some(format!(
+                "{first_scheme}://{}:{}/",
+                share::lan_host(&hosts).unwrap_or(&hosts[0]),
+                inet.port()
+            ));
+            lines.extend(urls.iter().map(|u| format!("  {u}")));
         }
         other => lines.push(format!("  unix socket {other}")),
     }
     if let Some(fp) = workers.certificate_fingerprint() {
         lines.push(format!("  self-signed certificate, SHA-256 {fp}"));
     }
+    if args.qr {
+        match shared.as_deref().and_then(share::qr) {
+            Some(code) => {
+                lines.push(format!("  {}", shared.as_deref().unwrap_or_default()));
+                lines.extend(code.lines().map(|l| format!("  {l}")));
+            }
+            None => lines.push("  (--qr: a unix socket has no URL to show)".to_owned()),
+        }
+    }
     println!("{}", lines.join("\n"));
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    if args.open {
+        if let Some(url) = &shared {
+            share::open(url);
+        }
+    }
 }
 
 /// SIGINT and SIGTERM: the first asks every worker to drain and stop (from the signal
-/// thread, through the workers' `Closer`); a second one exits at once.
-fn watch_signals(closer: Closer) -> Result<(), Failure> {
+/// thread, through the workers' `Closer`) and says so on stderr; a second one exits at
+/// once.
+/// Catches SIGINT and SIGTERM from now on: one that comes before [`watch_signals`] runs
+/// waits for it instead of killing the process (the workers serve as soon as they are
+/// started, so a client may answer and signal before the watcher exists).
+fn catch_signals() -> Result<signal_hook::iterator::Signals, Failure> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| fail(format_args!("cannot handle signals: {e}")))?;
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| fail(format_args!("cannot handle signals: {e}")))
+}
+
+fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
+    closer: Closer,
+    drain_limit: Duration,
+) -> Result<(), Failure> {
     std::thread::Builder::new()
         .name("onstream-signals".into())
         .spawn(move || {
@@ -269,27 +337,59 @@ fn watch_signals(closer: Closer) -> Result<(), Failure> {
                 if std::mem::replace(&mut seen, true) {
                     std::process::exit(128 + signal);
                 }
+                let n = closer.connections();
                 closer.close();
+                if n > 0 {
+                    eprintln!(
+                        "onstream: draining {n} connection{}, up to {:?} (signal again to stop at once)",
+                        if n == 1 { "" } else { "s" },
+                        drain_limit,
+                    );
+                } else {
+                    eprintln!("onstream: stopping");
+                }
             }
         })
         .map_err(|e| fail(format_args!("cannot start the signal thread: {e}")))?;
     Ok(())
 }
 
-fn flush_every_second(server: &Server, site: &Rc<Site>) {
-    let site = Rc::downgrade(site);
-    server
-        .controller()
-        .spawn(async move {
-            while let Some(site) = site.upgrade() {
-                if let Some(log) = &site.log {
-                    log.flush();
-                }
-                drop(site);
-                onstream::sleep(Duration::from_secs(1)).await;
-            }
-        })
+/// The access log: requests the server refused before the handler (400, 408, 414,
+/// 431, …) are logged from the library's hook, the rest by the handler; lines are
+/// written out when the loop goes quiet, and at least every second under load.
+fn log_requests(server: &Server, site: &Rc<Site>) {
+    let Some(log) = &site.log else {
+        return;
+    };
+    let hook_log = log.clone();
+    server.set_onrejected(move |_, rejected| {
+        hook_log.log(&Record {
+            peer: rejected.peer,
+            request: Request::Refused(rejected.request_line),
+            status: rejected.status,
+            bytes: 0,
+            referer: None,
+            user_agent: None,
+            duration: Duration::ZERO,
+        });
+    });
+    let ctl = server.controller();
+    ctl.spawn(access_log::flush_when_quiet(Rc::downgrade(log)))
         .detach();
+    // The tests lengthen the cap to show that a quiet loop flushes without it.
+    let cap = std::env::var("ONSTREAM_TEST_LOG_FLUSH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs);
+    let log = Rc::downgrade(log);
+    ctl.spawn(async move {
+        while let Some(log) = log.upgrade() {
+            log.flush();
+            drop(log);
+            onstream::sleep(cap).await;
+        }
+    })
+    .detach();
 }
 
 /// Raises the soft limit on open files to the hard one: a server wants as many

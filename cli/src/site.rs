@@ -1,7 +1,8 @@
 //! The request handler: what the `onstream` command answers. GET and HEAD of files
 //! (validators, conditional requests, byte ranges, precompressed siblings), directories
-//! (index.html, else a listing), PUT with `--upload`, a WebSocket echo route, and a clear
-//! status for everything else. Built on the library's public API only.
+//! (index.html, else a listing), PUT and POST (`form`) with `--upload`, a WebSocket echo
+//! route, 404 for dot files without `--hidden`, and a clear status for everything else.
+//! Built on the library's public API only.
 
 use std::{
     fs::{File, Metadata},
@@ -15,13 +16,13 @@ use onstream::{Headers, Stream};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::{
-    access_log::{AccessLog, Record},
+    access_log::{AccessLog, Record, Request},
     beneath::{self, Root},
     conditional::{self, Precondition, Validators},
-    listing,
+    entries, form, listing,
     path::{self, Refused, Target},
     range::{self, Ranges},
-    upload,
+    readme, upload,
 };
 
 /// What the command serves and how.
@@ -32,7 +33,9 @@ pub struct Site {
     /// `Some(limit)` when PUT is allowed.
     pub upload: Option<u64>,
     pub ws_echo: Option<String>,
-    pub log: Option<AccessLog>,
+    pub log: Option<Rc<AccessLog>>,
+    /// `--hidden`, `--readme`: what listings show and which names are served.
+    pub browse: entries::Browse,
 }
 
 /// The status and body size of an answer, for the access log.
@@ -46,34 +49,61 @@ pub struct Sent {
 pub async fn handle(site: Rc<Site>, stream: Stream) -> onstream::Result<()> {
     let started = Instant::now();
     let req = stream.get_headers().await?;
+    let mut entry = LogEntry {
+        site: &site,
+        stream: &stream,
+        req: &req,
+        started,
+        sent: None,
+    };
     let result = site.respond(&stream, &req).await;
-    if let Some(log) = &site.log {
-        let sent = match &result {
-            Ok(sent) => *sent,
-            // The head may or may not have gone out; nginx logs 499 for a client that
-            // went away, a clearer signal than a made-up 200.
-            Err(_) => Sent {
-                status: 499,
-                bytes: 0,
-            },
+    entry.sent = result.as_ref().ok().copied();
+    drop(entry);
+    result.map(drop)
+}
+
+/// The access-log line of one request, written when the handler ends — or when its
+/// task is dropped unfinished (a download cut at the shutdown timeout), which an
+/// `await` followed by a log call would never see.
+struct LogEntry<'a> {
+    site: &'a Site,
+    stream: &'a Stream,
+    req: &'a Headers,
+    started: Instant,
+    /// `None` until the handler ended well.
+    sent: Option<Sent>,
+}
+
+impl Drop for LogEntry<'_> {
+    fn drop(&mut self) {
+        let Some(log) = &self.site.log else {
+            return;
         };
+        // Failed or cut short: the head may or may not have gone out; nginx logs 499
+        // for a client that went away, a clearer signal than a made-up 200.
+        let sent = self.sent.unwrap_or(Sent {
+            status: 499,
+            bytes: 0,
+        });
+        let req = self.req;
         log.log(&Record {
-            peer: stream.peer_addr(),
-            method: req.get(":method").unwrap_or("-"),
-            target: req.get(":path").unwrap_or("-"),
-            version: match stream.version() {
-                http::Version::HTTP_2 => "HTTP/2.0",
-                http::Version::HTTP_10 => "HTTP/1.0",
-                _ => "HTTP/1.1",
+            peer: self.stream.peer_addr(),
+            request: Request::Parsed {
+                method: req.get(":method").unwrap_or("-"),
+                target: req.get(":path").unwrap_or("-"),
+                version: match self.stream.version() {
+                    http::Version::HTTP_2 => "HTTP/2.0",
+                    http::Version::HTTP_10 => "HTTP/1.0",
+                    _ => "HTTP/1.1",
+                },
             },
             status: sent.status,
             bytes: sent.bytes,
             referer: req.get("referer"),
             user_agent: req.get("user-agent"),
-            duration: started.elapsed(),
+            duration: self.started.elapsed(),
         });
     }
-    result.map(drop)
 }
 
 impl Site {
@@ -90,10 +120,18 @@ impl Site {
             Err(Refused::NotAPath) => return status_page(stream, method, 400, &[]).await,
             Err(Refused::Unsafe) => return status_page(stream, method, 404, &[]).await,
         };
+        // Dot files are neither listed nor served nor written without `--hidden`.
+        if entries::is_refused_path(&target.relative, self.browse.hidden) {
+            return status_page(stream, method, 404, &[]).await;
+        }
         match method {
             "GET" | "HEAD" => self.get(stream, req, method, &target).await,
             "PUT" if self.upload.is_some() => {
                 upload::put(&self.root, stream, req, &target, self.upload.unwrap_or(0)).await
+            }
+            "POST" if self.upload.is_some() => {
+                let (limit, hidden) = (self.upload.unwrap_or(0), self.browse.hidden);
+                form::post(&self.root, stream, req, &target, limit, hidden).await
             }
             _ => {
                 let allow = if self.upload.is_some() {
@@ -146,16 +184,24 @@ impl Site {
         if !self.listing {
             return status_page(stream, method, 403, &[]).await;
         }
-        drop(file);
-        let entries = match read_entries(&self.root.path().join(&target.relative)) {
+        let readme = (self.browse.readme)
+            .then(|| readme::for_directory(&self.root, &target.relative))
+            .flatten();
+        let entries = match entries::read(&self.root, &target.relative, file, self.browse.hidden) {
             Ok(entries) => entries,
             Err(e) => return io_error_page(stream, method, &e).await,
         };
-        let mut dir_path = target.decoded.clone();
-        if !dir_path.ends_with('/') {
-            dir_path.push('/');
-        }
-        let page = listing::render(&dir_path, entries);
+        let query = req
+            .get(":path")
+            .unwrap_or("")
+            .split_once('?')
+            .map(|(_, q)| q);
+        let options = listing::Page {
+            sort: listing::Sort::from_query(query),
+            upload: self.upload.is_some(),
+            readme: readme.as_deref(),
+        };
+        let page = listing::render_page(&target.relative, entries, &options);
         // A weak validator from the page itself: a browser revalidating a listing gets
         // 304 while the directory is unchanged (the page is made anew either way).
         let validators = Validators {
@@ -174,25 +220,10 @@ impl Site {
         if let Some(sent) = answer_preconditions(stream, req, method, &validators, &head).await? {
             return Ok(sent);
         }
+        head.append("content-security-policy", listing::CSP);
         head.append("content-type", "text/html; charset=utf-8");
         send_whole(stream, method, head, page.as_bytes()).await
     }
-}
-
-fn read_entries(dir: &Path) -> io::Result<Vec<listing::Entry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        // Follow symlinks for what the link points at; a dangling one is listed as a file.
-        let md = std::fs::metadata(entry.path()).or_else(|_| entry.metadata())?;
-        entries.push(listing::Entry {
-            name: entry.file_name(),
-            is_dir: md.is_dir(),
-            size: md.len(),
-            modified: md.modified().ok(),
-        });
-    }
-    Ok(entries)
 }
 
 /// Serves a regular file: validators and preconditions, a precompressed sibling when the
@@ -539,7 +570,17 @@ fn encode_path(decoded: &str) -> String {
 
 /// `--ws-echo`: every text or binary message is sent back.
 async fn websocket_echo(stream: &Stream) -> onstream::Result<Sent> {
-    let mut ws = onstream::websocket::accept(stream, onstream::websocket::Options::new()).await?;
+    let mut ws =
+        match onstream::websocket::accept(stream, onstream::websocket::Options::new()).await {
+            Ok(ws) => ws,
+            // Not a valid WebSocket request: `accept` has answered it (400, or 426 for a
+            // wrong version), and the log says so rather than blame the client for leaving.
+            Err(e) if matches!(e.kind(), onstream::ErrorKind::Protocol(_)) => {
+                let status = e.status().unwrap_or(400);
+                return Ok(Sent { status, bytes: 0 });
+            }
+            Err(e) => return Err(e),
+        };
     while let Some(msg) = ws.recv().await? {
         if msg.is_text() || msg.is_binary() {
             ws.send(msg).await?;

@@ -106,11 +106,19 @@ pub async fn put(
 
 /// A file being uploaded, created in (and named relative to) its directory's descriptor;
 /// removed when dropped unless it was persisted.
-struct TempFile {
+pub struct TempFile {
     dir: File,
     name: CString,
-    file: File,
+    pub file: File,
     persisted: bool,
+}
+
+/// The start of every temporary upload's name: listings never show such files.
+const TEMP_PREFIX: &str = ".onstream-upload-";
+
+/// Whether `name` is one of our temporary upload files.
+pub fn is_temporary_name(name: &[u8]) -> bool {
+    name.starts_with(TEMP_PREFIX.as_bytes())
 }
 
 /// Makes temporary names unique within this process; the pid makes them unique between
@@ -118,10 +126,10 @@ struct TempFile {
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
 impl TempFile {
-    fn create_in(dir: File) -> io::Result<TempFile> {
+    pub fn create_in(dir: File) -> io::Result<TempFile> {
         for _ in 0..16 {
             let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
-            let name = CString::new(format!(".onstream-upload-{}-{n}", std::process::id()))
+            let name = CString::new(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
                 .expect("no NUL in a formatted name");
             // O_EXCL | O_NOFOLLOW: a new regular file of ours, never whatever sits there.
             let flags =
@@ -153,7 +161,7 @@ impl TempFile {
 
     /// Flushes the data, renames the file to `name` in its directory (replacing what was
     /// there, a symlink itself rather than its target), then flushes the directory.
-    fn persist(&mut self, name: &OsStr) -> io::Result<()> {
+    pub fn persist(&mut self, name: &OsStr) -> io::Result<()> {
         self.file.sync_all()?;
         let target = CString::new(name.as_bytes())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;

@@ -10,7 +10,7 @@
 
 pub(crate) mod body;
 mod conn;
-mod encode;
+pub(crate) mod encode;
 pub(crate) mod parse;
 mod stream;
 

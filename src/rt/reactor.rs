@@ -146,6 +146,14 @@ impl Reactor {
         // Deregistration fails only if the fd is already gone; nothing is left to undo then.
         let _ = self.registry.deregister(source);
         self.sources.borrow_mut().try_remove(state.token as usize);
+        // A task still waiting on this socket would never hear of it again: a handler
+        // whose connection was cut under it (shutdown timeout, abort) must wake to find
+        // the connection gone, and end, rather than sleep until the loop is dropped.
+        for slot in [&state.read_waker, &state.write_waker] {
+            if let Some(w) = slot.take() {
+                w.wake();
+            }
+        }
     }
 
     /// Waits for events for at most `timeout` and wakes the tasks waiting on them. Returns

@@ -19,6 +19,9 @@ pub struct Onstream {
     pub dir: tempfile::TempDir,
     /// What the server printed to stdout after the banner (the access log).
     pub log: std::sync::mpsc::Receiver<String>,
+    /// What the server printed to stderr, line by line (also passed on to the test's
+    /// own stderr).
+    pub errors: std::sync::mpsc::Receiver<String>,
 }
 
 /// The served directory's root inside `Onstream::dir` (a subdirectory, so that tests
@@ -31,6 +34,15 @@ impl Onstream {
     /// Starts `onstream ROOT --port 0 ARGS…` after `fill` populated the directory
     /// (`fill` gets the temp dir; the served root is `root()`).
     pub fn start(args: &[&str], fill: impl FnOnce(&Path)) -> Onstream {
+        Onstream::start_with_env(args, &[], fill)
+    }
+
+    /// [`Onstream::start`] with environment variables set for the command.
+    pub fn start_with_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+        fill: impl FnOnce(&Path),
+    ) -> Onstream {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(root(&dir)).unwrap();
         fill(dir.path());
@@ -38,10 +50,20 @@ impl Onstream {
             .arg(root(&dir))
             .args(["--port", "0"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start onstream");
+        let stderr = child.stderr.take().unwrap();
+        let (errors_tx, errors_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                eprintln!("{line}");
+                let _ = errors_tx.send(line);
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (log_tx, log_rx) = std::sync::mpsc::channel();
@@ -80,6 +102,7 @@ impl Onstream {
             port,
             dir,
             log: log_rx,
+            errors: errors_rx,
         }
     }
 

@@ -26,6 +26,7 @@ use crate::{
         parse::{parse_request, BodyKind, ParseError, RequestHead},
         stream::H1Stream,
     },
+    rejected::Rejected,
     rt::{sleep, Controller, Sleep},
     transport::poll_read_buf,
 };
@@ -38,6 +39,7 @@ impl H1Conn {
     pub(crate) async fn drive(
         self: Rc<Self>,
         mut on_request: impl FnMut(H1Stream),
+        mut on_rejected: impl FnMut(&Rejected<'_>),
         mut resumed: Option<Instant>,
     ) -> Option<Parked> {
         let ctl = Controller::current();
@@ -113,6 +115,15 @@ impl H1Conn {
                 self.st.borrow_mut().keep_alive = false;
                 poll_fn(|cx| self.poll_streams_ended(cx)).await;
                 let mut st = self.st.borrow_mut();
+                let line = (status != 414)
+                    .then(|| request_line(&st.rbuf, self.cfg.limits.max_request_line))
+                    .flatten();
+                on_rejected(&Rejected {
+                    status,
+                    reason: message,
+                    peer: self.peer_addr,
+                    request_line: line.as_deref(),
+                });
                 crate::h1::encode::error_response(&mut st.wbuf, status, message);
                 break Ok(None);
             };
@@ -452,4 +463,38 @@ enum HeadError {
     Parse(ParseError),
     HeaderTimeout,
     Io(Error),
+}
+
+/// The request-line at the start of `buf` (after the empty lines RFC 9112 §2.2 lets a
+/// server skip), without its line ending, if a whole one of at most `limit` bytes is
+/// there: what a rejected request is reported by.
+fn request_line(buf: &[u8], limit: usize) -> Option<String> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let rest = &buf[start..];
+    let end = rest.iter().take(limit).position(|&b| b == b'\n')?;
+    let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+    Some(String::from_utf8_lossy(line).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_line;
+
+    #[test]
+    fn a_rejected_request_is_reported_by_its_whole_request_line_only() {
+        assert_eq!(
+            request_line(b"\r\nGET /a HTTP/1.1\r\nHost: x\r\n", 100).as_deref(),
+            Some("GET /a HTTP/1.1")
+        );
+        assert_eq!(
+            request_line(b"GET /a HTTP/1.1\n", 100).as_deref(),
+            Some("GET /a HTTP/1.1")
+        );
+        assert_eq!(request_line(b"GET /a HT", 100), None);
+        assert_eq!(request_line(b"GET /abcdef HTTP/1.1\r\n", 8), None);
+        assert_eq!(
+            request_line(b"\xff / HTTP/1.1\r\n", 100).as_deref(),
+            Some("\u{fffd} / HTTP/1.1")
+        );
+    }
 }
