@@ -43,6 +43,17 @@ pub enum Version {
     /// Both (the default): ALPN prefers `h2`, cleartext HTTP/2 by prior knowledge.
     #[default]
     Any,
+    /// HTTP/1.0 only (lua-http's `version = 1.0`): every request is taken as HTTP/1.0 and
+    /// answered as `HTTP/1.0`, one per connection (a body of unknown length ends with the
+    /// connection); ALPN offers `http/1.0`.
+    Http10,
+}
+
+impl Version {
+    /// Whether HTTP/2 may be spoken.
+    pub(crate) fn allows_h2(self) -> bool {
+        matches!(self, Version::Http2 | Version::Any)
+    }
 }
 
 /// Server options, built by chaining.
@@ -342,6 +353,7 @@ impl Options {
     /// Which HTTP versions to speak (default: both).
     pub fn version(mut self, version: Version) -> Options {
         self.version = version;
+        self.limits.http10_only = version == Version::Http10;
         self
     }
 

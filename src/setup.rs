@@ -22,7 +22,11 @@ use crate::{
 pub(crate) struct Setup {
     pub tls: Tls,
     pub version: Version,
-    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub config: Option<Arc<rustls::ServerConfig>>,
+    /// `config` without ALPN, for a client that offers only protocols we do not speak
+    /// (rustls would refuse it with a `no_application_protocol` alert; lua-http serves it,
+    /// choosing the version by the HTTP/2 preface as in cleartext).
+    pub config_without_alpn: Option<Arc<rustls::ServerConfig>>,
     pub timeout: Duration,
 }
 
@@ -33,10 +37,16 @@ impl Setup {
         config: Option<Arc<rustls::ServerConfig>>,
         timeout: Duration,
     ) -> Setup {
+        let config_without_alpn = config.as_ref().map(|c| {
+            let mut c = (**c).clone();
+            c.alpn_protocols.clear();
+            Arc::new(c)
+        });
         Setup {
             tls,
             version,
-            acceptor: config.map(tokio_rustls::TlsAcceptor::from),
+            config,
+            config_without_alpn,
             timeout,
         }
     }
@@ -64,7 +74,7 @@ impl Setup {
     async fn negotiate(&self, mut io: Box<dyn Io>) -> Result<Negotiated> {
         let mut first = BytesMut::new();
         if self.tls != Tls::On {
-            let sniff_h2 = self.version != Version::Http1;
+            let sniff_h2 = self.version.allows_h2();
             if self.tls == Tls::Off && !sniff_h2 {
                 return Ok((io, first, "http", false));
             }
@@ -93,19 +103,41 @@ impl Setup {
             }
             io = Box::new(Upgraded::new(io, first.split().freeze()));
         }
-        let acceptor = self
-            .acceptor
-            .as_ref()
-            .ok_or_else(|| Error::config("TLS without a configuration"))?;
-        let tls = acceptor
-            .accept(io)
+        let (Some(config), Some(without_alpn)) = (&self.config, &self.config_without_alpn) else {
+            return Err(Error::config("TLS without a configuration"));
+        };
+        let handshake_failed = |e| Error::io(e).with_context("TLS handshake");
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
             .await
-            .map_err(|e| Error::io(e).with_context("TLS handshake"))?;
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            .map_err(handshake_failed)?;
+        // ALPN only when the client offers a protocol we speak: offered nothing of ours,
+        // the handshake goes on without ALPN instead of failing.
+        let speaks_ours = start.client_hello().alpn().map_or(true, |mut offered| {
+            offered.any(|p| config.alpn_protocols.iter().any(|ours| ours == p))
+        });
+        let chosen = if speaks_ours { config } else { without_alpn };
+        let tls = start
+            .into_stream(chosen.clone())
+            .await
+            .map_err(handshake_failed)?;
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let mut io: Box<dyn Io> = Box::new(tls);
+        let mut first = BytesMut::new();
+        let h2 = match alpn.as_deref() {
+            Some(protocol) => protocol == b"h2",
+            // No protocol agreed: the HTTP/2 preface decides, as in cleartext.
+            None if self.version.allows_h2() => loop {
+                read_more(&mut io, &mut first).await?;
+                if let Some(yes) = sniff::is_h2_preface(&first) {
+                    break yes;
+                }
+            },
+            None => false,
+        };
         if !h2 && self.version == Version::Http2 {
             return Err(Error::protocol(505, "the client did not choose h2 by ALPN"));
         }
-        Ok((Box::new(tls), first, "https", h2))
+        Ok((io, first, "https", h2))
     }
 }
 

@@ -141,6 +141,15 @@ impl Stream {
         }
     }
 
+    /// The HTTP/2 stream identifier (lua-http's `stream.id`); `None` over HTTP/1, where
+    /// a request has none.
+    pub fn id(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::H1(_) => None,
+            Inner::H2(s) => Some(s.id()),
+        }
+    }
+
     /// The client's address (`None` on a unix socket).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match &self.inner {

@@ -43,6 +43,7 @@ pub enum Tls {
 fn alpn(version: Version) -> Vec<Vec<u8>> {
     let protocols: &[&[u8]] = match version {
         Version::Http1 => &[b"http/1.1"],
+        Version::Http10 => &[b"http/1.0"],
         Version::Http2 => &[b"h2"],
         Version::Any => &[b"h2", b"http/1.1"],
     };

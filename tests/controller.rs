@@ -328,3 +328,19 @@ fn a_remote_is_send_and_sync_and_wakes_a_blocked_step() {
     );
     waker.join().unwrap();
 }
+
+/// `enter` makes the controller current between steps, so that a future polled there
+/// can make a timer (which needs `Controller::current`), and the timer then fires in a
+/// later step as any other.
+#[test]
+fn enter_lets_a_timer_be_made_between_steps() {
+    let ctl = Controller::new().unwrap();
+    assert!(Controller::try_current().is_none());
+    let sleep = ctl.enter(|| {
+        assert!(Controller::try_current().is_some());
+        onstream::sleep(Duration::from_millis(1))
+    });
+    assert!(Controller::try_current().is_none());
+    let task = ctl.spawn(sleep);
+    run_to_end(&ctl, task);
+}

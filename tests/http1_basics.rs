@@ -375,3 +375,30 @@ fn headers_after_the_body_are_sent_as_chunked_trailers() {
     assert!(text.ends_with("0\r\nx-checksum: abc123\r\n\r\n"), "{text}");
     assert_eq!(parse_one(&raw).body_str(), "part one, part two");
 }
+
+/// `Version::Http10` (lua-http's `version = 1.0`): an HTTP/1.1 request is answered as
+/// HTTP/1.0 — the status line says so, a body of unknown length is not chunked but ends
+/// with the connection, and the connection closes after the response.
+#[test]
+fn a_server_pinned_to_http10_answers_as_http10() {
+    let server = TestServer::start(
+        |o| o.version(onstream::Version::Http10),
+        || {
+            |_srv, stream: onstream::Stream| async move {
+                stream.get_headers().await?;
+                stream.write_headers(&status_headers("200"), false).await?;
+                stream.write_chunk("part one, ", false).await?;
+                stream.write_chunk("part two", true).await
+            }
+        },
+    );
+    let raw = raw_request(
+        server.addr(),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    assert!(!text.contains("transfer-encoding"), "{text}");
+    assert!(text.ends_with("\r\n\r\npart one, part two"), "{text}");
+    assert_eq!(text.matches("HTTP/1.").count(), 1, "{text}");
+}

@@ -260,6 +260,69 @@ fn h2c_prior_knowledge_get_is_answered_with_the_request_pseudo_headers() {
     );
 }
 
+/// A TLS client that offers only ALPN protocols the server does not speak is served
+/// without ALPN rather than refused (rustls's default is a `no_application_protocol`
+/// alert; lua-http serves it, and its spec tests it): HTTP/1.1 by default, HTTP/2 when
+/// the client then sends the preface.
+#[test]
+fn a_client_offering_only_unknown_alpn_protocols_is_served_without_alpn() {
+    let (cert, config) = localhost_cert();
+    let server = TestServer::start(
+        move |o| o.tls(Tls::On).tls_config(config),
+        || |_srv, stream| echo_head(stream),
+    );
+    let addr = server.addr();
+    let (alpn, h2_reply, h1_reply) = block_on(async {
+        let (tls, alpn) = tls_connect(addr, trusting(&cert, &[b"foo"])).await;
+        let client = handshake(tls, format!("https://{addr}")).await;
+        let h2_reply = get(&client, "/two").await;
+        let (mut tls, _) = tls_connect(addr, trusting(&cert, &[b"foo"])).await;
+        tls.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        let _ = within("HTTP/1.1 answer", tls.read_to_end(&mut raw)).await;
+        (alpn, h2_reply, String::from_utf8_lossy(&raw).into_owned())
+    });
+    assert_eq!(alpn, None);
+    assert_eq!(h2_reply.status, 200);
+    assert!(
+        h2_reply.text().ends_with("version=HTTP/2.0"),
+        "{}",
+        h2_reply.text()
+    );
+    assert!(h1_reply.starts_with("HTTP/1.1 200"), "{h1_reply}");
+    assert!(h1_reply.ends_with("version=HTTP/1.1"), "{h1_reply}");
+}
+
+/// Each stream knows its HTTP/2 identifier (lua-http's `stream.id`): a client's first two
+/// requests on one connection are streams 1 and 3. Over HTTP/1 there is none.
+#[test]
+fn streams_carry_their_http2_identifier() {
+    let server = TestServer::start(
+        |o| o,
+        || {
+            |_srv, stream: Stream| async move {
+                let id = format!("{:?}", stream.id());
+                respond(&stream, "200", id).await
+            }
+        },
+    );
+    let addr = server.addr();
+    let (first, second) = block_on(async {
+        let client = h2c(addr).await;
+        let first = get(&client, "/").await;
+        let second = get(&client, "/").await;
+        (first.text().to_owned(), second.text().to_owned())
+    });
+    assert_eq!((first.as_str(), second.as_str()), ("Some(1)", "Some(3)"));
+    let h1 = raw_request(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(String::from_utf8_lossy(&h1).ends_with("None"));
+}
+
 /// Over TLS, ALPN picks h2 even when the client lists http/1.1 first: the server's
 /// preference wins (DESIGN.md §4 item 7: lua-http took the client's first choice), and
 /// the handler sees `:scheme` https.

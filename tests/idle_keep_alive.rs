@@ -184,6 +184,47 @@ fn a_parked_connection_is_closed_at_its_idle_deadline() {
     assert!(server.wait_connections(0, Duration::from_secs(1)));
 }
 
+/// A connection closed by its idle timeout is closed at once, without a lingering close:
+/// no response is in flight to protect, and a client writing after that must learn that
+/// the connection is gone (lua-http's client expects EPIPE, its spec tests it), not have
+/// its request read and dropped. Without the fix the requests written after the server's
+/// FIN were drained for the lingering time and every write succeeded.
+#[test]
+fn an_idle_timeout_closes_without_lingering() {
+    for park_after in PARKING {
+        let server = start_with(move |o| {
+            o.park_after(park_after)
+                .intra_stream_timeout(Duration::from_secs(1))
+                .lingering_close(Duration::from_secs(5), 1 << 20)
+        });
+        let mut client = Client::connect(server.addr());
+        assert_eq!(client.get("/").status, 200);
+        let rest = client
+            .read_to_close(Duration::from_secs(5))
+            .expect("the idle connection was not closed");
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+        // The server's side is gone: what the client writes now is answered with a
+        // reset, after which writing fails with EPIPE (a read still sees the FIN first).
+        // Bounded by half the lingering time (which is at most the idle timeout, 1 s): a
+        // lingering server drains the writes that long without a reset.
+        use std::io::Write;
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let written = loop {
+            match client
+                .writer
+                .write_all(b"GET /late HTTP/1.1\r\nHost: test\r\n\r\n")
+            {
+                Ok(()) if Instant::now() < deadline => sleep(Duration::from_millis(5)),
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(&written, Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe),
+            "park_after {park_after:?}: {written:?}"
+        );
+    }
+}
+
 /// A connection that parked, was taken up by a request and parked again keeps its new
 /// deadline: the first parking's deadline, still in the lot, must not close it.
 #[test]

@@ -37,7 +37,8 @@ fn is_connection_owned(name: &[u8]) -> bool {
 /// `framing` gives the framing field: `Length(n)` writes `content-length: n` (for a
 /// response without a body, such as HEAD's, the length announced); `keep_alive` says whether the connection stays open after this response,
 /// `http10` whether the client spoke HTTP/1.0 (which needs `connection: keep-alive` to
-/// keep it).
+/// keep it), `as_http10` whether the server speaks only HTTP/1.0 (`Version::Http10`: the
+/// status line says so).
 pub(crate) fn response_head(
     dst: &mut BytesMut,
     status: u16,
@@ -45,9 +46,14 @@ pub(crate) fn response_head(
     framing: Framing,
     keep_alive: bool,
     http10: bool,
+    as_http10: bool,
 ) {
     dst.reserve(256);
-    dst.put_slice(b"HTTP/1.1 ");
+    dst.put_slice(if as_http10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
     put_status(dst, status);
     let mut has_date = false;
     let mut close_requested = false;
@@ -155,7 +161,7 @@ mod tests {
             h.append(n, v.to_string());
         }
         let mut dst = BytesMut::new();
-        response_head(&mut dst, status, &h, framing, keep_alive, false);
+        response_head(&mut dst, status, &h, framing, keep_alive, false, false);
         String::from_utf8(dst.to_vec()).unwrap()
     }
 

@@ -78,6 +78,9 @@ pub(crate) struct Limits {
     /// Most requests in flight (parsed, response not finished) on one connection; at the
     /// bound the driver reads no further head until a response ends.
     pub max_pipelined: usize,
+    /// Take every request as HTTP/1.0 and answer as `HTTP/1.0`, without keep-alive
+    /// (`Version::Http10`).
+    pub http10_only: bool,
 }
 
 impl Default for Limits {
@@ -91,6 +94,7 @@ impl Default for Limits {
             linger_bytes: DEFAULT_LINGER_BYTES,
             write_buffer: DEFAULT_WRITE_BUFFER,
             max_pipelined: DEFAULT_MAX_PIPELINED,
+            http10_only: false,
         }
     }
 }
@@ -347,13 +351,13 @@ pub(crate) fn parse_request(
     let headers = Headers::shared_from(n, pseudo.into_iter().flatten().chain(regular));
     Ok(Some(RequestHead {
         headers,
-        version: if scan.http11 {
+        version: if scan.http11 && !limits.http10_only {
             http::Version::HTTP_11
         } else {
             http::Version::HTTP_10
         },
         body: scan.body,
-        keep_alive: scan.keep_alive,
+        keep_alive: scan.keep_alive && !limits.http10_only,
         expect_continue: scan.expect_continue,
         upgrade: scan.upgrade,
         is_head,

@@ -426,7 +426,16 @@ impl H1Stream {
             (f, _, _) => f,
         };
         let keep_alive = st.keep_alive();
-        response_head(st.out(), status, &headers, head_framing, keep_alive, http10);
+        let as_http10 = self.conn.limits().http10_only;
+        response_head(
+            st.out(),
+            status,
+            &headers,
+            head_framing,
+            keep_alive,
+            http10,
+            as_http10,
+        );
         let remaining = match framing {
             Framing::Length(n) => Some(n),
             _ => None,

@@ -56,6 +56,8 @@ pub(crate) struct H2Stream {
     /// The client sent `expect: 100-continue` and no response went out yet.
     continue_pending: Cell<bool>,
     common: Common,
+    /// The HTTP/2 stream identifier (RFC 9113 §5.1.1).
+    id: u32,
 }
 
 impl H2Stream {
@@ -71,6 +73,7 @@ impl H2Stream {
             .get("expect")
             .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
         H2Stream {
+            id: respond.stream_id().into(),
             continue_pending: Cell::new(expects_continue && !recv.is_end_stream()),
             conn,
             headers,
@@ -80,6 +83,11 @@ impl H2Stream {
             resp: RefCell::new(Resp::NotStarted),
             common: Common::default(),
         }
+    }
+
+    /// The HTTP/2 stream identifier.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
     }
 
     pub(crate) fn headers(&self) -> &Headers {

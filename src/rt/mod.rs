@@ -315,6 +315,29 @@ impl Controller {
         self.inner.n_tasks.get() == 0
     }
 
+    /// Runs `f` between steps as if in one: [`Controller::current`] is this controller
+    /// and [`Controller::now`] is read anew, so a future `f` polls may make timers. For an
+    /// embedding that polls part of a task's work outside the loop, with that task's waker
+    /// (the Lua module completes a stream operation at once when it can). Inside a step it
+    /// only runs `f`.
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.inner.in_step.get() {
+            return f();
+        }
+        self.inner.now.set(Instant::now().max(self.inner.now.get()));
+        let prev = CURRENT.with(|c| c.borrow_mut().replace(self.clone()));
+        // Restored however `f` ends.
+        struct Restore(Option<Controller>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let prev = self.0.take();
+                CURRENT.with(|c| *c.borrow_mut() = prev);
+            }
+        }
+        let _restore = Restore(prev);
+        f()
+    }
+
     /// The time at the start of the current (or last) step.
     pub fn now(&self) -> Instant {
         self.inner.now.get()

@@ -46,6 +46,11 @@ impl H1Conn {
         let mut timer = sleep(self.cfg.connection_setup_timeout);
         let mut send = SendGuard::default();
         let mut first = resumed.is_none();
+        // Whether closing reads on for a while (lingering close). Not after an idle
+        // timeout: nothing was unread and no response was in flight, so there is no reset
+        // to guard against, and a client writing after that time should learn at once
+        // that the connection is gone (lua-http's clients get EPIPE).
+        let mut linger = true;
         // The driver's future is most of every idle connection's task, and a value alive
         // across an `await` takes room in it: so the request just read is matched away
         // before the error answer is awaited, and the outcome lives in a block that ends
@@ -91,6 +96,10 @@ impl H1Conn {
                         continue;
                     }
                     Ok(NextHead::End) => break Ok(None),
+                    Ok(NextHead::IdleTimeout) => {
+                        linger = false;
+                        break Ok(None);
+                    }
                     Ok(NextHead::Park) => break Ok(Some(idle.close_at)),
                     Err(HeadError::Parse(e)) => {
                         tracing::debug!(peer = ?self.peer_addr, status = e.status(), "bad request: {}", e.message());
@@ -136,7 +145,7 @@ impl H1Conn {
         }
         // Boxed: closing (lingering included) is a large state the task would otherwise
         // carry for the connection's whole life.
-        Box::pin(self.finish(&ctl, &mut send)).await;
+        Box::pin(self.finish(&ctl, &mut send, linger)).await;
         None
     }
 
@@ -343,7 +352,7 @@ impl H1Conn {
                     }
                     let now = ctl.now();
                     if now >= idle.close_at {
-                        return Poll::Ready(Ok(NextHead::End));
+                        return Poll::Ready(Ok(NextHead::IdleTimeout));
                     }
                     // Checked on every wake-up, not only when the timer fires: handlers of
                     // earlier requests may have been at work then, and their end wakes us.
@@ -352,7 +361,9 @@ impl H1Conn {
                     }
                     if fired {
                         timer.reset(idle.close_at);
-                        return Pin::new(&mut *timer).poll(cx).map(|()| Ok(NextHead::End));
+                        return Pin::new(&mut *timer)
+                            .poll(cx)
+                            .map(|()| Ok(NextHead::IdleTimeout));
                     }
                     return Poll::Pending;
                 }
@@ -372,7 +383,7 @@ impl H1Conn {
     }
 
     /// Waits for every stream to end, flushes, and closes the socket gracefully.
-    async fn finish(&self, ctl: &Controller, send: &mut SendGuard) {
+    async fn finish(&self, ctl: &Controller, send: &mut SendGuard, linger: bool) {
         {
             let mut st = self.st.borrow_mut();
             st.keep_alive = false;
@@ -406,7 +417,7 @@ impl H1Conn {
         };
         let read_eof = self.st.borrow().read_eof;
         let _ = poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
-        if read_eof {
+        if read_eof || !linger {
             return;
         }
         // Lingering close: read until the peer's EOF, a byte budget or a deadline.
@@ -440,8 +451,10 @@ struct Idle {
 /// What reading the next request head came to.
 enum NextHead {
     Head(RequestHead),
-    /// The connection ends: EOF, idle timeout, server closing, socket gone.
+    /// The connection ends: EOF, server closing, socket gone.
     End,
+    /// Nothing came for the idle timeout, with nothing in flight.
+    IdleTimeout,
     /// Idle with nothing in flight for `park_after`: the connection parks.
     Park,
 }

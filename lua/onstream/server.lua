@@ -1,0 +1,703 @@
+--[[ onstream.server: lua-http's `http.server` API served by onstream's Rust server.
+
+A program switches with one line:
+
+	local http_server = require "onstream.server"
+
+The shape is lua-http's own: a server owns a cqueues controller (its own, or `.cq`), and
+`pollfd`/`events`/`timeout`/`step`/`loop` are that controller's, so the server is a
+cqueues pollable and can be nested in another controller. On that controller run:
+
+  - the stepper: one coroutine that waits for the Rust server's pollfd (or its timer, or a
+    kick from Lua), calls its non-blocking `step`, and wraps each request that step
+    produced in a coroutine;
+  - one coroutine per request, running the user's `onstream(server, stream)`.
+
+A stream method that has to wait (a body not arrived yet, a client slower than the
+handler) queues the operation in Rust, kicks the stepper, and waits on the stream's
+cqueues condition, which the stepper signals when an operation of that stream ended. The
+thread only ever blocks in cqueues' own poll.
+]]
+
+local core = require "onstream.core"
+local cqueues = require "cqueues"
+local cc = require "cqueues.condition"
+local cs = require "cqueues.socket"
+local ce = require "cqueues.errno"
+
+-- lua-http users get lua-http's own header objects; without lua-http, an equivalent.
+local headers_ok, new_headers = pcall(function()
+	return require "http.headers".new
+end)
+if not headers_ok then
+	new_headers = require "onstream.headers".new
+end
+
+local unpack = table.unpack or unpack -- luacheck: ignore 143
+local monotime = cqueues.monotime
+
+local BLOCK = 64 * 1024
+
+--[[ pcall that lets the function yield (cqueues waits are yields): Lua 5.1 cannot yield
+across pcall, so the function runs in a coroutine of its own and every yield is passed
+up to the controller and its answer passed back down. ]]
+local function pack(...)
+	return { n = select("#", ...), ... }
+end
+
+local function coroutine_pcall(f, ...)
+	-- `f` may be any callable (a table with __call, a busted spy).
+	local co = coroutine.create(function(...)
+		return f(...)
+	end)
+	local r = pack(coroutine.resume(co, ...))
+	while coroutine.status(co) == "suspended" do
+		r = pack(coroutine.resume(co, coroutine.yield(unpack(r, 2, r.n))))
+	end
+	if not r[1] then
+		return false, r[2], co
+	end
+	return unpack(r, 1, r.n)
+end
+
+-- LuaJIT and Lua 5.2+ yield across pcall: the plain one is enough there.
+local yieldable_pcall = coroutine_pcall
+do
+	local co = coroutine.create(function()
+		return pcall(coroutine.yield, "yielded")
+	end)
+	local _, v = coroutine.resume(co)
+	if v == "yielded" then
+		yieldable_pcall = pcall
+	end
+end
+
+-- ===== streams =====
+
+local stream_methods = {}
+local stream_mt = {
+	__name = "onstream.stream";
+	__index = stream_methods;
+}
+
+function stream_mt:__tostring()
+	return string.format("onstream.stream{version=%s}", tostring(self.peer_version))
+end
+
+local connection_methods = {}
+local connection_mt = {
+	__name = "onstream.connection";
+	__index = connection_methods;
+}
+
+local function new_stream(server, rs)
+	local version = rs:version()
+	local self = setmetatable({
+		_rs = rs;
+		_server = server;
+		type = "server";
+		peer_version = version;
+		-- HTTP/2's stream identifier; nil over HTTP/1 (lua-http's HTTP/1 streams have none).
+		id = rs:id();
+	}, stream_mt)
+	self.connection = setmetatable({
+		_stream = self;
+		type = "server";
+		version = version;
+	}, connection_mt)
+	return self
+end
+
+-- Waits the cqueues way for an operation queued in Rust, then returns its result.
+-- The stream's cqueues condition, made when a coroutine first has to wait (most
+-- requests never do); `step` signals it when one of the stream's operations ends.
+local function cond_of(self)
+	local cond = self._cond
+	if cond == nil then
+		cond = cc.new()
+		self._cond = cond
+		self._rs:set_signal(function()
+			cond:signal()
+		end)
+	end
+	return cond
+end
+
+-- A Rust stream method gives its result when the operation ended at once, else the
+-- running operation (a userdata: no result is one), waited for here the cqueues way. The
+-- stepper is kicked either way: the handler task has work at the next step (the
+-- operation, or flushing what it wrote).
+local function await(self, r1, ...)
+	self._server:_kick()
+	if type(r1) ~= "userdata" then
+		return r1, ...
+	end
+	local cond = cond_of(self)
+	while not r1:ready() do
+		cqueues.poll(cond)
+	end
+	return r1:take()
+end
+
+-- What is left of a deadline, as the `timeout` argument of the next call.
+local function left(deadline)
+	if deadline == nil then
+		return nil
+	end
+	return math.max(0, deadline - monotime())
+end
+
+function stream_methods:get_headers(timeout) -- luacheck: ignore 212
+	local flat = self._rs:get_headers()
+	local h = new_headers()
+	for i = 1, #flat, 3 do
+		h:append(flat[i], flat[i + 1], flat[i + 2])
+	end
+	return h
+end
+
+function stream_methods:get_next_chunk(timeout)
+	return await(self, self._rs:get_next_chunk(timeout))
+end
+
+function stream_methods:get_body_as_string(timeout)
+	return await(self, self._rs:get_body_as_string(timeout))
+end
+
+function stream_methods:get_body_chars(n, timeout)
+	local deadline = timeout and monotime() + timeout
+	local parts, have = {}, 0
+	while have < n do
+		local chunk, err, errno = self:get_next_chunk(left(deadline))
+		if chunk == nil then
+			if err ~= nil then
+				if have > 0 then
+					self:unget(table.concat(parts))
+				end
+				return nil, err, errno
+			end
+			break
+		end
+		parts[#parts + 1] = chunk
+		have = have + #chunk
+	end
+	local body = table.concat(parts)
+	if #body > n then
+		self:unget(body:sub(n + 1))
+		body = body:sub(1, n)
+	end
+	if body == "" and n > 0 then
+		return nil
+	end
+	return body
+end
+
+function stream_methods:get_body_until(pattern, plain, include_pattern, timeout)
+	local deadline = timeout and monotime() + timeout
+	local body = ""
+	while true do
+		local s, e = body:find(pattern, 1, plain)
+		if s then
+			local rest = body:sub(e + 1)
+			if rest ~= "" then
+				self:unget(rest)
+			end
+			return include_pattern and body:sub(1, e) or body:sub(1, s - 1)
+		end
+		local chunk, err, errno = self:get_next_chunk(left(deadline))
+		if chunk == nil then
+			if err ~= nil then
+				if body ~= "" then
+					self:unget(body)
+				end
+				return nil, err, errno
+			end
+			if body == "" then
+				return nil
+			end
+			return body
+		end
+		body = body .. chunk
+	end
+end
+
+function stream_methods:save_body_to_file(file, timeout)
+	local deadline = timeout and monotime() + timeout
+	while true do
+		local chunk, err, errno = self:get_next_chunk(left(deadline))
+		if chunk == nil then
+			if err ~= nil then
+				return nil, err, errno
+			end
+			return true
+		end
+		local ok, werr, werrno = file:write(chunk)
+		if not ok then
+			return nil, werr, werrno
+		end
+	end
+end
+
+function stream_methods:get_body_as_file(timeout)
+	local file, err, errno = io.tmpfile()
+	if not file then
+		return nil, err, errno
+	end
+	local ok
+	ok, err, errno = self:save_body_to_file(file, timeout)
+	if not ok then
+		file:close()
+		return nil, err, errno
+	end
+	assert(file:seek("set"))
+	return file
+end
+
+function stream_methods:unget(str)
+	return self._rs:unget(str)
+end
+
+-- Fields as the Rust side takes them: name, value, never_index, ….
+local function flatten(headers)
+	local flat, n = {}, 0
+	for name, value, never_index in headers:each() do
+		flat[n + 1], flat[n + 2], flat[n + 3] = name, value, never_index
+		n = n + 3
+	end
+	return flat
+end
+
+function stream_methods:write_headers(headers, end_stream, timeout)
+	return await(self, self._rs:write_headers(flatten(headers), not not end_stream, timeout))
+end
+
+function stream_methods:write_continue(timeout)
+	return await(self, self._rs:write_continue(timeout))
+end
+
+function stream_methods:write_chunk(chunk, end_stream, timeout)
+	return await(self, self._rs:write_chunk(chunk, not not end_stream, timeout))
+end
+
+function stream_methods:write_body_from_string(str, timeout)
+	return self:write_chunk(str, true, timeout)
+end
+
+-- `options` is a file, or a table { file = f, count = n } as in lua-http.
+function stream_methods:write_body_from_file(options, timeout)
+	local deadline = timeout and monotime() + timeout
+	local file, count
+	if io.type(options) then
+		file = options
+	else
+		file, count = options.file, options.count
+	end
+	while count == nil or count > 0 do
+		local want = count and math.min(count, BLOCK) or BLOCK
+		local data, err, errno = file:read(want)
+		if data == nil then
+			if err ~= nil then
+				return nil, err, errno
+			end
+			if count ~= nil then
+				return nil, "file ended before the count given", ce.EIO
+			end
+			break
+		end
+		if count then
+			count = count - #data
+		end
+		local ok
+		ok, err, errno = self:write_chunk(data, count == 0, left(deadline))
+		if not ok then
+			return nil, err, errno
+		end
+		if count == 0 then
+			return true
+		end
+	end
+	return self:write_chunk("", true, left(deadline))
+end
+
+function stream_methods:shutdown()
+	self._rs:shutdown()
+	self._server:_kick()
+	return true
+end
+
+function stream_methods:peername()
+	return self._rs:peername()
+end
+
+function stream_methods:localname()
+	return self._rs:localname()
+end
+
+-- The connection under the stream, as a cqueues socket (after a 101, or for an
+-- extended CONNECT over HTTP/2); bytes the client already sent are read first.
+function stream_methods:take_socket()
+	local fd, err, errno = self._rs:take_socket()
+	if not fd then
+		return nil, err, errno
+	end
+	self._server:_kick()
+	local sock = cs.fdopen(fd)
+	sock:setmode("b", "b")
+	return sock
+end
+
+function connection_methods:take_socket()
+	return self._stream:take_socket()
+end
+
+function connection_methods:peername()
+	return self._stream:peername()
+end
+
+function connection_methods:localname()
+	return self._stream:localname()
+end
+
+-- ===== the server =====
+
+local server_methods = {
+	max_concurrent = math.huge;
+	connection_setup_timeout = 10;
+	intra_stream_timeout = 10;
+}
+-- The name is lua-http's: code that checks `tostring(server)` keeps working.
+local server_mt = {
+	__name = "http.server";
+	__index = server_methods;
+}
+
+function server_mt:__tostring()
+	local n = self._core and self._core:connections() or 0
+	return string.format("http.server{socket=%s;n_connections=%d}", tostring(self.socket), n)
+end
+
+local LUAOSSL_CTX = "onstream.server: .ctx takes onstream's own TLS settings, "
+	.. "{ cert = <PEM text or path>, key = <PEM text or path> }, not a luaossl context"
+
+local function check_ctx(ctx)
+	if ctx ~= nil and type(ctx) ~= "table" then
+		error(LUAOSSL_CTX, 3)
+	end
+end
+
+-- The table the Rust side reads (lua-http's fields, checked).
+local function core_options(tbl)
+	return {
+		host = tbl.host;
+		port = tbl.port;
+		path = tbl.path;
+		family = tbl.family;
+		v6only = tbl.v6only;
+		mode = tbl.mode;
+		mask = tbl.mask;
+		unlink = tbl.unlink;
+		reuseaddr = tbl.reuseaddr;
+		reuseport = tbl.reuseport;
+		tls = tbl.tls;
+		ctx = tbl.ctx;
+		version = tbl.version;
+		max_concurrent = tbl.max_concurrent;
+		connection_setup_timeout = tbl.connection_setup_timeout;
+		intra_stream_timeout = tbl.intra_stream_timeout;
+		header_read_timeout = tbl.header_read_timeout;
+		body_read_timeout = tbl.body_read_timeout;
+		send_timeout = tbl.send_timeout;
+		close_timeout = tbl.close_timeout;
+	}
+end
+
+-- The Rust server; for `new` with a socket it is made on first use (cqueues binds
+-- lazily, and lua-http does nothing with the socket before its first step either).
+function server_methods:_get_core()
+	if self._core == nil and not self._closed then
+		local sock = self.socket
+		local ok, err, errno = sock:listen()
+		if not ok then
+			return nil, err, errno
+		end
+		self._core = core.new(self._options, sock:pollfd())
+	end
+	return self._core
+end
+
+function server_methods:_kick()
+	self._kick_cond:signal()
+end
+
+local function stepper(self)
+	local rs
+	local pollable = {
+		pollfd = function()
+			return rs:pollfd()
+		end;
+		events = function()
+			return "r"
+		end;
+		timeout = function()
+			return rs:timeout()
+		end;
+	}
+	while true do
+		if self._closed and self._core == nil then
+			break
+		end
+		local err, errno
+		rs, err, errno = self:_get_core()
+		if rs == nil then
+			self:onerror()(self, self, "listen", err, errno)
+			break
+		end
+		local ok, streams, errors, step_err, step_errno = rs:step()
+		if streams then
+			for i = 1, #streams do
+				self:add_stream(new_stream(self, streams[i]))
+			end
+		end
+		if errors then
+			for i = 1, #errors do
+				self:onerror()(self, self, "onstream", errors[i])
+			end
+		end
+		if not ok then
+			self:onerror()(self, self, "step", step_err, step_errno)
+		end
+		-- Nothing left to serve (closed and drained, or only `add_socket` connections and
+		-- all of them done): the controller may become empty, as lua-http's does.
+		if rs:empty() then
+			break
+		end
+		cqueues.poll(pollable, self._kick_cond)
+	end
+	self._stepping = false
+end
+
+function server_methods:_ensure_stepper()
+	if not self._stepping then
+		self._stepping = true
+		self.cq:wrap(stepper, self)
+	end
+end
+
+local function handle_stream(self, stream)
+	local ok, err = yieldable_pcall(self.onstream, self, stream)
+	stream:shutdown()
+	if not ok then
+		self:onerror()(self, stream, "onstream", err)
+	end
+end
+
+local function new_server(tbl, options, rs)
+	local cq = tbl.cq
+	if cq == nil then
+		cq = cqueues.new()
+	end
+	local self = setmetatable({
+		cq = cq;
+		socket = tbl.socket;
+		onstream = tbl.onstream;
+		onerror_ = tbl.onerror;
+		tls = tbl.tls;
+		version = tbl.version;
+		max_concurrent = tbl.max_concurrent;
+		connection_setup_timeout = tbl.connection_setup_timeout;
+		intra_stream_timeout = tbl.intra_stream_timeout;
+		_options = options;
+		_core = rs;
+		_closed = false;
+		_kick_cond = cc.new();
+		_stepping = false;
+	}, server_mt)
+	self:_ensure_stepper()
+	return self
+end
+
+local function check_common(tbl)
+	if tbl.cq ~= nil then
+		assert(cqueues.type(tbl.cq) == "controller", "optional cq field should be a cqueue controller")
+	end
+	assert(tbl.onstream, "missing 'onstream'")
+	check_ctx(tbl.ctx)
+end
+
+--[[ new { socket = <cqueues socket>?, onstream = f, … }: a server accepting from the given
+listening socket, or (without one) serving only what `add_socket` gives it. ]]
+local function new(tbl)
+	check_common(tbl)
+	if tbl.socket ~= nil then
+		assert(cs.type(tbl.socket), "optional socket field should be a cqueues socket")
+	end
+	if tbl.ctx == nil and tbl.tls ~= false then
+		error("TLS settings (.ctx = { cert = …, key = … }) are required when .tls isn't false", 2)
+	end
+	local options = core_options(tbl)
+	local rs
+	if tbl.socket == nil then
+		rs = core.new(options)
+	end
+	return new_server(tbl, options, rs)
+end
+
+--[[ listen { host = …, port = … | path = …, onstream = f, … }: a server on its own socket,
+bound lazily (on the first step, or by :listen()). With TLS possible and no `.ctx`, a
+self-signed certificate for `host` is made. ]]
+local function listen(tbl)
+	check_common(tbl)
+	assert(tbl.host or tbl.path, "need host or path")
+	local options = core_options(tbl)
+	if tbl.host and tbl.port == nil then
+		if tbl.tls == true then
+			options.port = 443
+		elseif tbl.tls == false then
+			options.port = 80
+		else
+			error("need port", 2)
+		end
+	end
+	if tbl.ctx == nil and tbl.tls ~= false and not tbl.host then
+		error("TLS settings (.ctx) are required for a UNIX socket unless .tls is false", 2)
+	end
+	local ok, rs = pcall(core.listen, options)
+	if not ok then
+		return nil, tostring(rs), ce.EINVAL
+	end
+	return new_server(tbl, options, rs)
+end
+
+function server_methods:onerror_(context, op, err, errno) -- luacheck: ignore 212
+	local msg = op
+	if err then
+		msg = msg .. ": " .. tostring(err)
+	end
+	error(msg, 2)
+end
+
+function server_methods:onerror(...)
+	local old = self.onerror_
+	if select("#", ...) > 0 then
+		self.onerror_ = ...
+	end
+	return old
+end
+
+function server_methods:listen(timeout) -- luacheck: ignore 212
+	if self._closed then
+		return true
+	end
+	local rs, err, errno = self:_get_core()
+	if not rs then
+		return nil, err, errno
+	end
+	if self.socket == nil and self._options.host == nil and self._options.path == nil then
+		return true
+	end
+	local ok
+	ok, err, errno = rs:listen()
+	self:_kick()
+	if not ok then
+		return nil, err, errno
+	end
+	return true
+end
+
+function server_methods:localname()
+	if self._closed then
+		return nil
+	end
+	local rs, err, errno = self:_get_core()
+	if not rs then
+		return nil, err, errno
+	end
+	return rs:localname()
+end
+
+function server_methods:pause()
+	if self._core then
+		self._core:pause()
+	end
+	self:_kick()
+	return true
+end
+
+function server_methods:resume()
+	if self._core then
+		self._core:resume()
+	end
+	self:_kick()
+	return true
+end
+
+function server_methods:close()
+	if not self._closed then
+		self._closed = true
+		if self._core then
+			self._core:close()
+		end
+		if self.socket then
+			self.socket:close()
+			self.socket = nil
+		end
+	end
+	self:_kick()
+	return true
+end
+
+function server_methods:pollfd()
+	return self.cq:pollfd()
+end
+
+function server_methods:events()
+	return self.cq:events()
+end
+
+function server_methods:timeout()
+	return self.cq:timeout()
+end
+
+function server_methods:empty()
+	return self.cq:empty()
+end
+
+function server_methods:step(...)
+	return self.cq:step(...)
+end
+
+function server_methods:loop(...)
+	return self.cq:loop(...)
+end
+
+function server_methods:connections()
+	return self._core and self._core:connections() or 0
+end
+
+-- Serves a connected cqueues socket; it is handed over and closed here.
+function server_methods:add_socket(socket)
+	local rs, err, errno = self:_get_core()
+	if not rs then
+		return nil, err, errno
+	end
+	local ok
+	ok, err, errno = rs:add_socket(socket:pollfd())
+	socket:close()
+	self:_ensure_stepper()
+	self:_kick()
+	if not ok then
+		return nil, err, errno
+	end
+	return true
+end
+
+function server_methods:add_stream(stream)
+	self.cq:wrap(handle_stream, self, stream)
+	return true
+end
+
+return {
+	new = new;
+	listen = listen;
+	mt = server_mt;
+}

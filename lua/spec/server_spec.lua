@@ -1,0 +1,480 @@
+-- onstream.server from Lua: lua-http's server API, served by onstream, checked with real
+-- clients (lua-http's own client and websocket, raw cqueues sockets) over loopback.
+-- Run by scripts/lua-test. Every wait is bounded by LIMIT seconds of a cqueues loop.
+
+local LIMIT = 10
+
+local http_server = require "onstream.server"
+local http_headers = require "http.headers"
+local http_request = require "http.request"
+local http_client = require "http.client"
+local http_websocket = require "http.websocket"
+local cqueues = require "cqueues"
+local cc = require "cqueues.condition"
+local ce = require "cqueues.errno"
+local cs = require "cqueues.socket"
+
+-- Runs `client(server)` beside a server made from `options`, both on one controller,
+-- until the client is done; then closes the server and waits for it to drain.
+local function with_server(options, client)
+	options.host = options.host or "127.0.0.1"
+	options.port = options.port or 0
+	if options.tls == nil and not options.tls_auto then
+		options.tls = false
+	end
+	local server = assert(http_server.listen(options))
+	assert(server:listen())
+	local cq = cqueues.new()
+	local finished = false
+	cq:wrap(function()
+		assert(server:loop())
+	end)
+	cq:wrap(function()
+		client(server)
+		finished = true
+		server:close()
+	end)
+	local ok, err, _, thd = cq:loop(LIMIT)
+	if not ok then
+		error(thd and debug.traceback(thd, err) or err, 0)
+	end
+	assert.truthy(finished, "the client did not finish")
+	assert.truthy(cq:empty(), "the server did not drain within the limit")
+	return server
+end
+
+local function uri(server, path, scheme)
+	local _, host, port = server:localname()
+	return string.format("%s://%s:%d%s", scheme or "http", host, port, path or "/")
+end
+
+local function respond(stream, status, body, fields)
+	local h = http_headers.new()
+	h:append(":status", tostring(status))
+	for name, value in pairs(fields or {}) do
+		h:append(name, value)
+	end
+	assert(stream:write_headers(h, body == nil))
+	if body ~= nil then
+		assert(stream:write_chunk(body, true))
+	end
+end
+
+-- A raw request over a plain socket; returns everything the server sent until it closed.
+local function raw(server, bytes)
+	local _, host, port = server:localname()
+	local sock = assert(cs.connect(host, port))
+	sock:setmode("b", "b")
+	assert(sock:write(bytes))
+	assert(sock:flush())
+	local got = sock:read("*a")
+	sock:close()
+	return got or ""
+end
+
+describe("onstream.server", function()
+	it("answers lua-http's client over HTTP/1.1", function()
+		with_server({
+			onstream = function(_, stream)
+				local req = assert(stream:get_headers())
+				respond(stream, 200, "hello " .. req:get(":path"), { ["content-type"] = "text/plain" })
+			end;
+		}, function(server)
+			local headers, stream = assert(http_request.new_from_uri(uri(server, "/there")):go(LIMIT))
+			assert.same("200", headers:get(":status"))
+			assert.same("text/plain", headers:get("content-type"))
+			assert.same("hello /there", assert(stream:get_body_as_string()))
+		end)
+	end)
+
+	it("answers over HTTP/2 by prior knowledge, with stream.connection.version 2", function()
+		local seen
+		with_server({
+			onstream = function(_, stream)
+				seen = stream.connection.version
+				respond(stream, 200, "two")
+			end;
+		}, function(server)
+			local req = http_request.new_from_uri(uri(server, "/"))
+			req.version = 2
+			local headers, stream = assert(req:go(LIMIT))
+			assert.same("200", headers:get(":status"))
+			assert.same("two", assert(stream:get_body_as_string()))
+		end)
+		assert.same(2, seen)
+	end)
+
+	it("answers as HTTP/1.0 when pinned with version = 1.0", function()
+		local seen
+		with_server({
+			version = 1.0;
+			onstream = function(_, stream)
+				seen = stream.connection.version
+				respond(stream, 200, "old")
+			end;
+		}, function(server)
+			local headers, stream = assert(http_request.new_from_uri(uri(server, "/")):go(LIMIT))
+			assert.same("200", headers:get(":status"))
+			assert.same(1.0, stream.peer_version)
+			assert.same("old", assert(stream:get_body_as_string()))
+		end)
+		assert.same(1.0, seen)
+	end)
+
+	it("makes a self-signed certificate for tls = true and serves HTTPS", function()
+		with_server({
+			tls = true;
+			onstream = function(_, stream)
+				respond(stream, 200, "secret")
+			end;
+		}, function(server)
+			local req = http_request.new_from_uri(uri(server, "/", "https"))
+			local ctx = require "http.tls".new_client_context()
+			ctx:setVerify(require "openssl.ssl.context".VERIFY_NONE)
+			req.ctx = ctx
+			local headers, stream = assert(req:go(LIMIT))
+			assert.same("200", headers:get(":status"))
+			assert.same("secret", assert(stream:get_body_as_string()))
+		end)
+	end)
+
+	it("serves a TLS client that offers only an ALPN protocol it does not know", function()
+		with_server({
+			tls = true;
+			onstream = function(_, stream)
+				respond(stream, 200, "no alpn")
+			end;
+		}, function(server)
+			local req = http_request.new_from_uri(uri(server, "/", "https"))
+			local ctx = require "http.tls".new_client_context()
+			ctx:setVerify(require "openssl.ssl.context".VERIFY_NONE)
+			ctx:setAlpnProtos { "foo" }
+			req.ctx = ctx
+			local headers, stream = assert(req:go(LIMIT))
+			assert.same("200", headers:get(":status"))
+			assert.same("no alpn", assert(stream:get_body_as_string()))
+		end)
+	end)
+
+	it("refuses a luaossl context and names its replacement", function()
+		local ctx = require "http.tls".new_server_context()
+		local ok, err = pcall(http_server.listen, {
+			host = "127.0.0.1";
+			port = 0;
+			ctx = ctx;
+			onstream = function() end;
+		})
+		assert.falsy(ok)
+		assert.truthy(tostring(err):find("cert = ", 1, true))
+	end)
+
+	it("reads bodies piecewise: chars, until a pattern, unget, the rest", function()
+		local parts = {}
+		with_server({
+			onstream = function(_, stream)
+				parts.first = stream:get_body_chars(3)
+				parts.line = stream:get_body_until("\n", true, false)
+				stream:unget("<back>")
+				parts.rest = stream:get_body_as_string()
+				parts.after = { stream:get_next_chunk() }
+				respond(stream, 204)
+			end;
+		}, function(server)
+			local req = http_request.new_from_uri(uri(server, "/"))
+			req.headers:upsert(":method", "POST")
+			req:set_body("abcdef\nghi")
+			local headers = assert(req:go(LIMIT))
+			assert.same("204", headers:get(":status"))
+		end)
+		assert.same("abc", parts.first)
+		assert.same("def", parts.line)
+		assert.same("<back>ghi", parts.rest)
+		assert.same({}, parts.after)
+	end)
+
+	it("saves a body to a file and sends a file as a body", function()
+		local saved
+		with_server({
+			onstream = function(_, stream)
+				local f = assert(stream:get_body_as_file())
+				saved = f:read("*a")
+				f:seek("set")
+				local h = http_headers.new()
+				h:append(":status", "200")
+				assert(stream:write_headers(h, false))
+				assert(stream:write_body_from_file(f))
+				f:close()
+			end;
+		}, function(server)
+			local req = http_request.new_from_uri(uri(server, "/"))
+			req.headers:upsert(":method", "PUT")
+			req:set_body(string.rep("0123456789", 20000))
+			local _, stream = assert(req:go(LIMIT))
+			assert.same(200000, #assert(stream:get_body_as_string()))
+		end)
+		assert.same(200000, #saved)
+	end)
+
+	it("runs handlers as cqueues coroutines: one waits on a condition another signals", function()
+		local cond = cc.new()
+		local order = {}
+		with_server({
+			onstream = function(_, stream)
+				local path = assert(stream:get_headers()):get(":path")
+				if path == "/wait" then
+					cond:wait()
+					order[#order + 1] = "waited"
+				else
+					cqueues.sleep(0)
+					order[#order + 1] = "signalled"
+					cond:signal()
+				end
+				respond(stream, 200, path)
+			end;
+		}, function(server)
+			local done = cc.new()
+			local n = 0
+			for _, path in ipairs { "/wait", "/signal" } do
+				cqueues.running():wrap(function()
+					local _, stream = assert(http_request.new_from_uri(uri(server, path)):go(LIMIT))
+					assert.same(path, stream:get_body_as_string())
+					n = n + 1
+					done:signal()
+				end)
+			end
+			while n < 2 do
+				done:wait()
+			end
+		end)
+		assert.same({ "signalled", "waited" }, order)
+	end)
+
+	it("returns nil, err, ETIMEDOUT when a body does not come within the timeout", function()
+		local got
+		with_server({
+			onstream = function(_, stream)
+				got = { stream:get_next_chunk(0.01) }
+				respond(stream, 408)
+			end;
+		}, function(server)
+			local _, host, port = server:localname()
+			local sock = assert(cs.connect(host, port))
+			sock:setmode("b", "b")
+			assert(sock:write("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"))
+			assert(sock:flush())
+			-- The body never comes: the handler's read gives up, and its answer arrives.
+			local status = assert(sock:read("*l"))
+			assert.truthy(status:match("^HTTP/1.1 408"), status)
+			sock:close()
+		end)
+		assert.same(nil, got[1])
+		assert.same(ce.ETIMEDOUT, got[3])
+	end)
+
+	it("reports a handler's error to onerror and answers 503", function()
+		local reported
+		with_server({
+			onstream = function()
+				error("boom")
+			end;
+			onerror = function(_, _, op, err)
+				reported = op .. ": " .. tostring(err)
+			end;
+		}, function(server)
+			local headers = assert(http_request.new_from_uri(uri(server, "/")):go(LIMIT))
+			assert.same("503", headers:get(":status"))
+		end)
+		assert.truthy(reported:find("onstream", 1, true))
+		assert.truthy(reported:find("boom", 1, true))
+	end)
+
+	it("hands over the connection with take_socket, bytes already sent included", function()
+		local got
+		with_server({
+			onstream = function(_, stream)
+				respond(stream, 101, nil, { upgrade = "echo", connection = "upgrade" })
+				local sock = assert(stream:take_socket())
+				got = sock:read(5)
+				assert(sock:write("pong:" .. got))
+				assert(sock:flush())
+				sock:close()
+			end;
+		}, function(server)
+			local answer = raw(server, "GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nearly")
+			assert.truthy(answer:match("^HTTP/1.1 101"))
+			assert.truthy(answer:match("\r\n\r\npong:early$"))
+		end)
+		assert.same("early", got)
+	end)
+
+	it("speaks WebSocket through lua-http's http.websocket.new_from_stream", function()
+		with_server({
+			onstream = function(_, stream)
+				local ws = assert(http_websocket.new_from_stream(stream, assert(stream:get_headers())))
+				assert(ws:accept())
+				while true do
+					local msg, opcode = ws:receive()
+					if msg == nil then
+						break
+					end
+					assert(ws:send(msg, opcode))
+				end
+				ws:close()
+			end;
+		}, function(server)
+			local ws = http_websocket.new_from_uri(uri(server, "/", "ws"))
+			assert(ws:connect(LIMIT))
+			assert(ws:send("hello"))
+			assert.same("hello", (ws:receive(LIMIT)))
+			assert(ws:send(string.rep("x", 100000), "binary"))
+			assert.same(100000, #assert(ws:receive(LIMIT)))
+			assert(ws:close())
+		end)
+	end)
+
+	it("serves a socket given with add_socket, and its controller empties after", function()
+		local server = assert(http_server.new {
+			tls = false;
+			onstream = function(_, stream)
+				respond(stream, 200, "paired")
+			end;
+		})
+		local s, c = assert(cs.pair())
+		assert(server:add_socket(s))
+		local cq = cqueues.new()
+		cq:wrap(function()
+			assert(server:loop())
+		end)
+		cq:wrap(function()
+			local conn = assert(http_client.negotiate(c, { version = 1.1 }))
+			local stream = assert(conn:new_stream())
+			local h = http_headers.new()
+			h:append(":method", "GET")
+			h:append(":scheme", "http")
+			h:append(":path", "/")
+			h:append(":authority", "x")
+			assert(stream:write_headers(h, true))
+			assert.same("200", assert(stream:get_headers()):get(":status"))
+			assert.same("paired", stream:get_body_as_string())
+			conn:close()
+		end)
+		assert(cq:loop(LIMIT))
+		assert.truthy(cq:empty())
+	end)
+
+	it("accepts from a cqueues listening socket given to new", function()
+		local sock = assert(cs.listen { host = "127.0.0.1"; port = 0 })
+		local server = assert(http_server.new {
+			socket = sock;
+			tls = false;
+			onstream = function(s, stream)
+				respond(stream, 200, "from a given socket")
+				s:close()
+			end;
+		})
+		assert(server:listen())
+		local family, host, port = server:localname()
+		assert.same(cs.AF_INET, family)
+		local cq = cqueues.new()
+		cq:wrap(function()
+			assert(server:loop())
+		end)
+		cq:wrap(function()
+			local url = string.format("http://%s:%d/", host, port)
+			local _, stream = assert(http_request.new_from_uri(url):go(LIMIT))
+			assert.same("from a given socket", stream:get_body_as_string())
+		end)
+		assert(cq:loop(LIMIT))
+		assert.truthy(cq:empty())
+	end)
+
+	it("pauses and resumes accepting", function()
+		with_server({
+			onstream = function(_, stream)
+				respond(stream, 200, "ok")
+			end;
+		}, function(server)
+			server:pause()
+			local _, host, port = server:localname()
+			local sock = assert(cs.connect(host, port))
+			sock:setmode("b", "b")
+			assert(sock:write("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+			assert(sock:flush())
+			-- Paused: nothing is answered (bounded wait).
+			local line, err = sock:xread("*l", nil, 0.05)
+			assert.same({ nil, ce.ETIMEDOUT }, { line, err })
+			sock:clearerr()
+			server:resume()
+			assert.truthy(assert(sock:read("*a")):match("^HTTP/1.1 200"))
+			sock:close()
+		end)
+	end)
+
+	it("works as a cqueues pollable: pollfd, events, timeout, step", function()
+		local server = assert(http_server.listen {
+			host = "127.0.0.1";
+			port = 0;
+			tls = false;
+			onstream = function(s, stream)
+				respond(stream, 200, "stepped")
+				s:close()
+			end;
+		})
+		assert(server:listen())
+		assert.same("number", type(server:pollfd()))
+		assert.truthy(server:events():find("r", 1, true))
+		local cq = cqueues.new()
+		cq:wrap(function()
+			local _, stream = assert(http_request.new_from_uri(uri(server, "/")):go(LIMIT))
+			assert.same("stepped", stream:get_body_as_string())
+		end)
+		cq:wrap(function()
+			-- The server polled as an object, stepped by hand.
+			local deadline = cqueues.monotime() + LIMIT
+			while not server:empty() and cqueues.monotime() < deadline do
+				cqueues.poll(server)
+				assert(server:step(0))
+			end
+		end)
+		assert(cq:loop(LIMIT))
+		assert.truthy(server:empty())
+	end)
+
+	describe("survives what froze or killed lua-http", function()
+		local function survives(request, status_pattern)
+			local served = 0
+			with_server({
+				tls_auto = true;
+				onstream = function(_, stream)
+					served = served + 1
+					respond(stream, 200, "fine")
+				end;
+				onerror = function(_, _, op, err)
+					error("onerror reached: " .. op .. ": " .. tostring(err))
+				end;
+			}, function(server)
+				local answer = raw(server, request)
+				if status_pattern then
+					assert.truthy(answer:match(status_pattern), answer)
+				end
+				local headers = assert(http_request.new_from_uri(uri(server, "/after")):go(LIMIT))
+				assert.same("200", headers:get(":status"))
+			end)
+			assert.same(1, served)
+		end
+
+		it("Content-Length: abc", function()
+			survives("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", "^HTTP/1.1 400")
+		end)
+		it("a negative Content-Length", function()
+			survives("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", "^HTTP/1.1 400")
+		end)
+		it("a Transfer-Encoding that does not end in chunked", function()
+			survives("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "^HTTP/1.1 [45]0[01]")
+		end)
+		it("a broken TLS handshake", function()
+			-- A TLS record header announcing a ClientHello, then garbage.
+			survives("\22\3\1\0\5\1\0\0\1\255garbage")
+		end)
+	end)
+end)
