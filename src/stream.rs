@@ -434,6 +434,12 @@ impl Stream {
     /// from the page cache to the socket with sendfile(2), never through user space; over
     /// TLS and HTTP/2 they are read and written in pieces.
     pub async fn write_body_from_file(&self, mut file: File, len: Option<u64>) -> Result<()> {
+        // A body the caller knows to be small is copied whatever the file is: it leaves in
+        // the same write as the head. Nothing to ask the file then (a statx and an lseek
+        // saved on every small file a file server sends).
+        if len.is_some_and(|n| n <= FILE_CHUNK as u64) {
+            return self.copy_file(file, len).await;
+        }
         if let Inner::H1(s) = &self.inner {
             let md = file.metadata()?;
             if md.is_file() {
