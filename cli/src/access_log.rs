@@ -24,6 +24,8 @@ use crate::{args::LogFormat, calendar::civil_from_days};
 #[derive(Debug)]
 pub struct Record<'a> {
     pub peer: Option<SocketAddr>,
+    /// The user `--auth` admitted (`-` in the log when none, as NCSA's `authuser`).
+    pub user: Option<&'a str>,
     pub request: Request<'a>,
     pub status: u16,
     /// Body bytes sent (`-` in the log when 0, as NCSA).
@@ -92,6 +94,7 @@ impl AccessLog {
             tracing::info!(
                 target: "onstream::access",
                 peer = %Peer(r.peer),
+                user = r.user.unwrap_or(""),
                 method,
                 target_uri = target,
                 version,
@@ -113,7 +116,13 @@ impl AccessLog {
         // and a buffer is written out only between lines, so lines never interleave.
         use std::fmt::Write as _;
         let mut line = String::with_capacity(160);
-        let _ = write!(line, "{} - - {} \"", Peer(r.peer), self.stamp());
+        let _ = write!(
+            line,
+            "{} - {} {} \"",
+            Peer(r.peer),
+            Escaped(r.user.unwrap_or("-")),
+            self.stamp()
+        );
         let _ = match r.request {
             Request::Parsed {
                 method,

@@ -63,6 +63,20 @@ impl Users {
         }
         admitted.into()
     }
+
+    /// The name of the user an `Authorization` value admits, for the access log's user
+    /// field (after [`Users::admits`] said yes: this lookup need not be constant-time).
+    pub fn admitted_user(&self, authorization: Option<&[u8]>) -> Option<&str> {
+        if !self.admits(authorization) {
+            return None;
+        }
+        let (user, _) = authorization.and_then(basic_credentials)?;
+        let digest = sha256(&user);
+        self.0
+            .iter()
+            .find(|c| c.user_digest == digest)
+            .map(|c| c.user.as_str())
+    }
 }
 
 /// Parses one `--auth` value: `user:password`, or `user:sha256:HEX` with the password's

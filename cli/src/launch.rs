@@ -408,6 +408,7 @@ fn log_requests(server: &Server, site: &Rc<Site>) {
     server.set_onrejected(move |_, rejected| {
         hook_log.log(&Record {
             peer: rejected.peer,
+            user: None,
             request: Request::Refused(rejected.request_line),
             status: rejected.status,
             bytes: 0,

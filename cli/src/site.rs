@@ -102,8 +102,16 @@ impl Drop for LogEntry<'_> {
             bytes: 0,
         });
         let req = self.req;
+        let user = if self.site.users.is_empty() || sent.status == 401 {
+            None
+        } else {
+            self.site
+                .users
+                .admitted_user(req.get_bytes("authorization"))
+        };
         log.log(&Record {
             peer: self.stream.peer_addr(),
+            user,
             request: Request::Parsed {
                 method: req.get(":method").unwrap_or("-"),
                 target: req.get(":path").unwrap_or("-"),

@@ -171,3 +171,29 @@ fn auth_over_cleartext_on_a_public_address_warns_at_start() {
         "{first}"
     );
 }
+
+/// The access log names the user `--auth` admitted (NCSA's authuser field), and `-` for
+/// a request refused 401, whatever name it claimed.
+#[test]
+fn the_access_log_names_the_admitted_user() {
+    let s = Onstream::start(&["--auth", "alice:pa:ss"], |dir| {
+        std::fs::write(dir.join("root/secret.txt"), "the secret\n").unwrap();
+    });
+    // alice:pa:ss and alice:wrong, base64.
+    let r = s.request(
+        "GET",
+        "/secret.txt",
+        &[("authorization", "Basic YWxpY2U6cGE6c3M=")],
+    );
+    assert_eq!(r.status, 200);
+    let line = s.next_log_line().unwrap();
+    assert!(line.starts_with("127.0.0.1 - alice ["), "{line}");
+    let r = s.request(
+        "GET",
+        "/secret.txt",
+        &[("authorization", "Basic YWxpY2U6d3Jvbmc=")],
+    );
+    assert_eq!(r.status, 401);
+    let line = s.next_log_line().unwrap();
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+}
