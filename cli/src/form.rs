@@ -29,9 +29,9 @@ use std::{
     cell::{Cell, RefCell},
     ffi::OsStr,
     fs::File,
-    io::Write,
     os::unix::ffi::OsStrExt,
     pin::pin,
+    rc::Rc,
 };
 
 use bytes::Bytes;
@@ -301,6 +301,8 @@ async fn read_multipart(
         let mut multipart = multer::Multipart::new(rx, boundary);
         let mut plan = Plan::default();
         let mut n_parts = 0;
+        // One descriptor of the directory for all the files of this POST.
+        let mut shared_dir: Option<Rc<File>> = None;
         loop {
             let mut field = match multipart.next_field().await {
                 Ok(Some(field)) => field,
@@ -326,11 +328,18 @@ async fn read_multipart(
                     if !file_may_go(dir, &name) {
                         return Err(Refusal::Taken);
                     }
-                    let dir = dir.try_clone().map_err(Refusal::Storage)?;
-                    let mut tmp = TempFile::create_in(dir).map_err(Refusal::Storage)?;
+                    let shared = match &shared_dir {
+                        Some(shared) => shared.clone(),
+                        None => Rc::new(dir.try_clone().map_err(Refusal::Storage)?),
+                    };
+                    shared_dir = Some(shared.clone());
+                    let mut tmp = TempFile::create_in(shared).map_err(Refusal::Storage)?;
                     while let Some(chunk) = next(&mut field, &handed_back).await? {
-                        tmp.file.write_all(&chunk).map_err(Refusal::Storage)?;
+                        tmp.write_all(&chunk).map_err(Refusal::Storage)?;
                     }
+                    // Closed as soon as it is whole: the parts that follow do not keep
+                    // it open.
+                    tmp.finish_writing().map_err(Refusal::Storage)?;
                     plan.files.push((name, tmp));
                 }
                 // A filename multer cannot read (not UTF-8, or only RFC 5987's

@@ -20,6 +20,7 @@ use std::{
         fd::{AsRawFd, FromRawFd},
         unix::ffi::OsStrExt,
     },
+    rc::Rc,
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -88,7 +89,7 @@ pub async fn put(
         return status_page(stream, "PUT", 412, &[]).await;
     }
 
-    let mut tmp = TempFile::create_in(dir)?;
+    let mut tmp = TempFile::create_in(Rc::new(dir))?;
     let mut total: u64 = 0;
     while let Some(chunk) = stream.get_next_chunk().await? {
         total += chunk.len() as u64;
@@ -97,7 +98,7 @@ pub async fn put(
             // connection's business (drained or the connection closed).
             return status_page(stream, "PUT", 413, &[]).await;
         }
-        tmp.file.write_all(&chunk)?;
+        tmp.write_all(&chunk)?;
     }
     tmp.persist(name)?;
     let status = if existing.is_some() { 204 } else { 201 };
@@ -107,9 +108,12 @@ pub async fn put(
 /// A file being uploaded, created in (and named relative to) its directory's descriptor;
 /// removed when dropped unless it was persisted.
 pub struct TempFile {
-    dir: File,
+    /// Shared by the files of one POST: a 1,000-part upload holds one directory
+    /// descriptor, not 1,000.
+    dir: Rc<File>,
     name: CString,
-    pub file: File,
+    /// `None` once [`TempFile::finish_writing`] closed it (the data is on disk by then).
+    file: Option<File>,
     persisted: bool,
 }
 
@@ -126,7 +130,7 @@ pub fn is_temporary_name(name: &[u8]) -> bool {
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
 impl TempFile {
-    pub fn create_in(dir: File) -> io::Result<TempFile> {
+    pub fn create_in(dir: Rc<File>) -> io::Result<TempFile> {
         for _ in 0..16 {
             let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
             let name = CString::new(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
@@ -144,7 +148,7 @@ impl TempFile {
                 return Ok(TempFile {
                     dir,
                     name,
-                    file,
+                    file: Some(file),
                     persisted: false,
                 });
             }
@@ -159,10 +163,28 @@ impl TempFile {
         ))
     }
 
+    /// Appends `data`.
+    pub fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match &mut self.file {
+            Some(file) => file.write_all(data),
+            None => Err(io::Error::other("the temporary file was closed")),
+        }
+    }
+
+    /// Flushes the data to disk and closes the file, keeping its name until
+    /// [`TempFile::persist`] or drop: an upload of many files holds a descriptor only for
+    /// the one being written.
+    pub fn finish_writing(&mut self) -> io::Result<()> {
+        match self.file.take() {
+            Some(file) => file.sync_all(),
+            None => Ok(()),
+        }
+    }
+
     /// Flushes the data, renames the file to `name` in its directory (replacing what was
     /// there, a symlink itself rather than its target), then flushes the directory.
     pub fn persist(&mut self, name: &OsStr) -> io::Result<()> {
-        self.file.sync_all()?;
+        self.finish_writing()?;
         let target = CString::new(name.as_bytes())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         let fd = self.dir.as_raw_fd();
@@ -210,13 +232,13 @@ mod tests {
         std::fs::write(&victim, "keep").unwrap();
         std::os::unix::fs::symlink(&victim, root.path().join("link")).unwrap();
 
-        let mut tmp = TempFile::create_in(File::open(root.path()).unwrap()).unwrap();
-        tmp.file.write_all(b"half").unwrap();
+        let mut tmp = TempFile::create_in(Rc::new(File::open(root.path()).unwrap())).unwrap();
+        tmp.write_all(b"half").unwrap();
         drop(tmp);
         assert_eq!(names(root.path()), ["link"]);
 
-        let mut tmp = TempFile::create_in(File::open(root.path()).unwrap()).unwrap();
-        tmp.file.write_all(b"new").unwrap();
+        let mut tmp = TempFile::create_in(Rc::new(File::open(root.path()).unwrap())).unwrap();
+        tmp.write_all(b"new").unwrap();
         tmp.persist(OsStr::new("link")).unwrap();
         drop(tmp);
         assert_eq!(names(root.path()), ["link"]);
