@@ -38,38 +38,8 @@ local monotime = cqueues.monotime
 
 local BLOCK = 64 * 1024
 
---[[ pcall that lets the function yield (cqueues waits are yields): Lua 5.1 cannot yield
-across pcall, so the function runs in a coroutine of its own and every yield is passed
-up to the controller and its answer passed back down. ]]
 local function pack(...)
 	return { n = select("#", ...), ... }
-end
-
-local function coroutine_pcall(f, ...)
-	-- `f` may be any callable (a table with __call, a busted spy).
-	local co = coroutine.create(function(...)
-		return f(...)
-	end)
-	local r = pack(coroutine.resume(co, ...))
-	while coroutine.status(co) == "suspended" do
-		r = pack(coroutine.resume(co, coroutine.yield(unpack(r, 2, r.n))))
-	end
-	if not r[1] then
-		return false, r[2], co
-	end
-	return unpack(r, 1, r.n)
-end
-
--- LuaJIT and Lua 5.2+ yield across pcall: the plain one is enough there.
-local yieldable_pcall = coroutine_pcall
-do
-	local co = coroutine.create(function()
-		return pcall(coroutine.yield, "yielded")
-	end)
-	local _, v = coroutine.resume(co)
-	if v == "yielded" then
-		yieldable_pcall = pcall
-	end
 end
 
 -- ===== streams =====
@@ -90,19 +60,22 @@ local connection_mt = {
 	__index = connection_methods;
 }
 
-local function new_stream(server, rs)
-	local version = rs:version()
+stream_methods.type = "server"
+connection_methods.type = "server"
+
+-- `version` and `id` come with the stream from `step` (no call back into Rust).
+local function new_stream(server, rs, version, id)
 	local self = setmetatable({
 		_rs = rs;
 		_server = server;
-		type = "server";
 		peer_version = version;
 		-- HTTP/2's stream identifier; nil over HTTP/1 (lua-http's HTTP/1 streams have none).
-		id = rs:id();
+		id = id;
+		-- What get_headers gave: 0 nothing yet, 1 the head, 2 the trailers too.
+		_got = 0;
 	}, stream_mt)
 	self.connection = setmetatable({
 		_stream = self;
-		type = "server";
 		version = version;
 	}, connection_mt)
 	return self
@@ -123,12 +96,23 @@ local function cond_of(self)
 	return cond
 end
 
+-- Tells the stepper a step is due. It steps again before it next waits when it is not
+-- waiting now (the flag), and is woken when it is (the condition: a cqueues condition
+-- signalled with no waiter is lost).
+local function kick(server)
+	server._kicked = true
+	if server._waiting then
+		server._waiting = false
+		server._kick_cond:signal()
+	end
+end
+
 -- A Rust stream method gives its result when the operation ended at once, else the
 -- running operation (a userdata: no result is one), waited for here the cqueues way. The
 -- stepper is kicked either way: the handler task has work at the next step (the
 -- operation, or flushing what it wrote).
 local function await(self, r1, ...)
-	self._server:_kick()
+	kick(self._server)
 	if type(r1) ~= "userdata" then
 		return r1, ...
 	end
@@ -147,13 +131,86 @@ local function left(deadline)
 	return math.max(0, deadline - monotime())
 end
 
-function stream_methods:get_headers(timeout) -- luacheck: ignore 212
-	local flat = self._rs:get_headers()
+-- A headers object from the flat list the Rust side gives: name, value, never_index, ….
+local function headers_from(flat)
 	local h = new_headers()
 	for i = 1, #flat, 3 do
 		h:append(flat[i], flat[i + 1], flat[i + 2])
 	end
 	return h
+end
+
+--[[ The request head is made into a headers object only when first used: a handler that
+never looks at it costs no Lua object per field. The lazy object holds the Rust stream
+under a private key; any access (a method, a field, `#`, `pairs`, `tostring`) fills it
+in place with the fields of a real headers object and gives it that object's metatable,
+so from then on it *is* one. Only `getmetatable` and raw access can tell it apart before. ]]
+local PENDING = {}
+local lazy_mt = {}
+
+local function materialise(h)
+	local rs = rawget(h, PENDING)
+	rawset(h, PENDING, nil)
+	local real = headers_from(rs:get_headers())
+	for k, v in pairs(real) do
+		rawset(h, k, v)
+	end
+	return setmetatable(h, getmetatable(real))
+end
+
+function lazy_mt:__index(k)
+	return materialise(self)[k]
+end
+
+function lazy_mt:__newindex(k, v)
+	materialise(self)[k] = v
+end
+
+function lazy_mt:__len()
+	return #materialise(self)
+end
+
+function lazy_mt:__pairs()
+	return pairs(materialise(self))
+end
+
+function lazy_mt:__tostring()
+	return tostring(materialise(self))
+end
+
+--[[ lua-http's semantics: the first call gives the request head (here at once: onstream
+makes a stream once its head has arrived); later calls give the trailers once the body
+has ended, waiting for it within `timeout` (the body read meanwhile is kept for the body
+methods), then nil. ]]
+function stream_methods:get_headers(timeout)
+	local got = self._got
+	if got == 0 then
+		self._got = 1
+		return setmetatable({ [PENDING] = self._rs }, lazy_mt)
+	elseif got == 2 then
+		return nil
+	end
+	local deadline = timeout and monotime() + timeout
+	local parts = {}
+	while true do
+		local chunk, err, errno = self:get_next_chunk(left(deadline))
+		if chunk == nil then
+			if parts[1] ~= nil then
+				self:unget(table.concat(parts))
+			end
+			if err ~= nil then
+				return nil, err, errno
+			end
+			break
+		end
+		parts[#parts + 1] = chunk
+	end
+	self._got = 2
+	local flat = self._rs:get_trailers()
+	if flat == nil then
+		return nil
+	end
+	return headers_from(flat)
 end
 
 function stream_methods:get_next_chunk(timeout)
@@ -257,13 +314,31 @@ function stream_methods:unget(str)
 	return self._rs:unget(str)
 end
 
--- Fields as the Rust side takes them: name, value, never_index, ….
+-- Fields as the Rust side takes them: name, value, never_index, …, in one table reused
+-- by every call (the Rust side copies them at once).
+local flat_fields, flat_n = {}, 0
+local lua_http_headers_mt = headers_ok and require "http.headers".mt
+
 local function flatten(headers)
-	local flat, n = {}, 0
-	for name, value, never_index in headers:each() do
-		flat[n + 1], flat[n + 2], flat[n + 3] = name, value, never_index
-		n = n + 3
+	local flat, n = flat_fields, 0
+	if getmetatable(headers) == lua_http_headers_mt and lua_http_headers_mt ~= nil then
+		-- lua-http's layout: `_n` entries { name =, value =, never_index = } in `_data`.
+		local data = headers._data
+		for i = 1, headers._n do
+			local e = data[i]
+			flat[n + 1], flat[n + 2], flat[n + 3] = e.name, e.value, e.never_index
+			n = n + 3
+		end
+	else
+		for name, value, never_index in headers:each() do
+			flat[n + 1], flat[n + 2], flat[n + 3] = name, value, never_index
+			n = n + 3
+		end
 	end
+	for i = n + 1, flat_n do
+		flat[i] = nil
+	end
+	flat_n = n
 	return flat
 end
 
@@ -426,8 +501,81 @@ function server_methods:_get_core()
 end
 
 function server_methods:_kick()
-	self._kick_cond:signal()
+	kick(self)
 end
+
+--[[ Handlers run in pooled coroutines, resumed by the stepper itself: most requests run
+to their end without waiting (their head is here, their answer fits the buffers), and
+then cost no coroutine of their own, no cqueues thread and, on Lua 5.1, no pcall
+trampoline (the coroutine is the protected call). A worker yields DONE when its handler
+returned and waits for the next stream; one whose handler waits (yields a cqueues poll)
+is handed to a cqueues thread, `drive`, that passes its yields up to the controller and
+the answers down, and pools it again when the handler returns. A handler's error ends
+its coroutine, which is not pooled. ]]
+local DONE = {}
+local MAX_POOLED = 64
+
+local function worker(server, stream)
+	while true do
+		server.onstream(server, stream)
+		server, stream = coroutine.yield(DONE)
+	end
+end
+
+-- Reports a handler's failure from a cqueues thread of its own: the default onerror
+-- throws, which ends that thread (and makes `loop` return the error, as in lua-http),
+-- never the stepper.
+local function report(server, stream, err)
+	server:onerror()(server, stream, "onstream", err)
+end
+
+-- What follows a resume of a worker: `ok, DONE` (the handler returned), `ok, …` (it waits
+-- on what it yielded) or `false, err` (it failed).
+local function resumed(server, stream, co, ok, first, ...)
+	if ok and first == DONE then
+		stream:shutdown()
+		local pool = server._pool
+		if #pool < MAX_POOLED then
+			pool[#pool + 1] = co
+		end
+		return true
+	elseif not ok then
+		stream:shutdown()
+		server.cq:wrap(report, server, stream, first)
+		return true
+	end
+	return false, pack(first, ...)
+end
+
+local function drive(server, stream, co, yielded)
+	while true do
+		local answer = pack(coroutine.yield(unpack(yielded, 1, yielded.n)))
+		local ended
+		ended, yielded = resumed(server, stream, co, coroutine.resume(co, unpack(answer, 1, answer.n)))
+		if ended then
+			kick(server)
+			return
+		end
+	end
+end
+
+local function run_stream(server, stream)
+	local pool = server._pool
+	local n = #pool
+	local co = pool[n]
+	if co then
+		pool[n] = nil
+	else
+		co = coroutine.create(worker)
+	end
+	local ended, yielded = resumed(server, stream, co, coroutine.resume(co, server, stream))
+	if not ended then
+		server.cq:wrap(drive, server, stream, co, yielded)
+	end
+end
+
+-- Steps in a row before the stepper lets the controller's other threads run.
+local MAX_STEPS_IN_A_ROW = 16
 
 local function stepper(self)
 	local rs
@@ -442,6 +590,7 @@ local function stepper(self)
 			return rs:timeout()
 		end;
 	}
+	local in_a_row = 0
 	while true do
 		if self._closed and self._core == nil then
 			break
@@ -452,10 +601,11 @@ local function stepper(self)
 			self:onerror()(self, self, "listen", err, errno)
 			break
 		end
+		self._kicked = false
 		local ok, streams, errors, step_err, step_errno = rs:step()
 		if streams then
-			for i = 1, #streams do
-				self:add_stream(new_stream(self, streams[i]))
+			for i = 1, #streams, 3 do
+				run_stream(self, new_stream(self, streams[i], streams[i + 1], streams[i + 2] or nil))
 			end
 		end
 		if errors then
@@ -471,7 +621,15 @@ local function stepper(self)
 		if rs:empty() then
 			break
 		end
-		cqueues.poll(pollable, self._kick_cond)
+		-- Work is due at once (handlers just ran, tasks are ready): step again without a
+		-- round through the controller, a bounded number of times.
+		in_a_row = in_a_row + 1
+		if in_a_row >= MAX_STEPS_IN_A_ROW or not (self._kicked or rs:timeout() == 0) then
+			in_a_row = 0
+			self._waiting = true
+			cqueues.poll(pollable, self._kick_cond)
+			self._waiting = false
+		end
 	end
 	self._stepping = false
 end
@@ -480,14 +638,6 @@ function server_methods:_ensure_stepper()
 	if not self._stepping then
 		self._stepping = true
 		self.cq:wrap(stepper, self)
-	end
-end
-
-local function handle_stream(self, stream)
-	local ok, err = yieldable_pcall(self.onstream, self, stream)
-	stream:shutdown()
-	if not ok then
-		self:onerror()(self, stream, "onstream", err)
 	end
 end
 
@@ -511,6 +661,12 @@ local function new_server(tbl, options, rs)
 		_closed = false;
 		_kick_cond = cc.new();
 		_stepping = false;
+		-- Whether the stepper waits on its pollable and `_kick_cond`, and whether a step
+		-- was asked for since its last one.
+		_waiting = false;
+		_kicked = false;
+		-- Idle handler coroutines (see `run_stream`).
+		_pool = {};
 	}, server_mt)
 	self:_ensure_stepper()
 	return self
@@ -691,8 +847,9 @@ function server_methods:add_socket(socket)
 	return true
 end
 
+-- Runs `onstream` for a stream (lua-http's add_stream), on the server's controller.
 function server_methods:add_stream(stream)
-	self.cq:wrap(handle_stream, self, stream)
+	self.cq:wrap(run_stream, self, stream)
 	return true
 end
 

@@ -132,7 +132,8 @@ impl UserData for LServer {
             Ok(this.server.timeout().map(|t| t.as_secs_f64()))
         });
         // One turn of onstream's loop without blocking; returns `ok, streams, errors,
-        // message, errno`: the streams that started (for Lua to wrap) and the errors
+        // message, errno`: the streams that started (for Lua to wrap, as stream, version,
+        // id, …) and the errors
         // reported, each nil when there is none, after signalling the conditions of the
         // streams whose operations ended; `ok` false with the step's own failure.
         m.add_method("step", |lua, this, ()| {
@@ -145,9 +146,17 @@ impl UserData for LServer {
             let streams = if new.is_empty() {
                 None
             } else {
-                let t = lua.create_table_with_capacity(new.len(), 0)?;
-                for slot in new {
-                    t.raw_push(LStream::new(slot))?;
+                // Flat: stream, version, id (false over HTTP/1: no hole, so `#` counts
+                // them), …: what Lua's stream object holds, without a call back per field.
+                let t = lua.create_table_with_capacity(new.len() * 3, 0)?;
+                for (i, slot) in new.into_iter().enumerate() {
+                    let (version, id) = (stream::version_number(&slot), slot.id());
+                    t.raw_set(i * 3 + 1, LStream::new(slot))?;
+                    t.raw_set(i * 3 + 2, version)?;
+                    match id {
+                        Some(id) => t.raw_set(i * 3 + 3, id)?,
+                        None => t.raw_set(i * 3 + 3, false)?,
+                    }
                 }
                 Some(t)
             };

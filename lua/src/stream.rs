@@ -64,6 +64,11 @@ impl StreamSlot {
         })
     }
 
+    /// The HTTP/2 stream identifier; `None` over HTTP/1.
+    pub(crate) fn id(&self) -> Option<u32> {
+        self.stream.id()
+    }
+
     /// Called by `step` after the loop turned: wakes the Lua coroutines waiting on this
     /// stream.
     pub(crate) fn signal(&self) -> LuaResult<()> {
@@ -264,6 +269,26 @@ fn valid_field(name: &[u8], value: &[u8]) -> bool {
     name_ok && !value.iter().any(|&c| c == b'\r' || c == b'\n' || c == 0)
 }
 
+/// Header fields as a flat list: name, value, never_index, ….
+fn flat_fields(lua: &Lua, h: &Headers) -> LuaResult<LuaTable> {
+    let t = lua.create_table_with_capacity(h.len() * 3, 0)?;
+    for f in h.iter() {
+        t.raw_push(f.name())?;
+        t.raw_push(lua.create_string(f.value_bytes())?)?;
+        t.raw_push(f.never_index())?;
+    }
+    Ok(t)
+}
+
+/// The request's HTTP version as lua-http numbers it.
+pub(crate) fn version_number(slot: &StreamSlot) -> f64 {
+    match slot.stream.version() {
+        http::Version::HTTP_10 => 1.0,
+        http::Version::HTTP_2 => 2.0,
+        _ => 1.1,
+    }
+}
+
 impl UserData for LStream {
     fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
         m.add_method("set_signal", |_, this, f: LuaFunction| {
@@ -277,23 +302,16 @@ impl UserData for LStream {
             let Some(h) = futures_now(slot.stream.get_headers()) else {
                 return Err(LuaError::runtime("request head not ready"));
             };
-            let h = h.map_err(LuaError::external)?;
-            let t = lua.create_table_with_capacity(h.len() * 3, 0)?;
-            for f in h.iter() {
-                t.raw_push(f.name())?;
-                t.raw_push(lua.create_string(f.value_bytes())?)?;
-                t.raw_push(f.never_index())?;
-            }
-            Ok(t)
+            flat_fields(lua, &h.map_err(LuaError::external)?)
         });
-        m.add_method("version", |_, this, ()| {
-            Ok(match this.0.stream.version() {
-                http::Version::HTTP_10 => 1.0,
-                http::Version::HTTP_2 => 2.0,
-                _ => 1.1,
-            })
+        // The request's trailers as a flat list (as `get_headers`), or nil: none came, or
+        // the body has not ended.
+        m.add_method("get_trailers", |lua, this, ()| {
+            let Some(Ok(Some(h))) = futures_now(this.0.stream.get_trailers()) else {
+                return Ok(None);
+            };
+            flat_fields(lua, &h).map(Some)
         });
-        m.add_method("id", |_, this, ()| Ok(this.0.stream.id()));
         m.add_method("peername", |lua, this, ()| {
             addr(lua, this.0.stream.peer_addr())
         });
