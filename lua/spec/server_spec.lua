@@ -87,6 +87,93 @@ describe("onstream.server", function()
 		end)
 	end)
 
+	it("gives the request head with http.headers' methods, and a real one once changed", function()
+		local seen = {}
+		with_server({
+			onstream = function(_, stream)
+				local h = assert(stream:get_headers())
+				seen.method, seen.path = h:get(":method"), h:get(":path")
+				seen.multi = { h:get("x-a") }
+				seen.seq = h:get_as_sequence("x-a")
+				seen.comma = h:get_comma_separated("x-a")
+				seen.absent = { h:get("x-none") }
+				seen.has = { h:has("x-b"), h:has("x-none") }
+				seen.geti = { h:geti(1) }
+				seen.len = h:len()
+				local names = {}
+				for name in h:each() do
+					names[#names + 1] = name
+				end
+				seen.names = table.concat(names, " ")
+				seen.tostring = tostring(h)
+				seen.clone_is_real = getmetatable(h:clone()) == http_headers.mt
+				h:upsert("x-b", "changed")
+				seen.real = getmetatable(h) == http_headers.mt
+				seen.after = { h:get("x-b"), h:get(":path"), h:len() }
+				-- A second call gives the trailers after the body: none here.
+				seen.second = { stream:get_headers(LIMIT) }
+				respond(stream, 200, "ok")
+			end;
+		}, function(server)
+			local answer = raw(server, "GET /p?q HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B: b\r\nx-a: 2\r\n"
+				.. "Cookie: c=1\r\nConnection: close\r\n\r\n")
+			assert.truthy(answer:match("^HTTP/1.1 200"), answer)
+		end)
+		assert.same("GET", seen.method)
+		assert.same("/p?q", seen.path)
+		assert.same({ "1", "2" }, seen.multi)
+		assert.same({ n = 2, "1", "2" }, seen.seq)
+		assert.same("1,2", seen.comma)
+		assert.same({}, seen.absent)
+		assert.same({ true, false }, seen.has)
+		assert.same({ ":method", "GET", false }, seen.geti)
+		assert.same(":method :scheme :path :authority x-a x-b x-a cookie connection", seen.names)
+		assert.same(string.format("http.headers{%d headers}", seen.len), seen.tostring)
+		assert.truthy(seen.clone_is_real)
+		assert.truthy(seen.real)
+		assert.same({ "changed", "/p?q", seen.len }, seen.after)
+		assert.same({}, seen.second)
+	end)
+
+	it("gives trailers on a later get_headers, and ETIMEDOUT when the body stalls", function()
+		local seen = {}
+		with_server({
+			onstream = function(_, stream)
+				local path = assert(stream:get_headers()):get(":path")
+				if path == "/stall" then
+					seen.stall = { stream:get_headers(0.05) }
+					-- What was read while waiting is still the body's.
+					seen.stall_body = stream:get_body_chars(3)
+					respond(stream, 200, "stalled")
+				else
+					local trailers = assert(stream:get_headers(LIMIT))
+					seen.trailer = trailers:get("x-sum")
+					seen.body = stream:get_body_as_string()
+					seen.third = { stream:get_headers(LIMIT) }
+					respond(stream, 200, "trailers")
+				end
+			end;
+		}, function(server)
+			local answer = raw(server, "POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+				.. "Connection: close\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 42\r\n\r\n")
+			assert.truthy(answer:match("^HTTP/1.1 200"), answer)
+			local _, host, port = server:localname()
+			local sock = assert(cs.connect(host, port))
+			sock:setmode("b", "b")
+			-- Three bytes of a body announced as ten, then nothing.
+			assert(sock:write("POST /stall HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"))
+			assert(sock:flush())
+			local status = assert(sock:read("*l"))
+			assert.truthy(status:match("^HTTP/1.1 200"), status)
+			sock:close()
+		end)
+		assert.same("42", seen.trailer)
+		assert.same("abc", seen.body)
+		assert.same({}, seen.third)
+		assert.same({ nil, "timed out", ce.ETIMEDOUT }, { seen.stall[1], seen.stall[2], seen.stall[3] })
+		assert.same("abc", seen.stall_body)
+	end)
+
 	it("answers over HTTP/2 by prior knowledge, with stream.connection.version 2", function()
 		local seen
 		with_server({
