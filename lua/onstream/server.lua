@@ -24,6 +24,7 @@ local cqueues = require "cqueues"
 local cc = require "cqueues.condition"
 local cs = require "cqueues.socket"
 local ce = require "cqueues.errno"
+local ca = require "cqueues.auxlib"
 
 -- lua-http users get lua-http's own header objects; without lua-http, an equivalent.
 local headers_ok, new_headers = pcall(function()
@@ -587,10 +588,11 @@ end
 
 -- The Rust server; for `new` with a socket it is made on first use (cqueues binds
 -- lazily, and lua-http does nothing with the socket before its first step either).
-function server_methods:_get_core()
+-- `timeout` bounds cqueues' listen, which resolves a host name without blocking the thread.
+function server_methods:_get_core(timeout)
 	if self._core == nil and not self._closed then
 		local sock = self.socket
-		local ok, err, errno = sock:listen()
+		local ok, err, errno = ca.fileresult(sock:listen(timeout))
 		if not ok then
 			return nil, err, errno
 		end
@@ -785,6 +787,10 @@ local function new(tbl)
 	check_common(tbl)
 	if tbl.socket ~= nil then
 		assert(cs.type(tbl.socket), "optional socket field should be a cqueues socket")
+		-- Its failures are returned, not thrown (lua-http does the same).
+		tbl.socket:onerror(function(_, _, why)
+			return why
+		end)
 	end
 	if tbl.ctx == nil and tbl.tls ~= false then
 		error("TLS settings (.ctx = { cert = …, key = … }) are required when .tls isn't false", 2)
@@ -839,11 +845,16 @@ function server_methods:onerror(...)
 	return old
 end
 
-function server_methods:listen(timeout) -- luacheck: ignore 212
+--[[ Binds now, and returns `nil, err, errno` on failure (lua-http's listen). With a
+`.socket` the bind is cqueues' (a host name resolved within `timeout`: `nil, err,
+ETIMEDOUT` after it, as lua-http); otherwise onstream's, which does not wait: an address
+is bound at once, and a host name is resolved by the system resolver before (the timeout
+does not bound that). ]]
+function server_methods:listen(timeout)
 	if self._closed then
 		return true
 	end
-	local rs, err, errno = self:_get_core()
+	local rs, err, errno = self:_get_core(timeout)
 	if not rs then
 		return nil, err, errno
 	end

@@ -243,6 +243,125 @@ describe("onstream.server", function()
 		end)
 	end)
 
+	describe("ctx as PEM", function()
+		-- A self-signed certificate made with luaossl (lua-http's TLS library).
+		local function make_pem()
+			local pkey = require "openssl.pkey"
+			local x509 = require "openssl.x509"
+			local x509_name = require "openssl.x509.name"
+			local key = pkey.new { type = "EC"; curve = "prime256v1" }
+			local crt = x509.new()
+			crt:setVersion(3)
+			crt:setSerial(7)
+			local name = x509_name.new()
+			name:add("CN", "onstream-lua-test")
+			crt:setSubject(name)
+			crt:setIssuer(name)
+			crt:setPublicKey(key)
+			local now = os.time()
+			crt:setLifetime(now - 60, now + 3600)
+			assert(crt:sign(key))
+			return crt:tostring("PEM"), key:toPEM("private"), crt:digest("sha256", "s")
+		end
+
+		-- Serves HTTPS with `ctx`; returns the SHA-256 of the certificate the client saw.
+		local function served_certificate(ctx)
+			local digest
+			with_server({
+				tls = true;
+				ctx = ctx;
+				onstream = function(_, stream)
+					respond(stream, 200, "pem")
+				end;
+			}, function(server)
+				local req = http_request.new_from_uri(uri(server, "/", "https"))
+				local client_ctx = require "http.tls".new_client_context()
+				client_ctx:setVerify(require "openssl.ssl.context".VERIFY_NONE)
+				req.ctx = client_ctx
+				local headers, stream = assert(req:go(LIMIT))
+				-- Asked before the body is read: lua-http closes the connection after it.
+				local ssl = assert(stream.connection:checktls())
+				digest = assert(ssl:getPeerCertificate()):digest("sha256", "s")
+				assert.same("200", headers:get(":status"))
+				assert.same("pem", assert(stream:get_body_as_string()))
+			end)
+			return digest
+		end
+
+		it("serves the certificate given as PEM text", function()
+			local cert, key, digest = make_pem()
+			assert.same(digest, served_certificate { cert = cert; key = key })
+		end)
+
+		it("serves the certificate given as paths of PEM files", function()
+			local cert, key, digest = make_pem()
+			local cert_path, key_path = os.tmpname(), os.tmpname()
+			for path, text in pairs { [cert_path] = cert; [key_path] = key } do
+				local f = assert(io.open(path, "w"))
+				assert(f:write(text))
+				f:close()
+			end
+			local got = served_certificate { cert = cert_path; key = key_path }
+			os.remove(cert_path)
+			os.remove(key_path)
+			assert.same(digest, got)
+		end)
+
+		it("refuses PEM without a certificate, or a missing file, with nil, err", function()
+			local _, key = make_pem()
+			for _, ctx in ipairs {
+				{ cert = "-----BEGIN NOTHING-----\n-----END NOTHING-----\n"; key = key };
+				{ cert = "/nonexistent/cert.pem"; key = key };
+			} do
+				local server, err = http_server.listen {
+					host = "127.0.0.1";
+					port = 0;
+					tls = true;
+					ctx = ctx;
+					onstream = function() end;
+				}
+				assert.falsy(server)
+				assert.truthy(err:find("ctx.cert", 1, true) or err:find("/nonexistent/cert.pem", 1, true), err)
+			end
+		end)
+	end)
+
+	it("returns nil, err, ETIMEDOUT from write_chunk(timeout) to a client that reads nothing", function()
+		local got, n_written
+		local done = cc.new()
+		with_server({
+			onstream = function(_, stream)
+				local h = http_headers.new()
+				h:append(":status", "200")
+				assert(stream:write_headers(h, false))
+				local block = string.rep("x", 64 * 1024)
+				-- Bounded: loopback buffers hold a few MB; 1000 blocks are 64 MB.
+				for i = 1, 1000 do
+					local ok, err, errno = stream:write_chunk(block, false, 0.05)
+					if not ok then
+						got, n_written = { ok, err, errno }, i - 1
+						break
+					end
+				end
+				done:signal()
+			end;
+		}, function(server)
+			local _, host, port = server:localname()
+			local sock = assert(cs.connect(host, port))
+			sock:setmode("b", "b")
+			assert(sock:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+			assert(sock:flush())
+			-- Reads nothing until the handler gave up writing.
+			if got == nil then
+				assert(done:wait(LIMIT))
+			end
+			sock:close()
+		end)
+		assert.truthy(got, "every write went through")
+		assert.same({ nil, "timed out", ce.ETIMEDOUT }, got)
+		assert.truthy(n_written > 0)
+	end)
+
 	it("refuses a luaossl context and names its replacement", function()
 		local ctx = require "http.tls".new_server_context()
 		local ok, err = pcall(http_server.listen, {
@@ -473,6 +592,49 @@ describe("onstream.server", function()
 		end)
 		assert(cq:loop(LIMIT))
 		assert.truthy(cq:empty())
+	end)
+
+	it("listen(timeout) binds a given socket named by host name, and returns nil, err, errno on failure", function()
+		local named = assert(http_server.new {
+			socket = assert(cs.listen { host = "localhost"; port = 0 });
+			tls = false;
+			onstream = function() end;
+		})
+		assert.same(true, named:listen(LIMIT))
+		local family = named:localname()
+		assert.truthy(family == cs.AF_INET or family == cs.AF_INET6)
+		named:close()
+
+		local taken = assert(http_server.listen {
+			host = "127.0.0.1";
+			port = 0;
+			tls = false;
+			onstream = function() end;
+		})
+		assert(taken:listen(LIMIT))
+		local _, _, port = taken:localname()
+		-- The same port again, through onstream's bind and through cqueues'.
+		local again = assert(http_server.listen {
+			host = "127.0.0.1";
+			port = port;
+			reuseaddr = false;
+			tls = false;
+			onstream = function() end;
+		})
+		local ok, err, errno = again:listen(LIMIT)
+		assert.same({ nil, ce.EADDRINUSE }, { ok, errno })
+		assert.same("string", type(err))
+		local given = assert(http_server.new {
+			socket = assert(cs.listen { host = "127.0.0.1"; port = port; reuseaddr = false });
+			tls = false;
+			onstream = function() end;
+		})
+		ok, err, errno = given:listen(LIMIT)
+		assert.same({ nil, ce.EADDRINUSE }, { ok, errno })
+		assert.same("string", type(err))
+		again:close()
+		given:close()
+		taken:close()
 	end)
 
 	it("pauses and resumes accepting", function()
