@@ -940,20 +940,145 @@ function server_methods:connections()
 	return self._core and self._core:connections() or 0
 end
 
--- Serves a connected cqueues socket; it is handed over and closed here.
+--[[ A connection whose first bytes are no HTTP request still gets a stream in lua-http
+(its HTTP/1 server makes one before reading the head), and a handler may take its socket
+(lua-http's spec "taking socket from underlying connection"). onstream answers such
+bytes itself, so for `add_socket` (the one way Lua sees a connection before onstream
+does) the first bytes are peeked, left in the socket: what can begin a request (a method
+and a space, a CRLF before one, a TLS ClientHello) goes to onstream, anything else to
+`onstream` as a raw stream over the cqueues socket. Connections onstream accepts itself
+are not sniffed: that would need the library to hand over unparsable connections. ]]
+local PEEK = 32
+
+-- true: onstream serves it; false: not a request; nil: too few bytes to tell.
+local function starts_request(prefix, ended)
+	if prefix == "" then
+		-- Nothing sent (yet): onstream closes a silent connection as lua-http does.
+		return ended or nil
+	end
+	local first = prefix:byte(1)
+	if first == 0x16 or first == 13 or first == 10 then
+		return true
+	end
+	local method = prefix:match("^[%w!#$%%&'*+.^_`|~-]+")
+	if method == nil then
+		return false
+	elseif #method < #prefix then
+		return prefix:sub(#method + 1, #method + 1) == " "
+	elseif ended or #prefix >= PEEK then
+		return false
+	end
+	return nil
+end
+
+local raw_methods = {}
+local raw_mt = {
+	__name = "onstream.stream";
+	__index = raw_methods;
+}
+raw_methods.type = "server"
+
+local function not_http()
+	return nil, "not an HTTP request", ce.EILSEQ
+end
+for _, name in ipairs {
+	"get_headers", "get_next_chunk", "get_body_as_string", "get_body_chars", "get_body_until",
+	"save_body_to_file", "get_body_as_file", "write_headers", "write_continue", "write_chunk",
+	"write_body_from_string", "write_body_from_file",
+} do
+	raw_methods[name] = not_http
+end
+
+function raw_methods:take_socket()
+	local sock = self._socket
+	if sock == nil then
+		return nil, "socket already taken", ce.EPIPE
+	end
+	self._socket = nil
+	return sock
+end
+
+function raw_methods:shutdown()
+	if self._socket then
+		self._socket:close()
+		self._socket = nil
+	end
+	return true
+end
+
+function raw_methods:peername()
+	if self._socket then
+		return self._socket:peername()
+	end
+end
+
+function raw_methods:localname()
+	if self._socket then
+		return self._socket:localname()
+	end
+end
+
+local function new_raw_stream(server, socket)
+	local self = setmetatable({ _socket = socket; _server = server; peer_version = 1.1 }, raw_mt)
+	self.connection = setmetatable({ _stream = self; version = 1.1 }, connection_mt)
+	return self
+end
+
+local function hand_over(self, socket)
+	local rs, err, errno = self:_get_core()
+	if rs then
+		local ok
+		ok, err, errno = rs:add_socket(socket:pollfd())
+		if not ok then
+			rs = nil
+		end
+	end
+	socket:close()
+	self:_ensure_stepper()
+	self:_kick()
+	if not rs then
+		self:onerror()(self, self, "add_socket", err, errno)
+	end
+end
+
+local function sniff_socket(self, socket)
+	local fd = socket:pollfd()
+	local readable = {
+		pollfd = function()
+			return fd
+		end;
+		events = function()
+			return "r"
+		end;
+	}
+	local deadline = monotime() + self.connection_setup_timeout
+	while true do
+		local prefix, ended = core.peek(fd, PEEK)
+		local verdict = starts_request(prefix, ended)
+		if verdict == false then
+			run_stream(self, new_raw_stream(self, socket))
+			return
+		elseif verdict or monotime() >= deadline then
+			-- Past the deadline onstream's own setup timeout decides.
+			hand_over(self, socket)
+			return
+		elseif prefix == "" then
+			cqueues.poll(readable, deadline - monotime())
+		else
+			-- Some bytes wait, too few to tell: the socket stays readable until more come.
+			cqueues.sleep(0.005)
+		end
+	end
+end
+
+-- Serves a connected cqueues socket; it is handed over (and closed here) once its first
+-- bytes are known. Failures after this returns go to onerror ("add_socket").
 function server_methods:add_socket(socket)
 	local rs, err, errno = self:_get_core()
 	if not rs then
 		return nil, err, errno
 	end
-	local ok
-	ok, err, errno = rs:add_socket(socket:pollfd())
-	socket:close()
-	self:_ensure_stepper()
-	self:_kick()
-	if not ok then
-		return nil, err, errno
-	end
+	self.cq:wrap(sniff_socket, self, socket)
 	return true
 end
 

@@ -494,6 +494,38 @@ describe("onstream.server", function()
 		assert.truthy(reported:find("boom", 1, true))
 	end)
 
+	it("reports a handler that failed after waiting, and serves the next requests", function()
+		local reported = {}
+		with_server({
+			onstream = function(_, stream)
+				local path = assert(stream:get_headers()):get(":path")
+				-- Every handler waits once, so each goes through a cqueues thread and back
+				-- to the pool; the failing one ends its coroutine.
+				cqueues.sleep(0)
+				if path == "/fail" then
+					error("late boom")
+				end
+				respond(stream, 200, path)
+			end;
+			onerror = function(_, _, op, err)
+				reported[#reported + 1] = op .. ": " .. tostring(err)
+			end;
+		}, function(server)
+			for i = 1, 5 do
+				local path = i == 3 and "/fail" or "/ok" .. i
+				local headers, stream = assert(http_request.new_from_uri(uri(server, path)):go(LIMIT))
+				if path == "/fail" then
+					assert.same("503", headers:get(":status"))
+				else
+					assert.same("200", headers:get(":status"))
+					assert.same(path, assert(stream:get_body_as_string()))
+				end
+			end
+		end)
+		assert.same(1, #reported)
+		assert.truthy(reported[1]:find("late boom", 1, true))
+	end)
+
 	it("hands over the connection with take_socket, bytes already sent included", function()
 		local got
 		with_server({
@@ -566,6 +598,36 @@ describe("onstream.server", function()
 		end)
 		assert(cq:loop(LIMIT))
 		assert.truthy(cq:empty())
+	end)
+
+	it("gives a stream for an added socket whose first bytes are no request, and its socket", function()
+		local seen = {}
+		local server = assert(http_server.new {
+			tls = false;
+			onstream = function(s, stream)
+				seen.head = { stream:get_headers() }
+				local sock = assert(stream.connection:take_socket())
+				s:close()
+				seen.read = sock:read("*a")
+				sock:close()
+			end;
+		})
+		local s, c = assert(cs.pair())
+		assert(server:add_socket(s))
+		local cq = cqueues.new()
+		cq:wrap(function()
+			assert(server:loop())
+		end)
+		cq:wrap(function()
+			-- Token characters, then the end: no method and space ever comes.
+			assert(c:write("hello"))
+			assert(c:flush())
+			c:close()
+		end)
+		assert(cq:loop(LIMIT))
+		assert.truthy(cq:empty())
+		assert.same({ nil, "not an HTTP request", ce.EILSEQ }, seen.head)
+		assert.same("hello", seen.read)
 	end)
 
 	it("accepts from a cqueues listening socket given to new", function()

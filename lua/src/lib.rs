@@ -249,6 +249,38 @@ fn onstream_core(lua: &Lua) -> LuaResult<LuaTable> {
             LServer::new(lua, opts, listening)
         })?,
     )?;
+    // peek(fd, n): up to `n` bytes the peer sent, left in the socket, and whether it has
+    // shut its writing side (POLLRDHUP, seen even while those bytes wait): `add_socket`
+    // sniffs a connection's first bytes with it.
+    exports.set(
+        "peek",
+        lua.create_function(|lua, (fd, n): (i32, usize)| {
+            let mut buf = vec![0u8; n];
+            // SAFETY: recv writes at most `n` bytes into `buf`, which holds `n`.
+            #[allow(unsafe_code)]
+            let got = unsafe {
+                libc::recv(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    n,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            let got = usize::try_from(got).unwrap_or(0);
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one pollfd, valid for the call; a zero timeout never blocks.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::poll(&mut pfd, 1, 0)
+            };
+            let ended = pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+            Ok((lua.create_string(&buf[..got])?, ended))
+        })?,
+    )?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(exports)
 }
