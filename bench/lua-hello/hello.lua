@@ -1,6 +1,8 @@
 -- The same "Hello, World!" handler on lua-http's server or onstream's, for bench/lua.
--- usage: lua hello.lua lua-http|onstream PORT
-local which, port = arg[1], tonumber(arg[2])
+-- usage: lua hello.lua lua-http|onstream PORT [read-head]
+-- With `read-head` the handler also reads the request's :method and :path (onstream makes
+-- the head's headers object only when a handler uses it).
+local which, port, read_head = arg[1], tonumber(arg[2]), arg[3] == "read-head"
 local http_server = require(which == "onstream" and "onstream.server" or "http.server")
 local http_headers = require "http.headers"
 local server = assert(http_server.listen {
@@ -8,7 +10,10 @@ local server = assert(http_server.listen {
 	port = port;
 	tls = false;
 	onstream = function(_, stream)
-		assert(stream:get_headers())
+		local req = assert(stream:get_headers())
+		if read_head then
+			assert(req:get(":method") == "GET" and req:get(":path"))
+		end
 		local res = http_headers.new()
 		res:append(":status", "200")
 		res:append("content-type", "text/plain")

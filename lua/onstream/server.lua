@@ -24,6 +24,7 @@ local cqueues = require "cqueues"
 local cc = require "cqueues.condition"
 local cs = require "cqueues.socket"
 local ce = require "cqueues.errno"
+local ca = require "cqueues.auxlib"
 
 -- lua-http users get lua-http's own header objects; without lua-http, an equivalent.
 local headers_ok, new_headers = pcall(function()
@@ -38,38 +39,8 @@ local monotime = cqueues.monotime
 
 local BLOCK = 64 * 1024
 
---[[ pcall that lets the function yield (cqueues waits are yields): Lua 5.1 cannot yield
-across pcall, so the function runs in a coroutine of its own and every yield is passed
-up to the controller and its answer passed back down. ]]
 local function pack(...)
 	return { n = select("#", ...), ... }
-end
-
-local function coroutine_pcall(f, ...)
-	-- `f` may be any callable (a table with __call, a busted spy).
-	local co = coroutine.create(function(...)
-		return f(...)
-	end)
-	local r = pack(coroutine.resume(co, ...))
-	while coroutine.status(co) == "suspended" do
-		r = pack(coroutine.resume(co, coroutine.yield(unpack(r, 2, r.n))))
-	end
-	if not r[1] then
-		return false, r[2], co
-	end
-	return unpack(r, 1, r.n)
-end
-
--- LuaJIT and Lua 5.2+ yield across pcall: the plain one is enough there.
-local yieldable_pcall = coroutine_pcall
-do
-	local co = coroutine.create(function()
-		return pcall(coroutine.yield, "yielded")
-	end)
-	local _, v = coroutine.resume(co)
-	if v == "yielded" then
-		yieldable_pcall = pcall
-	end
 end
 
 -- ===== streams =====
@@ -90,19 +61,22 @@ local connection_mt = {
 	__index = connection_methods;
 }
 
-local function new_stream(server, rs)
-	local version = rs:version()
+stream_methods.type = "server"
+connection_methods.type = "server"
+
+-- `version` and `id` come with the stream from `step` (no call back into Rust).
+local function new_stream(server, rs, version, id)
 	local self = setmetatable({
 		_rs = rs;
 		_server = server;
-		type = "server";
 		peer_version = version;
 		-- HTTP/2's stream identifier; nil over HTTP/1 (lua-http's HTTP/1 streams have none).
-		id = rs:id();
+		id = id;
+		-- What get_headers gave: 0 nothing yet, 1 the head, 2 the trailers too.
+		_got = 0;
 	}, stream_mt)
 	self.connection = setmetatable({
 		_stream = self;
-		type = "server";
 		version = version;
 	}, connection_mt)
 	return self
@@ -123,12 +97,23 @@ local function cond_of(self)
 	return cond
 end
 
+-- Tells the stepper a step is due. It steps again before it next waits when it is not
+-- waiting now (the flag), and is woken when it is (the condition: a cqueues condition
+-- signalled with no waiter is lost).
+local function kick(server)
+	server._kicked = true
+	if server._waiting then
+		server._waiting = false
+		server._kick_cond:signal()
+	end
+end
+
 -- A Rust stream method gives its result when the operation ended at once, else the
 -- running operation (a userdata: no result is one), waited for here the cqueues way. The
 -- stepper is kicked either way: the handler task has work at the next step (the
 -- operation, or flushing what it wrote).
 local function await(self, r1, ...)
-	self._server:_kick()
+	kick(self._server)
 	if type(r1) ~= "userdata" then
 		return r1, ...
 	end
@@ -147,13 +132,180 @@ local function left(deadline)
 	return math.max(0, deadline - monotime())
 end
 
-function stream_methods:get_headers(timeout) -- luacheck: ignore 212
-	local flat = self._rs:get_headers()
+-- A headers object from the flat list the Rust side gives: name, value, never_index, ….
+local function headers_from(flat)
 	local h = new_headers()
 	for i = 1, #flat, 3 do
 		h:append(flat[i], flat[i + 1], flat[i + 2])
 	end
 	return h
+end
+
+--[[ The request head a handler gets is a view with `http.headers`' methods over the flat
+list of its fields (name, value, never_index, …), fetched from Rust when first read:
+building lua-http's object (a table per field and per name) cost ~58k instructions for 7
+fields under Lua 5.1 (bench/lua-callgrind), more than the rest of a request. The reading
+methods work on the list; the first changing one (append, delete, modifyi, upsert, sort)
+turns the view, in place, into a real headers object (its fields, its metatable), and
+from then on it is one. Before that, `getmetatable` and raw access (lua-http's private
+`_data`, `_index`, `_n`) tell it apart. ]]
+local PENDING = {}
+local head_methods = {}
+local head_mt = {
+	__name = "http.headers";
+	__index = head_methods;
+}
+
+local function flat_of(h)
+	local flat = h._flat
+	if not flat then
+		flat = h[PENDING]:get_headers()
+		h._flat = flat
+	end
+	return flat
+end
+
+local function new_head(rs)
+	return setmetatable({ [PENDING] = rs, _flat = false }, head_mt)
+end
+
+local function materialise(h)
+	local real = headers_from(flat_of(h))
+	h[PENDING], h._flat = nil, nil
+	for k, v in pairs(real) do
+		h[k] = v
+	end
+	return setmetatable(h, getmetatable(real))
+end
+
+for _, name in ipairs { "append", "delete", "modifyi", "upsert", "sort" } do
+	head_methods[name] = function(self, ...)
+		return materialise(self)[name](self, ...)
+	end
+end
+
+function head_methods:len()
+	return #flat_of(self) / 3
+end
+head_mt.__len = head_methods.len
+
+function head_mt:__tostring()
+	return string.format("http.headers{%d headers}", self:len())
+end
+
+function head_methods:clone()
+	return headers_from(flat_of(self))
+end
+
+function head_methods:each()
+	local flat, i = flat_of(self), -2
+	return function()
+		i = i + 3
+		if flat[i] ~= nil then
+			return flat[i], flat[i + 1], flat[i + 2]
+		end
+	end, self
+end
+head_mt.__pairs = head_methods.each
+
+function head_methods:has(name)
+	local flat = flat_of(self)
+	for i = 1, #flat, 3 do
+		if flat[i] == name then
+			return true
+		end
+	end
+	return false
+end
+
+function head_methods:geti(i)
+	local flat = flat_of(self)
+	local j = i * 3 - 2
+	if i < 1 or flat[j] == nil then
+		return nil
+	end
+	return flat[j], flat[j + 1], flat[j + 2]
+end
+
+function head_methods:get_as_sequence(name)
+	local flat, r, n = flat_of(self), {}, 0
+	for i = 1, #flat, 3 do
+		if flat[i] == name then
+			n = n + 1
+			r[n] = flat[i + 1]
+		end
+	end
+	r.n = n
+	return r
+end
+
+-- The common case (one field of that name, or none) without a table.
+function head_methods:get(name)
+	local flat = flat_of(self)
+	local n = #flat
+	for i = 1, n, 3 do
+		if flat[i] == name then
+			for j = i + 3, n, 3 do
+				if flat[j] == name then
+					local r = self:get_as_sequence(name)
+					return unpack(r, 1, r.n)
+				end
+			end
+			return flat[i + 1]
+		end
+	end
+end
+
+function head_methods:get_comma_separated(name)
+	local r = self:get_as_sequence(name)
+	if r.n == 0 then
+		return nil
+	end
+	return table.concat(r, ",", 1, r.n)
+end
+
+function head_methods:dump(file, prefix)
+	file = file or io.stderr
+	prefix = prefix or ""
+	for name, value in self:each() do
+		assert(file:write(string.format("%s%s: %s\n", prefix, name, value)))
+	end
+	assert(file:flush())
+end
+
+--[[ lua-http's semantics: the first call gives the request head (here at once: onstream
+makes a stream once its head has arrived); later calls give the trailers once the body
+has ended, waiting for it within `timeout` (the body read meanwhile is kept for the body
+methods), then nil. ]]
+function stream_methods:get_headers(timeout)
+	local got = self._got
+	if got == 0 then
+		self._got = 1
+		return new_head(self._rs)
+	elseif got == 2 then
+		return nil
+	end
+	local deadline = timeout and monotime() + timeout
+	local parts = {}
+	while true do
+		local chunk, err, errno = self:get_next_chunk(left(deadline))
+		if chunk == nil then
+			if parts[1] ~= nil then
+				self:unget(table.concat(parts))
+			end
+			if err ~= nil then
+				return nil, err, errno
+			end
+			break
+		end
+		parts[#parts + 1] = chunk
+	end
+	self._got = 2
+	local flat = self._rs:get_trailers()
+	if flat == nil then
+		return nil
+	end
+	return headers_from(flat)
 end
 
 function stream_methods:get_next_chunk(timeout)
@@ -257,13 +409,36 @@ function stream_methods:unget(str)
 	return self._rs:unget(str)
 end
 
--- Fields as the Rust side takes them: name, value, never_index, ….
+-- Fields as the Rust side takes them: name, value, never_index, …, in one table reused
+-- by every call (the Rust side copies them at once).
+local flat_fields, flat_n = {}, 0
+local lua_http_headers_mt = headers_ok and require "http.headers".mt
+
 local function flatten(headers)
-	local flat, n = {}, 0
-	for name, value, never_index in headers:each() do
-		flat[n + 1], flat[n + 2], flat[n + 3] = name, value, never_index
-		n = n + 3
+	local mt = getmetatable(headers)
+	if mt == head_mt then
+		-- A request head passed on as it came: its list is the right shape already.
+		return flat_of(headers)
 	end
+	local flat, n = flat_fields, 0
+	if mt == lua_http_headers_mt and lua_http_headers_mt ~= nil then
+		-- lua-http's layout: `_n` entries { name =, value =, never_index = } in `_data`.
+		local data = headers._data
+		for i = 1, headers._n do
+			local e = data[i]
+			flat[n + 1], flat[n + 2], flat[n + 3] = e.name, e.value, e.never_index
+			n = n + 3
+		end
+	else
+		for name, value, never_index in headers:each() do
+			flat[n + 1], flat[n + 2], flat[n + 3] = name, value, never_index
+			n = n + 3
+		end
+	end
+	for i = n + 1, flat_n do
+		flat[i] = nil
+	end
+	flat_n = n
 	return flat
 end
 
@@ -413,10 +588,11 @@ end
 
 -- The Rust server; for `new` with a socket it is made on first use (cqueues binds
 -- lazily, and lua-http does nothing with the socket before its first step either).
-function server_methods:_get_core()
+-- `timeout` bounds cqueues' listen, which resolves a host name without blocking the thread.
+function server_methods:_get_core(timeout)
 	if self._core == nil and not self._closed then
 		local sock = self.socket
-		local ok, err, errno = sock:listen()
+		local ok, err, errno = ca.fileresult(sock:listen(timeout))
 		if not ok then
 			return nil, err, errno
 		end
@@ -426,8 +602,81 @@ function server_methods:_get_core()
 end
 
 function server_methods:_kick()
-	self._kick_cond:signal()
+	kick(self)
 end
+
+--[[ Handlers run in pooled coroutines, resumed by the stepper itself: most requests run
+to their end without waiting (their head is here, their answer fits the buffers), and
+then cost no coroutine of their own, no cqueues thread and, on Lua 5.1, no pcall
+trampoline (the coroutine is the protected call). A worker yields DONE when its handler
+returned and waits for the next stream; one whose handler waits (yields a cqueues poll)
+is handed to a cqueues thread, `drive`, that passes its yields up to the controller and
+the answers down, and pools it again when the handler returns. A handler's error ends
+its coroutine, which is not pooled. ]]
+local DONE = {}
+local MAX_POOLED = 64
+
+local function worker(server, stream)
+	while true do
+		server.onstream(server, stream)
+		server, stream = coroutine.yield(DONE)
+	end
+end
+
+-- Reports a handler's failure from a cqueues thread of its own: the default onerror
+-- throws, which ends that thread (and makes `loop` return the error, as in lua-http),
+-- never the stepper.
+local function report(server, stream, err)
+	server:onerror()(server, stream, "onstream", err)
+end
+
+-- What follows a resume of a worker: `ok, DONE` (the handler returned), `ok, …` (it waits
+-- on what it yielded) or `false, err` (it failed).
+local function resumed(server, stream, co, ok, first, ...)
+	if ok and first == DONE then
+		stream:shutdown()
+		local pool = server._pool
+		if #pool < MAX_POOLED then
+			pool[#pool + 1] = co
+		end
+		return true
+	elseif not ok then
+		stream:shutdown()
+		server.cq:wrap(report, server, stream, first)
+		return true
+	end
+	return false, pack(first, ...)
+end
+
+local function drive(server, stream, co, yielded)
+	while true do
+		local answer = pack(coroutine.yield(unpack(yielded, 1, yielded.n)))
+		local ended
+		ended, yielded = resumed(server, stream, co, coroutine.resume(co, unpack(answer, 1, answer.n)))
+		if ended then
+			kick(server)
+			return
+		end
+	end
+end
+
+local function run_stream(server, stream)
+	local pool = server._pool
+	local n = #pool
+	local co = pool[n]
+	if co then
+		pool[n] = nil
+	else
+		co = coroutine.create(worker)
+	end
+	local ended, yielded = resumed(server, stream, co, coroutine.resume(co, server, stream))
+	if not ended then
+		server.cq:wrap(drive, server, stream, co, yielded)
+	end
+end
+
+-- Steps in a row before the stepper lets the controller's other threads run.
+local MAX_STEPS_IN_A_ROW = 16
 
 local function stepper(self)
 	local rs
@@ -442,6 +691,7 @@ local function stepper(self)
 			return rs:timeout()
 		end;
 	}
+	local in_a_row = 0
 	while true do
 		if self._closed and self._core == nil then
 			break
@@ -452,10 +702,11 @@ local function stepper(self)
 			self:onerror()(self, self, "listen", err, errno)
 			break
 		end
+		self._kicked = false
 		local ok, streams, errors, step_err, step_errno = rs:step()
 		if streams then
-			for i = 1, #streams do
-				self:add_stream(new_stream(self, streams[i]))
+			for i = 1, #streams, 3 do
+				run_stream(self, new_stream(self, streams[i], streams[i + 1], streams[i + 2] or nil))
 			end
 		end
 		if errors then
@@ -471,7 +722,15 @@ local function stepper(self)
 		if rs:empty() then
 			break
 		end
-		cqueues.poll(pollable, self._kick_cond)
+		-- Work is due at once (handlers just ran, tasks are ready): step again without a
+		-- round through the controller, a bounded number of times.
+		in_a_row = in_a_row + 1
+		if in_a_row >= MAX_STEPS_IN_A_ROW or not (self._kicked or rs:timeout() == 0) then
+			in_a_row = 0
+			self._waiting = true
+			cqueues.poll(pollable, self._kick_cond)
+			self._waiting = false
+		end
 	end
 	self._stepping = false
 end
@@ -480,14 +739,6 @@ function server_methods:_ensure_stepper()
 	if not self._stepping then
 		self._stepping = true
 		self.cq:wrap(stepper, self)
-	end
-end
-
-local function handle_stream(self, stream)
-	local ok, err = yieldable_pcall(self.onstream, self, stream)
-	stream:shutdown()
-	if not ok then
-		self:onerror()(self, stream, "onstream", err)
 	end
 end
 
@@ -511,6 +762,12 @@ local function new_server(tbl, options, rs)
 		_closed = false;
 		_kick_cond = cc.new();
 		_stepping = false;
+		-- Whether the stepper waits on its pollable and `_kick_cond`, and whether a step
+		-- was asked for since its last one.
+		_waiting = false;
+		_kicked = false;
+		-- Idle handler coroutines (see `run_stream`).
+		_pool = {};
 	}, server_mt)
 	self:_ensure_stepper()
 	return self
@@ -530,6 +787,10 @@ local function new(tbl)
 	check_common(tbl)
 	if tbl.socket ~= nil then
 		assert(cs.type(tbl.socket), "optional socket field should be a cqueues socket")
+		-- Its failures are returned, not thrown (lua-http does the same).
+		tbl.socket:onerror(function(_, _, why)
+			return why
+		end)
 	end
 	if tbl.ctx == nil and tbl.tls ~= false then
 		error("TLS settings (.ctx = { cert = …, key = … }) are required when .tls isn't false", 2)
@@ -584,11 +845,16 @@ function server_methods:onerror(...)
 	return old
 end
 
-function server_methods:listen(timeout) -- luacheck: ignore 212
+--[[ Binds now, and returns `nil, err, errno` on failure (lua-http's listen). With a
+`.socket` the bind is cqueues' (a host name resolved within `timeout`: `nil, err,
+ETIMEDOUT` after it, as lua-http); otherwise onstream's, which does not wait: an address
+is bound at once, and a host name is resolved by the system resolver before (the timeout
+does not bound that). ]]
+function server_methods:listen(timeout)
 	if self._closed then
 		return true
 	end
-	local rs, err, errno = self:_get_core()
+	local rs, err, errno = self:_get_core(timeout)
 	if not rs then
 		return nil, err, errno
 	end
@@ -674,25 +940,151 @@ function server_methods:connections()
 	return self._core and self._core:connections() or 0
 end
 
--- Serves a connected cqueues socket; it is handed over and closed here.
+--[[ A connection whose first bytes are no HTTP request still gets a stream in lua-http
+(its HTTP/1 server makes one before reading the head), and a handler may take its socket
+(lua-http's spec "taking socket from underlying connection"). onstream answers such
+bytes itself, so for `add_socket` (the one way Lua sees a connection before onstream
+does) the first bytes are peeked, left in the socket: what can begin a request (a method
+and a space, a CRLF before one, a TLS ClientHello) goes to onstream, anything else to
+`onstream` as a raw stream over the cqueues socket. Connections onstream accepts itself
+are not sniffed: that would need the library to hand over unparsable connections. ]]
+local PEEK = 32
+
+-- true: onstream serves it; false: not a request; nil: too few bytes to tell.
+local function starts_request(prefix, ended)
+	if prefix == "" then
+		-- Nothing sent (yet): onstream closes a silent connection as lua-http does.
+		return ended or nil
+	end
+	local first = prefix:byte(1)
+	if first == 0x16 or first == 13 or first == 10 then
+		return true
+	end
+	local method = prefix:match("^[%w!#$%%&'*+.^_`|~-]+")
+	if method == nil then
+		return false
+	elseif #method < #prefix then
+		return prefix:sub(#method + 1, #method + 1) == " "
+	elseif ended or #prefix >= PEEK then
+		return false
+	end
+	return nil
+end
+
+local raw_methods = {}
+local raw_mt = {
+	__name = "onstream.stream";
+	__index = raw_methods;
+}
+raw_methods.type = "server"
+
+local function not_http()
+	return nil, "not an HTTP request", ce.EILSEQ
+end
+for _, name in ipairs {
+	"get_headers", "get_next_chunk", "get_body_as_string", "get_body_chars", "get_body_until",
+	"save_body_to_file", "get_body_as_file", "write_headers", "write_continue", "write_chunk",
+	"write_body_from_string", "write_body_from_file",
+} do
+	raw_methods[name] = not_http
+end
+
+function raw_methods:take_socket()
+	local sock = self._socket
+	if sock == nil then
+		return nil, "socket already taken", ce.EPIPE
+	end
+	self._socket = nil
+	return sock
+end
+
+function raw_methods:shutdown()
+	if self._socket then
+		self._socket:close()
+		self._socket = nil
+	end
+	return true
+end
+
+function raw_methods:peername()
+	if self._socket then
+		return self._socket:peername()
+	end
+end
+
+function raw_methods:localname()
+	if self._socket then
+		return self._socket:localname()
+	end
+end
+
+local function new_raw_stream(server, socket)
+	local self = setmetatable({ _socket = socket; _server = server; peer_version = 1.1 }, raw_mt)
+	self.connection = setmetatable({ _stream = self; version = 1.1 }, connection_mt)
+	return self
+end
+
+local function hand_over(self, socket)
+	local rs, err, errno = self:_get_core()
+	if rs then
+		local ok
+		ok, err, errno = rs:add_socket(socket:pollfd())
+		if not ok then
+			rs = nil
+		end
+	end
+	socket:close()
+	self:_ensure_stepper()
+	self:_kick()
+	if not rs then
+		self:onerror()(self, self, "add_socket", err, errno)
+	end
+end
+
+local function sniff_socket(self, socket)
+	local fd = socket:pollfd()
+	local readable = {
+		pollfd = function()
+			return fd
+		end;
+		events = function()
+			return "r"
+		end;
+	}
+	local deadline = monotime() + self.connection_setup_timeout
+	while true do
+		local prefix, ended = core.peek(fd, PEEK)
+		local verdict = starts_request(prefix, ended)
+		if verdict == false then
+			run_stream(self, new_raw_stream(self, socket))
+			return
+		elseif verdict or monotime() >= deadline then
+			-- Past the deadline onstream's own setup timeout decides.
+			hand_over(self, socket)
+			return
+		elseif prefix == "" then
+			cqueues.poll(readable, deadline - monotime())
+		else
+			-- Some bytes wait, too few to tell: the socket stays readable until more come.
+			cqueues.sleep(0.005)
+		end
+	end
+end
+
+-- Serves a connected cqueues socket; it is handed over (and closed here) once its first
+-- bytes are known. Failures after this returns go to onerror ("add_socket").
 function server_methods:add_socket(socket)
 	local rs, err, errno = self:_get_core()
 	if not rs then
 		return nil, err, errno
 	end
-	local ok
-	ok, err, errno = rs:add_socket(socket:pollfd())
-	socket:close()
-	self:_ensure_stepper()
-	self:_kick()
-	if not ok then
-		return nil, err, errno
-	end
+	self.cq:wrap(sniff_socket, self, socket)
 	return true
 end
 
+-- Runs `onstream` for a stream (lua-http's add_stream), on the server's controller.
 function server_methods:add_stream(stream)
-	self.cq:wrap(handle_stream, self, stream)
+	self.cq:wrap(run_stream, self, stream)
 	return true
 end
 

@@ -87,6 +87,93 @@ describe("onstream.server", function()
 		end)
 	end)
 
+	it("gives the request head with http.headers' methods, and a real one once changed", function()
+		local seen = {}
+		with_server({
+			onstream = function(_, stream)
+				local h = assert(stream:get_headers())
+				seen.method, seen.path = h:get(":method"), h:get(":path")
+				seen.multi = { h:get("x-a") }
+				seen.seq = h:get_as_sequence("x-a")
+				seen.comma = h:get_comma_separated("x-a")
+				seen.absent = { h:get("x-none") }
+				seen.has = { h:has("x-b"), h:has("x-none") }
+				seen.geti = { h:geti(1) }
+				seen.len = h:len()
+				local names = {}
+				for name in h:each() do
+					names[#names + 1] = name
+				end
+				seen.names = table.concat(names, " ")
+				seen.tostring = tostring(h)
+				seen.clone_is_real = getmetatable(h:clone()) == http_headers.mt
+				h:upsert("x-b", "changed")
+				seen.real = getmetatable(h) == http_headers.mt
+				seen.after = { h:get("x-b"), h:get(":path"), h:len() }
+				-- A second call gives the trailers after the body: none here.
+				seen.second = { stream:get_headers(LIMIT) }
+				respond(stream, 200, "ok")
+			end;
+		}, function(server)
+			local answer = raw(server, "GET /p?q HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nX-B: b\r\nx-a: 2\r\n"
+				.. "Cookie: c=1\r\nConnection: close\r\n\r\n")
+			assert.truthy(answer:match("^HTTP/1.1 200"), answer)
+		end)
+		assert.same("GET", seen.method)
+		assert.same("/p?q", seen.path)
+		assert.same({ "1", "2" }, seen.multi)
+		assert.same({ n = 2, "1", "2" }, seen.seq)
+		assert.same("1,2", seen.comma)
+		assert.same({}, seen.absent)
+		assert.same({ true, false }, seen.has)
+		assert.same({ ":method", "GET", false }, seen.geti)
+		assert.same(":method :scheme :path :authority x-a x-b x-a cookie connection", seen.names)
+		assert.same(string.format("http.headers{%d headers}", seen.len), seen.tostring)
+		assert.truthy(seen.clone_is_real)
+		assert.truthy(seen.real)
+		assert.same({ "changed", "/p?q", seen.len }, seen.after)
+		assert.same({}, seen.second)
+	end)
+
+	it("gives trailers on a later get_headers, and ETIMEDOUT when the body stalls", function()
+		local seen = {}
+		with_server({
+			onstream = function(_, stream)
+				local path = assert(stream:get_headers()):get(":path")
+				if path == "/stall" then
+					seen.stall = { stream:get_headers(0.05) }
+					-- What was read while waiting is still the body's.
+					seen.stall_body = stream:get_body_chars(3)
+					respond(stream, 200, "stalled")
+				else
+					local trailers = assert(stream:get_headers(LIMIT))
+					seen.trailer = trailers:get("x-sum")
+					seen.body = stream:get_body_as_string()
+					seen.third = { stream:get_headers(LIMIT) }
+					respond(stream, 200, "trailers")
+				end
+			end;
+		}, function(server)
+			local answer = raw(server, "POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+				.. "Connection: close\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 42\r\n\r\n")
+			assert.truthy(answer:match("^HTTP/1.1 200"), answer)
+			local _, host, port = server:localname()
+			local sock = assert(cs.connect(host, port))
+			sock:setmode("b", "b")
+			-- Three bytes of a body announced as ten, then nothing.
+			assert(sock:write("POST /stall HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc"))
+			assert(sock:flush())
+			local status = assert(sock:read("*l"))
+			assert.truthy(status:match("^HTTP/1.1 200"), status)
+			sock:close()
+		end)
+		assert.same("42", seen.trailer)
+		assert.same("abc", seen.body)
+		assert.same({}, seen.third)
+		assert.same({ nil, "timed out", ce.ETIMEDOUT }, { seen.stall[1], seen.stall[2], seen.stall[3] })
+		assert.same("abc", seen.stall_body)
+	end)
+
 	it("answers over HTTP/2 by prior knowledge, with stream.connection.version 2", function()
 		local seen
 		with_server({
@@ -154,6 +241,125 @@ describe("onstream.server", function()
 			assert.same("200", headers:get(":status"))
 			assert.same("no alpn", assert(stream:get_body_as_string()))
 		end)
+	end)
+
+	describe("ctx as PEM", function()
+		-- A self-signed certificate made with luaossl (lua-http's TLS library).
+		local function make_pem()
+			local pkey = require "openssl.pkey"
+			local x509 = require "openssl.x509"
+			local x509_name = require "openssl.x509.name"
+			local key = pkey.new { type = "EC"; curve = "prime256v1" }
+			local crt = x509.new()
+			crt:setVersion(3)
+			crt:setSerial(7)
+			local name = x509_name.new()
+			name:add("CN", "onstream-lua-test")
+			crt:setSubject(name)
+			crt:setIssuer(name)
+			crt:setPublicKey(key)
+			local now = os.time()
+			crt:setLifetime(now - 60, now + 3600)
+			assert(crt:sign(key))
+			return crt:tostring("PEM"), key:toPEM("private"), crt:digest("sha256", "s")
+		end
+
+		-- Serves HTTPS with `ctx`; returns the SHA-256 of the certificate the client saw.
+		local function served_certificate(ctx)
+			local digest
+			with_server({
+				tls = true;
+				ctx = ctx;
+				onstream = function(_, stream)
+					respond(stream, 200, "pem")
+				end;
+			}, function(server)
+				local req = http_request.new_from_uri(uri(server, "/", "https"))
+				local client_ctx = require "http.tls".new_client_context()
+				client_ctx:setVerify(require "openssl.ssl.context".VERIFY_NONE)
+				req.ctx = client_ctx
+				local headers, stream = assert(req:go(LIMIT))
+				-- Asked before the body is read: lua-http closes the connection after it.
+				local ssl = assert(stream.connection:checktls())
+				digest = assert(ssl:getPeerCertificate()):digest("sha256", "s")
+				assert.same("200", headers:get(":status"))
+				assert.same("pem", assert(stream:get_body_as_string()))
+			end)
+			return digest
+		end
+
+		it("serves the certificate given as PEM text", function()
+			local cert, key, digest = make_pem()
+			assert.same(digest, served_certificate { cert = cert; key = key })
+		end)
+
+		it("serves the certificate given as paths of PEM files", function()
+			local cert, key, digest = make_pem()
+			local cert_path, key_path = os.tmpname(), os.tmpname()
+			for path, text in pairs { [cert_path] = cert; [key_path] = key } do
+				local f = assert(io.open(path, "w"))
+				assert(f:write(text))
+				f:close()
+			end
+			local got = served_certificate { cert = cert_path; key = key_path }
+			os.remove(cert_path)
+			os.remove(key_path)
+			assert.same(digest, got)
+		end)
+
+		it("refuses PEM without a certificate, or a missing file, with nil, err", function()
+			local _, key = make_pem()
+			for _, ctx in ipairs {
+				{ cert = "-----BEGIN NOTHING-----\n-----END NOTHING-----\n"; key = key };
+				{ cert = "/nonexistent/cert.pem"; key = key };
+			} do
+				local server, err = http_server.listen {
+					host = "127.0.0.1";
+					port = 0;
+					tls = true;
+					ctx = ctx;
+					onstream = function() end;
+				}
+				assert.falsy(server)
+				assert.truthy(err:find("ctx.cert", 1, true) or err:find("/nonexistent/cert.pem", 1, true), err)
+			end
+		end)
+	end)
+
+	it("returns nil, err, ETIMEDOUT from write_chunk(timeout) to a client that reads nothing", function()
+		local got, n_written
+		local done = cc.new()
+		with_server({
+			onstream = function(_, stream)
+				local h = http_headers.new()
+				h:append(":status", "200")
+				assert(stream:write_headers(h, false))
+				local block = string.rep("x", 64 * 1024)
+				-- Bounded: loopback buffers hold a few MB; 1000 blocks are 64 MB.
+				for i = 1, 1000 do
+					local ok, err, errno = stream:write_chunk(block, false, 0.05)
+					if not ok then
+						got, n_written = { ok, err, errno }, i - 1
+						break
+					end
+				end
+				done:signal()
+			end;
+		}, function(server)
+			local _, host, port = server:localname()
+			local sock = assert(cs.connect(host, port))
+			sock:setmode("b", "b")
+			assert(sock:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+			assert(sock:flush())
+			-- Reads nothing until the handler gave up writing.
+			if got == nil then
+				assert(done:wait(LIMIT))
+			end
+			sock:close()
+		end)
+		assert.truthy(got, "every write went through")
+		assert.same({ nil, "timed out", ce.ETIMEDOUT }, got)
+		assert.truthy(n_written > 0)
 	end)
 
 	it("refuses a luaossl context and names its replacement", function()
@@ -288,6 +494,38 @@ describe("onstream.server", function()
 		assert.truthy(reported:find("boom", 1, true))
 	end)
 
+	it("reports a handler that failed after waiting, and serves the next requests", function()
+		local reported = {}
+		with_server({
+			onstream = function(_, stream)
+				local path = assert(stream:get_headers()):get(":path")
+				-- Every handler waits once, so each goes through a cqueues thread and back
+				-- to the pool; the failing one ends its coroutine.
+				cqueues.sleep(0)
+				if path == "/fail" then
+					error("late boom")
+				end
+				respond(stream, 200, path)
+			end;
+			onerror = function(_, _, op, err)
+				reported[#reported + 1] = op .. ": " .. tostring(err)
+			end;
+		}, function(server)
+			for i = 1, 5 do
+				local path = i == 3 and "/fail" or "/ok" .. i
+				local headers, stream = assert(http_request.new_from_uri(uri(server, path)):go(LIMIT))
+				if path == "/fail" then
+					assert.same("503", headers:get(":status"))
+				else
+					assert.same("200", headers:get(":status"))
+					assert.same(path, assert(stream:get_body_as_string()))
+				end
+			end
+		end)
+		assert.same(1, #reported)
+		assert.truthy(reported[1]:find("late boom", 1, true))
+	end)
+
 	it("hands over the connection with take_socket, bytes already sent included", function()
 		local got
 		with_server({
@@ -362,6 +600,36 @@ describe("onstream.server", function()
 		assert.truthy(cq:empty())
 	end)
 
+	it("gives a stream for an added socket whose first bytes are no request, and its socket", function()
+		local seen = {}
+		local server = assert(http_server.new {
+			tls = false;
+			onstream = function(s, stream)
+				seen.head = { stream:get_headers() }
+				local sock = assert(stream.connection:take_socket())
+				s:close()
+				seen.read = sock:read("*a")
+				sock:close()
+			end;
+		})
+		local s, c = assert(cs.pair())
+		assert(server:add_socket(s))
+		local cq = cqueues.new()
+		cq:wrap(function()
+			assert(server:loop())
+		end)
+		cq:wrap(function()
+			-- Token characters, then the end: no method and space ever comes.
+			assert(c:write("hello"))
+			assert(c:flush())
+			c:close()
+		end)
+		assert(cq:loop(LIMIT))
+		assert.truthy(cq:empty())
+		assert.same({ nil, "not an HTTP request", ce.EILSEQ }, seen.head)
+		assert.same("hello", seen.read)
+	end)
+
 	it("accepts from a cqueues listening socket given to new", function()
 		local sock = assert(cs.listen { host = "127.0.0.1"; port = 0 })
 		local server = assert(http_server.new {
@@ -386,6 +654,49 @@ describe("onstream.server", function()
 		end)
 		assert(cq:loop(LIMIT))
 		assert.truthy(cq:empty())
+	end)
+
+	it("listen(timeout) binds a given socket named by host name, and returns nil, err, errno on failure", function()
+		local named = assert(http_server.new {
+			socket = assert(cs.listen { host = "localhost"; port = 0 });
+			tls = false;
+			onstream = function() end;
+		})
+		assert.same(true, named:listen(LIMIT))
+		local family = named:localname()
+		assert.truthy(family == cs.AF_INET or family == cs.AF_INET6)
+		named:close()
+
+		local taken = assert(http_server.listen {
+			host = "127.0.0.1";
+			port = 0;
+			tls = false;
+			onstream = function() end;
+		})
+		assert(taken:listen(LIMIT))
+		local _, _, port = taken:localname()
+		-- The same port again, through onstream's bind and through cqueues'.
+		local again = assert(http_server.listen {
+			host = "127.0.0.1";
+			port = port;
+			reuseaddr = false;
+			tls = false;
+			onstream = function() end;
+		})
+		local ok, err, errno = again:listen(LIMIT)
+		assert.same({ nil, ce.EADDRINUSE }, { ok, errno })
+		assert.same("string", type(err))
+		local given = assert(http_server.new {
+			socket = assert(cs.listen { host = "127.0.0.1"; port = port; reuseaddr = false });
+			tls = false;
+			onstream = function() end;
+		})
+		ok, err, errno = given:listen(LIMIT)
+		assert.same({ nil, ce.EADDRINUSE }, { ok, errno })
+		assert.same("string", type(err))
+		again:close()
+		given:close()
+		taken:close()
 	end)
 
 	it("pauses and resumes accepting", function()

@@ -132,7 +132,8 @@ impl UserData for LServer {
             Ok(this.server.timeout().map(|t| t.as_secs_f64()))
         });
         // One turn of onstream's loop without blocking; returns `ok, streams, errors,
-        // message, errno`: the streams that started (for Lua to wrap) and the errors
+        // message, errno`: the streams that started (for Lua to wrap, as stream, version,
+        // id, …) and the errors
         // reported, each nil when there is none, after signalling the conditions of the
         // streams whose operations ended; `ok` false with the step's own failure.
         m.add_method("step", |lua, this, ()| {
@@ -145,9 +146,17 @@ impl UserData for LServer {
             let streams = if new.is_empty() {
                 None
             } else {
-                let t = lua.create_table_with_capacity(new.len(), 0)?;
-                for slot in new {
-                    t.raw_push(LStream::new(slot))?;
+                // Flat: stream, version, id (false over HTTP/1: no hole, so `#` counts
+                // them), …: what Lua's stream object holds, without a call back per field.
+                let t = lua.create_table_with_capacity(new.len() * 3, 0)?;
+                for (i, slot) in new.into_iter().enumerate() {
+                    let (version, id) = (stream::version_number(&slot), slot.id());
+                    t.raw_set(i * 3 + 1, LStream::new(slot))?;
+                    t.raw_set(i * 3 + 2, version)?;
+                    match id {
+                        Some(id) => t.raw_set(i * 3 + 3, id)?,
+                        None => t.raw_set(i * 3 + 3, false)?,
+                    }
                 }
                 Some(t)
             };
@@ -238,6 +247,38 @@ fn onstream_core(lua: &Lua) -> LuaResult<LuaTable> {
                 None => Listening::Nothing,
             };
             LServer::new(lua, opts, listening)
+        })?,
+    )?;
+    // peek(fd, n): up to `n` bytes the peer sent, left in the socket, and whether it has
+    // shut its writing side (POLLRDHUP, seen even while those bytes wait): `add_socket`
+    // sniffs a connection's first bytes with it.
+    exports.set(
+        "peek",
+        lua.create_function(|lua, (fd, n): (i32, usize)| {
+            let mut buf = vec![0u8; n];
+            // SAFETY: recv writes at most `n` bytes into `buf`, which holds `n`.
+            #[allow(unsafe_code)]
+            let got = unsafe {
+                libc::recv(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    n,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            let got = usize::try_from(got).unwrap_or(0);
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            // SAFETY: one pollfd, valid for the call; a zero timeout never blocks.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::poll(&mut pfd, 1, 0)
+            };
+            let ended = pfd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0;
+            Ok((lua.create_string(&buf[..got])?, ended))
         })?,
     )?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
