@@ -97,3 +97,25 @@ fn requests_that_reach_the_handler_are_not_reported_and_a_rejection_after_them_i
     assert_eq!(seen[0].status, 400);
     assert_eq!(seen[0].line.as_deref(), Some("BREW\u{1} / HTTP/1.1"));
 }
+
+/// The hook may call back into the server: closing it from the hook (which reaches the
+/// very connection being refused) neither panics nor loses the answer.
+#[test]
+fn the_hook_may_close_the_server() {
+    let server = TestServer::build(|| {
+        let server = Server::listen(Options::new().host("127.0.0.1").port(0), path_echo())?;
+        server.set_onrejected(|handle, _| handle.close());
+        Ok(server)
+    });
+    let answer = raw_request(server.addr(), b"GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        status_of(&answer).contains(" 400 "),
+        "{}",
+        status_of(&answer)
+    );
+    assert!(
+        server.step_errors().is_empty(),
+        "{:?}",
+        server.step_errors()
+    );
+}

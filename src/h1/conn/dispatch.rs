@@ -114,16 +114,18 @@ impl H1Conn {
                 // Answered after every earlier response.
                 self.st.borrow_mut().keep_alive = false;
                 poll_fn(|cx| self.poll_streams_ended(cx)).await;
-                let mut st = self.st.borrow_mut();
                 let line = (status != 414)
-                    .then(|| request_line(&st.rbuf, self.cfg.limits.max_request_line))
+                    .then(|| request_line(&self.st.borrow().rbuf, self.cfg.limits.max_request_line))
                     .flatten();
+                // No borrow of the connection is held while the hook runs: it may call
+                // back into the server (close it, say), which reaches this connection.
                 on_rejected(&Rejected {
                     status,
                     reason: message,
                     peer: self.peer_addr,
                     request_line: line.as_deref(),
                 });
+                let mut st = self.st.borrow_mut();
                 crate::h1::encode::error_response(&mut st.wbuf, status, message);
                 break Ok(None);
             };
