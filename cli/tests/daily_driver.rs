@@ -386,8 +386,12 @@ fn sigterm_on_an_idle_server_says_it_stops_and_exits_0() {
     assert_eq!(said, "onstream: stopping");
 }
 
-/// Starts the command with stdout piped and returns it with the URLs its banner printed.
-fn start_reading_banner(args: &[&str], env: &[(&str, &str)]) -> (std::process::Child, Vec<String>) {
+/// Starts the command with stdout piped and returns it with the URLs its banner printed
+/// and the directory it serves (removed when dropped).
+fn start_reading_banner(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, Vec<String>, tempfile::TempDir) {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hello.txt"), "Hello, World!\n").unwrap();
@@ -419,9 +423,7 @@ fn start_reading_banner(args: &[&str], env: &[(&str, &str)]) -> (std::process::C
             wait = Duration::from_millis(500);
         }
     }
-    // Keep the directory for the command's life.
-    std::mem::forget(dir);
-    (child, urls)
+    (child, urls, dir)
 }
 
 fn stop(mut child: std::process::Child) {
@@ -433,7 +435,7 @@ fn stop(mut child: std::process::Child) {
 /// and each of them answers.
 #[test]
 fn on_all_interfaces_every_url_printed_answers() {
-    let (child, urls) = start_reading_banner(&["--bind", "0.0.0.0"], &[]);
+    let (child, urls, _dir) = start_reading_banner(&["--bind", "0.0.0.0"], &[]);
     assert!(urls[0].starts_with("http://localhost:"), "{urls:?}");
     for url in &urls {
         let authority = url.trim_start_matches("http://").trim_end_matches('/');
@@ -462,7 +464,7 @@ fn open_starts_the_browser_on_the_url() {
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&browser, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let (child, urls) = start_reading_banner(
+    let (child, urls, _served) = start_reading_banner(
         &["--open", "--tls", "off"],
         &[("BROWSER", browser.to_str().unwrap()), ("DISPLAY", ":0")],
     );
