@@ -21,6 +21,11 @@
 //! - No validators: the archive is made anew each time (no ETag, no ranges).
 //! - tar.gz is gzip level 1, at most [`MAX_GZIP_ARCHIVES_PER_WORKER`] at once per worker
 //!   (503 beyond): the one format whose CPU cost grows with the folder.
+//! - zip's central directory (up to `zip_format::MAX_CENTRAL` per archive) is memory the
+//!   download holds until it ends, the part of it not yet sent included: all the zips of
+//!   one worker hold at most [`MAX_ZIP_CENTRAL_PER_WORKER`] together, and a zip that
+//!   would go over is cut with an error, so clients that stop reading just before the
+//!   end of huge folders cannot add up gigabytes.
 
 use std::{
     fs::File,
@@ -56,9 +61,43 @@ const MAX_GZIP_ARCHIVES_PER_WORKER: usize = 2;
 /// waits, and on a local network the CPU, not the link, would set the pace at level 6.
 const GZIP_LEVEL: u32 = 1;
 
+/// The zip central directories one worker keeps at once, all its downloads together.
+const MAX_ZIP_CENTRAL_PER_WORKER: usize = 256 << 20;
+
 thread_local! {
     /// tar.gz downloads in progress on this worker's thread.
     static GZIP_ARCHIVES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Bytes of zip central directory held by this worker's downloads.
+    static ZIP_CENTRAL_HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One zip download's share of `ZIP_CENTRAL_HELD`, given back when the download ends
+/// (also when its handler is dropped midway).
+#[derive(Default)]
+struct ZipCentralHeld(usize);
+
+impl ZipCentralHeld {
+    /// Brings this download's share to `len` bytes, unless the worker's total would pass
+    /// `budget`.
+    fn track(&mut self, len: usize, budget: usize) -> io::Result<()> {
+        ZIP_CENTRAL_HELD.with(|held| {
+            let total = held.get() - self.0 + len;
+            if len > self.0 && total > budget {
+                return Err(io::Error::other(
+                    "zip: the server holds too many zip directories at once (retry, or use tar)",
+                ));
+            }
+            held.set(total);
+            self.0 = len;
+            Ok(())
+        })
+    }
+}
+
+impl Drop for ZipCentralHeld {
+    fn drop(&mut self) {
+        ZIP_CENTRAL_HELD.with(|held| held.set(held.get() - self.0));
+    }
 }
 
 /// One tar.gz download counted in `GZIP_ARCHIVES` while it lives (also when the handler
@@ -291,6 +330,8 @@ struct Producer<'a> {
     prefix: Vec<u8>,
     sink: Option<Sink>,
     zip: ZipWriter,
+    /// The worker-wide count of `zip`'s central directory, kept while it is sent too.
+    zip_held: ZipCentralHeld,
     current: Option<Current>,
     /// Whether the top folder's own entry went out.
     started: bool,
@@ -315,6 +356,7 @@ impl<'a> Producer<'a> {
             prefix,
             sink: Some(sink),
             zip: ZipWriter::new(),
+            zip_held: ZipCentralHeld::default(),
             current: None,
             started: false,
             tail: None,
@@ -325,6 +367,12 @@ impl<'a> Producer<'a> {
     /// The next piece of output (possibly empty: gzip may hold it) and whether it is the
     /// last. Reads at most a bounded amount of input per step.
     fn step(&mut self) -> io::Result<(Vec<u8>, bool)> {
+        // Counted once per step (a step adds a bounded number of entries); after the
+        // walk the directory has moved into `tail` and keeps its last count.
+        if self.tail.is_none() {
+            self.zip_held
+                .track(self.zip.central_len(), MAX_ZIP_CENTRAL_PER_WORKER)?;
+        }
         let mut input = 0usize;
         while self.sink().buffered() < CHUNK && input < 16 * CHUNK {
             if let Some(n) = self.file_data()? {
@@ -339,13 +387,17 @@ impl<'a> Producer<'a> {
                 Some(item) => self.entry(item)?,
                 None if !self.started => self.top()?,
                 None => {
-                    let tail = self.tail.get_or_insert_with(|| {
+                    if self.tail.is_none() {
                         let end = match self.format {
                             Format::Zip => std::mem::take(&mut self.zip).finish(),
                             Format::Tar | Format::TarGz => tar_format::END.to_vec(),
                         };
-                        (end, 0)
-                    });
+                        if self.format == Format::Zip {
+                            self.zip_held.track(end.len(), MAX_ZIP_CENTRAL_PER_WORKER)?;
+                        }
+                        self.tail = Some((end, 0));
+                    }
+                    let tail = self.tail.as_mut().expect("set just above");
                     // The zip's central directory can be tens of MiB: it goes out a
                     // chunk per step like the rest, never copied whole into the sink.
                     let (end, sent) = (&tail.0, tail.1);
@@ -449,6 +501,31 @@ impl<'a> Producer<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every zip of a worker counts against one budget, growing and shrinking as each
+    /// download's directory does, and a download's share goes back when it ends.
+    #[test]
+    fn zip_directories_share_one_budget_per_worker() {
+        let held = || ZIP_CENTRAL_HELD.with(|h| h.get());
+        let mut a = ZipCentralHeld::default();
+        let mut b = ZipCentralHeld::default();
+        a.track(600, 1000).unwrap();
+        b.track(300, 1000).unwrap();
+        assert_eq!(held(), 900);
+        let err = b.track(500, 1000).unwrap_err();
+        assert!(
+            err.to_string().contains("too many zip directories"),
+            "{err}"
+        );
+        assert_eq!(held(), 900, "a refused growth takes nothing");
+        // Not growing is never refused, even over a budget lowered meanwhile.
+        b.track(300, 100).unwrap();
+        drop(a);
+        assert_eq!(held(), 300);
+        b.track(1000, 1000).unwrap();
+        drop(b);
+        assert_eq!(held(), 0);
+    }
 
     #[test]
     fn the_download_parameter_names_the_format() {

@@ -130,6 +130,11 @@ impl ZipWriter {
         Ok(out)
     }
 
+    /// The bytes of central directory kept so far.
+    pub fn central_len(&self) -> usize {
+        self.central.len()
+    }
+
     /// The central directory and the end records.
     pub fn finish(self) -> Vec<u8> {
         let mut out = self.central;
