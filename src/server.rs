@@ -150,11 +150,20 @@ impl ConnRef {
         }
     }
 
-    /// Cuts the connection if it is still open; whether it was.
+    /// Cuts the connection if it is still open; whether a request on it was cut short
+    /// (one that is only closing after its last answer does not count).
     fn abort(&self) -> bool {
         match self {
-            ConnRef::H1(c) => c.upgrade().map(|c| c.abort()).is_some(),
-            ConnRef::H2(c) => c.upgrade().map(|c| c.abort()).is_some(),
+            ConnRef::H1(c) => c.upgrade().is_some_and(|c| {
+                let cut_short = c.has_request_in_flight();
+                c.abort();
+                cut_short
+            }),
+            ConnRef::H2(c) => c.upgrade().is_some_and(|c| {
+                let cut_short = c.has_request_in_flight();
+                c.abort();
+                cut_short
+            }),
             ConnRef::Parked(_) => false,
         }
     }

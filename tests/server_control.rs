@@ -505,3 +505,17 @@ impl Drop for TempPath {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Only connections with a request still running count as cut at close: one that got
+/// its whole answer and is merely closing (lingering for the client's EOF) when
+/// `close_timeout` passes was not cut short.
+#[test]
+fn a_connection_closing_after_its_answer_is_not_counted_as_cut() {
+    let server = TestServer::start(|o| o.close_timeout(Duration::from_millis(200)), path_echo);
+    let mut c = Client::connect(server.addr());
+    assert_eq!(c.get("/done").body_str(), "/done");
+    // The client keeps the connection open and sends nothing more.
+    server.exec(|s| s.close());
+    assert!(server.wait_connections(0, IO_TIMEOUT));
+    assert_eq!(server.exec(|s| s.connections_cut_at_close()), 0);
+}

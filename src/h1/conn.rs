@@ -234,6 +234,13 @@ impl H1Conn {
     pub(crate) fn abort(&self) {
         self.st.borrow_mut().cut();
     }
+
+    /// Whether a request is in flight: a handler running, or an answer not all written
+    /// yet. A connection only lingering after its last answer has none.
+    pub(crate) fn has_request_in_flight(&self) -> bool {
+        let st = self.st.borrow();
+        st.n_open_streams > 0 || !st.wbuf.is_empty()
+    }
 }
 
 impl ConnState {

@@ -116,6 +116,11 @@ impl H2Shared {
         self.wake();
     }
 
+    /// Whether a stream's handler (or the drain of its body) has not ended.
+    pub(crate) fn has_request_in_flight(&self) -> bool {
+        self.n_open.get() > 0
+    }
+
     fn wake(&self) {
         if let Some(w) = self.driver.take() {
             w.wake();
