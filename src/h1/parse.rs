@@ -317,7 +317,13 @@ pub(crate) fn parse_request(
     let mut spans = Spans::new();
     let scanned = if limits.max_headers <= STACK_HEADERS {
         let mut slots = [MaybeUninit::uninit(); STACK_HEADERS];
-        scan(buf, start, limits, &mut slots[..limits.max_headers], &mut spans)?
+        scan(
+            buf,
+            start,
+            limits,
+            &mut slots[..limits.max_headers],
+            &mut spans,
+        )?
     } else {
         let mut slots = vec![MaybeUninit::uninit(); limits.max_headers];
         scan(buf, start, limits, &mut slots, &mut spans)?
