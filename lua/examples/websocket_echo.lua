@@ -17,6 +17,7 @@ end
 
 local http_server = require(which == "onstream" and "onstream.server" or "http.server")
 local http_headers = require "http.headers"
+local http_util = require "http.util"
 local websocket = require "http.websocket"
 
 local function answer(stream, status, text)
@@ -39,13 +40,25 @@ local function onstream(_, stream)
 	assert(ws:accept())
 	-- receive() answers pings and closes itself and returns nil once the connection is
 	-- closed or failed (with the close code it sent); a failed send ends the echo too.
-	while true do
-		local data, opcode = ws:receive()
-		if data == nil or not ws:send(data, opcode) then
-			break
+	-- receive() can also raise: lua-http 0.4 reads a frame of 126 to 65535 bytes without
+	-- waiting for all of its payload (websocket.lua's read_frame asserts on a read with
+	-- timeout 0; lua-http issue #140), so a frame that arrives in pieces fails it. That
+	-- is reported and the connection closed (1011), rather than left open with nobody
+	-- reading it, which would leave the Autobahn client waiting forever.
+	local ok, err = http_util.yieldable_pcall(function()
+		while true do
+			local data, opcode = ws:receive()
+			if data == nil or not ws:send(data, opcode) then
+				break
+			end
 		end
+	end)
+	if not ok then
+		io.stderr:write("websocket_echo: receive raised: ", tostring(err), "\n")
+		ws:close(1011, "receive failed", 1)
+	else
+		ws:close()
 	end
-	ws:close()
 end
 
 local server = assert(http_server.listen {
