@@ -43,8 +43,11 @@ local function onstream(_, stream)
 	-- receive() can also raise: lua-http 0.4 reads a frame of 126 to 65535 bytes without
 	-- waiting for all of its payload (websocket.lua's read_frame asserts on a read with
 	-- timeout 0; lua-http issue #140), so a frame that arrives in pieces fails it. That
-	-- is reported and the connection closed (1011), rather than left open with nobody
-	-- reading it, which would leave the Autobahn client waiting forever.
+	-- is reported and the connection closed, rather than left open with nobody reading
+	-- it, which would leave the Autobahn client waiting forever. The input is out of step
+	-- with its frames by then, so the close is sent as 1002, for which close() does not
+	-- read on to wait for the client's answer (with any other code it would, and raise
+	-- again).
 	local ok, err = http_util.yieldable_pcall(function()
 		while true do
 			local data, opcode = ws:receive()
@@ -55,7 +58,7 @@ local function onstream(_, stream)
 	end)
 	if not ok then
 		io.stderr:write("websocket_echo: receive raised: ", tostring(err), "\n")
-		ws:close(1011, "receive failed", 1)
+		http_util.yieldable_pcall(ws.close, ws, 1002, "receive failed", 1)
 	else
 		ws:close()
 	end
