@@ -64,10 +64,13 @@ local connection_mt = {
 stream_methods.type = "server"
 connection_methods.type = "server"
 
--- `version` and `id` come with the stream from `step` (no call back into Rust).
+-- `version` and `id` come with the stream from `step` (no call back into Rust). `rs` is
+-- the stream's handle (lua/src/fast.rs): the methods every request uses; the rest are on
+-- its mlua object (`slow`), made when first needed.
 local function new_stream(server, rs, version, id)
 	local self = setmetatable({
 		_rs = rs;
+		_slow = false;
 		_server = server;
 		peer_version = version;
 		-- HTTP/2's stream identifier; nil over HTTP/1 (lua-http's HTTP/1 streams have none).
@@ -82,6 +85,16 @@ local function new_stream(server, rs, version, id)
 	return self
 end
 
+-- The stream's mlua object (bodies, sockets, trailers, operations that wait).
+local function slow(self)
+	local s = self._slow
+	if not s then
+		s = core.lstream(self._rs)
+		self._slow = s
+	end
+	return s
+end
+
 -- Waits the cqueues way for an operation queued in Rust, then returns its result.
 -- The stream's cqueues condition, made when a coroutine first has to wait (most
 -- requests never do); `step` signals it when one of the stream's operations ends.
@@ -90,7 +103,7 @@ local function cond_of(self)
 	if cond == nil then
 		cond = cc.new()
 		self._cond = cond
-		self._rs:set_signal(function()
+		slow(self):set_signal(function()
 			cond:signal()
 		end)
 	end
@@ -109,12 +122,15 @@ local function kick(server)
 end
 
 -- A Rust stream method gives its result when the operation ended at once, else the
--- running operation (a userdata: no result is one), waited for here the cqueues way. The
--- stepper is kicked either way: the handler task has work at the next step (the
+-- running operation (a userdata: no result is one; the handle's methods give false
+-- instead, and the operation is taken from the mlua object), waited for here the cqueues
+-- way. The stepper is kicked either way: the handler task has work at the next step (the
 -- operation, or flushing what it wrote).
 local function await(self, r1, ...)
 	kick(self._server)
-	if type(r1) ~= "userdata" then
+	if r1 == false then
+		r1 = slow(self):pending()
+	elseif type(r1) ~= "userdata" then
 		return r1, ...
 	end
 	local cond = cond_of(self)
@@ -159,7 +175,7 @@ local head_mt = {
 local function flat_of(h)
 	local flat = h._flat
 	if not flat then
-		flat = h[PENDING]:get_headers()
+		flat = h[PENDING]:fields()
 		h._flat = flat
 	end
 	return flat
@@ -239,9 +255,14 @@ function head_methods:get_as_sequence(name)
 	return r
 end
 
--- The common case (one field of that name, or none) without a table.
+-- Before the list is fetched, from Rust by name (the head's table is never made for a
+-- handler that only reads a few fields); after, the common case (one field of that name,
+-- or none) without a table.
 function head_methods:get(name)
-	local flat = flat_of(self)
+	local flat = self._flat
+	if not flat then
+		return self[PENDING]:header(name)
+	end
 	local n = #flat
 	for i = 1, n, 3 do
 		if flat[i] == name then
@@ -301,7 +322,7 @@ function stream_methods:get_headers(timeout)
 		parts[#parts + 1] = chunk
 	end
 	self._got = 2
-	local flat = self._rs:get_trailers()
+	local flat = slow(self):get_trailers()
 	if flat == nil then
 		return nil
 	end
@@ -309,11 +330,11 @@ function stream_methods:get_headers(timeout)
 end
 
 function stream_methods:get_next_chunk(timeout)
-	return await(self, self._rs:get_next_chunk(timeout))
+	return await(self, slow(self):get_next_chunk(timeout))
 end
 
 function stream_methods:get_body_as_string(timeout)
-	return await(self, self._rs:get_body_as_string(timeout))
+	return await(self, slow(self):get_body_as_string(timeout))
 end
 
 function stream_methods:get_body_chars(n, timeout)
@@ -406,7 +427,7 @@ function stream_methods:get_body_as_file(timeout)
 end
 
 function stream_methods:unget(str)
-	return self._rs:unget(str)
+	return slow(self):unget(str)
 end
 
 -- Fields as the Rust side takes them: name, value, never_index, …, in one table reused
@@ -447,7 +468,7 @@ function stream_methods:write_headers(headers, end_stream, timeout)
 end
 
 function stream_methods:write_continue(timeout)
-	return await(self, self._rs:write_continue(timeout))
+	return await(self, slow(self):write_continue(timeout))
 end
 
 function stream_methods:write_chunk(chunk, end_stream, timeout)
@@ -496,22 +517,22 @@ end
 
 function stream_methods:shutdown()
 	self._rs:shutdown()
-	self._server:_kick()
+	kick(self._server)
 	return true
 end
 
 function stream_methods:peername()
-	return self._rs:peername()
+	return slow(self):peername()
 end
 
 function stream_methods:localname()
-	return self._rs:localname()
+	return slow(self):localname()
 end
 
 -- The connection under the stream, as a cqueues socket (after a 101, or for an
 -- extended CONNECT over HTTP/2); bytes the client already sent are read first.
 function stream_methods:take_socket()
-	local fd, err, errno = self._rs:take_socket()
+	local fd, err, errno = slow(self):take_socket()
 	if not fd then
 		return nil, err, errno
 	end

@@ -19,6 +19,7 @@
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
 mod errors;
+mod fast;
 mod options;
 mod socket;
 mod stream;
@@ -30,8 +31,9 @@ use std::{
     time::Duration,
 };
 
-use mlua::{prelude::*, UserData, UserDataMethods};
+use mlua::{ffi, prelude::*, UserData, UserDataMethods};
 use onstream::{LocalAddr, Server};
+use std::ffi::c_int;
 
 use crate::{
     errors::{fail, io_fail},
@@ -146,18 +148,33 @@ impl UserData for LServer {
             let streams = if new.is_empty() {
                 None
             } else {
-                // Flat: stream, version, id (false over HTTP/1: no hole, so `#` counts
+                // Flat: handle, version, id (false over HTTP/1: no hole, so `#` counts
                 // them), …: what Lua's stream object holds, without a call back per field.
-                let t = lua.create_table_with_capacity(new.len() * 3, 0)?;
-                for (i, slot) in new.into_iter().enumerate() {
-                    let (version, id) = (stream::version_number(&slot), slot.id());
-                    t.raw_set(i * 3 + 1, LStream::new(slot))?;
-                    t.raw_set(i * 3 + 2, version)?;
-                    match id {
-                        Some(id) => t.raw_set(i * 3 + 3, id)?,
-                        None => t.raw_set(i * 3 + 3, false)?,
-                    }
-                }
+                // SAFETY: one table and, above it, at most two values (checkstack asks for
+                // them); a Lua memory error unwinds to exec_raw's protected call across a
+                // frame that owns nothing with a destructor (`push_handle` counts the
+                // slot only once its handle can be collected).
+                #[allow(unsafe_code)]
+                let t: LuaTable = unsafe {
+                    lua.exec_raw((), |state| {
+                        ffi::luaL_checkstack(state, 3, std::ptr::null());
+                        let n = c_int::try_from(new.len() * 3).unwrap_or(0);
+                        ffi::lua_createtable(state, n, 0);
+                        let mut i: ffi::lua_Integer = 0;
+                        for slot in &new {
+                            fast::push_handle(state, slot);
+                            ffi::lua_rawseti(state, -2, i + 1);
+                            ffi::lua_pushnumber(state, stream::version_number(slot));
+                            ffi::lua_rawseti(state, -2, i + 2);
+                            match slot.id() {
+                                Some(id) => ffi::lua_pushinteger(state, id.into()),
+                                None => ffi::lua_pushboolean(state, 0),
+                            }
+                            ffi::lua_rawseti(state, -2, i + 3);
+                            i += 3;
+                        }
+                    })?
+                };
                 Some(t)
             };
             let errors = {
@@ -281,6 +298,39 @@ fn onstream_core(lua: &Lua) -> LuaResult<LuaTable> {
             Ok((lua.create_string(&buf[..got])?, ended))
         })?,
     )?;
+    // lstream(handle): the mlua side of a stream handle from `step` (bodies, sockets,
+    // trailers, operations that wait), made when a handler first needs it.
+    exports.set(
+        "lstream",
+        lua.create_function(|lua, handle: LuaValue| {
+            // SAFETY: reads the handle passed (on the stack for the call) and pushes a
+            // light userdata or nil; nothing here owns a destructor.
+            #[allow(unsafe_code)]
+            let p: Option<LuaLightUserData> = unsafe {
+                lua.exec_raw(handle, |state| {
+                    let p = fast::slot_at(state, -1).map(|s| s as *const stream::StreamSlot);
+                    ffi::lua_pop(state, 1);
+                    match p {
+                        Some(p) => ffi::lua_pushlightuserdata(state, p.cast_mut().cast()),
+                        None => ffi::lua_pushnil(state),
+                    }
+                })?
+            };
+            let Some(p) = p else {
+                return Err(LuaError::runtime("onstream: not a stream handle"));
+            };
+            let p = p.0.cast_const().cast::<stream::StreamSlot>();
+            // SAFETY: `p` is a live handle's pointer (from `Rc::into_raw`), a strong count
+            // the handle keeps while the caller holds it.
+            #[allow(unsafe_code)]
+            let slot = unsafe {
+                std::rc::Rc::increment_strong_count(p);
+                std::rc::Rc::from_raw(p)
+            };
+            Ok(LStream::new(slot))
+        })?,
+    )?;
+    fast::install(lua)?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(exports)
 }

@@ -1,0 +1,396 @@
+//! The per-request hot path as plain Lua C functions: the stream handle Lua gets from
+//! `step` and the methods every handler calls (`header`, `fields`, `write_headers`,
+//! `write_chunk`, `shutdown`).
+//!
+//! Why not mlua's userdata: under Lua 5.1, making one mlua userdata cost ~5k instructions
+//! (four protected calls, each pushing a C closure) and each method call ~1k more (type
+//! lookup, argument conversion, references kept for every table and string read); the
+//! request head as a Lua table of all its fields ~10k. For a "Hello, World!" handler that
+//! was a third of the module's cost per request (bench/lua-callgrind, callgrind_annotate).
+//! Here a stream is a full userdata holding one `Rc<StreamSlot>` (dropped by `__gc`), its
+//! methods check their `self` against the metatable (their upvalue), and a header is read
+//! by name without making the head's table. Everything else a stream does (bodies,
+//! sockets, trailers, an operation that has to wait) stays on mlua's `LStream`, made on
+//! demand from the handle by `core.lstream`.
+//!
+//! Lua errors: a Lua error is a `longjmp`, which must not skip a Rust frame that owns
+//! something with a destructor. So each function first does its Rust work (reading its
+//! arguments with calls that never raise: `lua_type`, `lua_tolstring` on strings,
+//! `lua_rawgeti`), keeps what it returns in the slot or in plain values, drops the rest,
+//! and only then pushes results (which may raise on memory exhaustion) from borrows.
+//! Rust panics are caught before they reach Lua.
+
+use std::{
+    cell::OnceCell,
+    ffi::{c_char, c_int, c_void, CStr},
+    panic::{catch_unwind, AssertUnwindSafe},
+    rc::Rc,
+};
+
+use bytes::Bytes;
+use mlua::{ffi, prelude::*};
+use onstream::Headers;
+
+use crate::stream::{valid_field, Done, Started, StreamSlot};
+
+/// The registry key of the handles' metatable (its address; its value is unused).
+static METATABLE: u8 = 0;
+
+fn metatable_key() -> *const c_void {
+    std::ptr::addr_of!(METATABLE).cast()
+}
+
+/// The methods of a stream handle, each a C closure whose upvalue is the metatable.
+const METHODS: [(&CStr, ffi::lua_CFunction); 5] = [
+    (c"header", header),
+    (c"fields", fields),
+    (c"write_headers", write_headers),
+    (c"write_chunk", write_chunk),
+    (c"shutdown", shutdown),
+];
+
+/// Makes the handles' metatable and keeps it in the registry (at module load).
+pub(crate) fn install(lua: &Lua) -> LuaResult<()> {
+    // SAFETY: runs in `exec_raw`'s protected call and leaves the stack as it found it;
+    // nothing on this frame has a destructor.
+    #[allow(unsafe_code)]
+    unsafe {
+        lua.exec_raw::<()>((), |state| {
+            ffi::luaL_checkstack(state, 4, std::ptr::null());
+            ffi::lua_createtable(state, 0, 4);
+            ffi::lua_createtable(state, 0, METHODS.len() as c_int);
+            for (name, f) in METHODS {
+                ffi::lua_pushvalue(state, -2);
+                ffi::lua_pushcclosure(state, f, 1);
+                ffi::lua_setfield(state, -2, name.as_ptr());
+            }
+            ffi::lua_setfield(state, -2, c"__index".as_ptr());
+            ffi::lua_pushcfunction(state, gc);
+            ffi::lua_setfield(state, -2, c"__gc".as_ptr());
+            // `getmetatable` gives this string: Lua code cannot reach the metatable.
+            ffi::lua_pushstring(state, c"onstream.stream.handle".as_ptr());
+            ffi::lua_setfield(state, -2, c"__metatable".as_ptr());
+            ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, metatable_key());
+        })
+    }
+}
+
+/// Pushes a new handle holding `slot` (one more strong count).
+///
+/// # Safety
+///
+/// `state` is a Lua state on which `install` ran, with room for two values; a memory
+/// error from Lua unwinds to the caller's protected call (the slot is not yet counted then).
+#[allow(unsafe_code)]
+pub(crate) unsafe fn push_handle(state: *mut ffi::lua_State, slot: &Rc<StreamSlot>) {
+    let block = ffi::lua_newuserdata(state, std::mem::size_of::<*const StreamSlot>());
+    let block = block.cast::<*const StreamSlot>();
+    block.write(Rc::into_raw(slot.clone()));
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, metatable_key());
+    ffi::lua_setmetatable(state, -2);
+}
+
+/// The slot of the handle at `idx`, if it is one (and not collected).
+///
+/// # Safety
+///
+/// `state` is a Lua state on which `install` ran. The reference lives as long as the
+/// handle stays on the stack.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn slot_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Option<&'a StreamSlot> {
+    if ffi::lua_getmetatable(state, idx) == 0 {
+        return None;
+    }
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, metatable_key());
+    let ours = ffi::lua_rawequal(state, -1, -2) != 0;
+    ffi::lua_pop(state, 2);
+    if !ours {
+        return None;
+    }
+    let p = *ffi::lua_touserdata(state, idx).cast::<*const StreamSlot>();
+    p.as_ref()
+}
+
+/// `self`'s slot in a method (its upvalue is the metatable: a cheaper check than the
+/// registry's), or a Lua error.
+#[allow(unsafe_code)]
+unsafe fn this<'a>(state: *mut ffi::lua_State) -> &'a StreamSlot {
+    if ffi::lua_getmetatable(state, 1) != 0 {
+        let ours = ffi::lua_rawequal(state, -1, ffi::lua_upvalueindex(1)) != 0;
+        ffi::lua_pop(state, 1);
+        if ours {
+            let p = *ffi::lua_touserdata(state, 1).cast::<*const StreamSlot>();
+            if let Some(slot) = p.as_ref() {
+                return slot;
+            }
+        }
+    }
+    raise(state, c"onstream: not a stream handle")
+}
+
+/// A strong count of a slot reached through a handle (whose pointer came from
+/// `Rc::into_raw`).
+#[allow(unsafe_code)]
+fn rc_of(slot: &StreamSlot) -> Rc<StreamSlot> {
+    let p: *const StreamSlot = slot;
+    // SAFETY: `p` is the pointer a handle holds a strong count of, alive while it is.
+    unsafe {
+        Rc::increment_strong_count(p);
+        Rc::from_raw(p)
+    }
+}
+
+/// Raises a Lua error with a static message (nothing on the caller's frames may need
+/// dropping).
+#[allow(unsafe_code)]
+unsafe fn raise(state: *mut ffi::lua_State, msg: &'static CStr) -> ! {
+    ffi::lua_pushstring(state, msg.as_ptr());
+    ffi::lua_error(state)
+}
+
+/// Runs the Rust half of a method with panics caught (reported as a Lua error once the
+/// panic's payload is dropped).
+#[allow(unsafe_code)]
+unsafe fn guarded<R>(state: *mut ffi::lua_State, f: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(payload) => {
+            drop(payload);
+            raise(state, c"onstream: internal error (panic)")
+        }
+    }
+}
+
+/// `__gc`: gives the slot's strong count back.
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn gc(state: *mut ffi::lua_State) -> c_int {
+    let block = ffi::lua_touserdata(state, 1).cast::<*const StreamSlot>();
+    if !block.is_null() {
+        let p = block.replace(std::ptr::null());
+        if !p.is_null() {
+            guarded(state, || drop(Rc::from_raw(p)));
+        }
+    }
+    0
+}
+
+/// The bytes of the string at `idx`, or None if it is not a string (numbers are not
+/// converted: that allocates, and may raise).
+#[allow(unsafe_code)]
+unsafe fn string_at<'a>(state: *mut ffi::lua_State, idx: c_int) -> Option<&'a [u8]> {
+    if ffi::lua_type(state, idx) != ffi::LUA_TSTRING {
+        return None;
+    }
+    let mut len = 0usize;
+    let p = ffi::lua_tolstring(state, idx, &mut len);
+    Some(std::slice::from_raw_parts(p.cast::<u8>(), len))
+}
+
+/// An optional number argument (lua-http's `timeout`): nil or a number, else an error.
+#[allow(unsafe_code)]
+unsafe fn timeout_at(state: *mut ffi::lua_State, idx: c_int) -> Option<f64> {
+    match ffi::lua_type(state, idx) {
+        ffi::LUA_TNIL | ffi::LUA_TNONE => None,
+        _ if ffi::lua_isnumber(state, idx) != 0 => Some(ffi::lua_tonumber(state, idx)),
+        _ => raise(state, c"bad argument (timeout: number expected)"),
+    }
+}
+
+/// The request head, fetched once (it is already here when a stream starts).
+fn head(slot: &StreamSlot) -> Option<&Headers> {
+    let cell: &OnceCell<Headers> = &slot.head;
+    if cell.get().is_none() {
+        let h = crate::stream::futures_now(slot.stream.get_headers())?.ok()?;
+        let _ = cell.set(h);
+    }
+    cell.get()
+}
+
+/// `handle:header(name)`: the values of the request head's fields named `name` (as
+/// lua-http's `headers:get`: each one, in order; none when absent).
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn header(state: *mut ffi::lua_State) -> c_int {
+    let slot = this(state);
+    let Some(name) = string_at(state, 2) else {
+        return 0;
+    };
+    let Some(h) = guarded(state, || head(slot)) else {
+        raise(state, c"request head not ready")
+    };
+    let mut n = 0;
+    for f in h.iter() {
+        if f.name().as_bytes() == name {
+            let v = f.value_bytes();
+            ffi::luaL_checkstack(state, 1, std::ptr::null());
+            ffi::lua_pushlstring(state, v.as_ptr().cast::<c_char>(), v.len());
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `handle:fields()`: the request head as a flat list: name, value, never_index, ….
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn fields(state: *mut ffi::lua_State) -> c_int {
+    let slot = this(state);
+    let Some(h) = guarded(state, || head(slot)) else {
+        raise(state, c"request head not ready")
+    };
+    push_fields(state, h);
+    1
+}
+
+/// Pushes `h` as a flat list: name, value, never_index, ….
+///
+/// # Safety
+///
+/// A memory error unwinds from here: the caller's frames own nothing with a destructor.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn push_fields(state: *mut ffi::lua_State, h: &Headers) {
+    ffi::luaL_checkstack(state, 3, std::ptr::null());
+    ffi::lua_createtable(state, c_int::try_from(h.len() * 3).unwrap_or(0), 0);
+    let mut i = 0;
+    for f in h.iter() {
+        let (name, value) = (f.name().as_bytes(), f.value_bytes());
+        ffi::lua_pushlstring(state, name.as_ptr().cast::<c_char>(), name.len());
+        ffi::lua_rawseti(state, -2, i + 1);
+        ffi::lua_pushlstring(state, value.as_ptr().cast::<c_char>(), value.len());
+        ffi::lua_rawseti(state, -2, i + 2);
+        ffi::lua_pushboolean(state, c_int::from(f.never_index()));
+        ffi::lua_rawseti(state, -2, i + 3);
+        i += 3;
+    }
+}
+
+/// Pushes what an operation started from here gives Lua: `true` when it ended well,
+/// `nil, message, errno` when it failed (the message kept in the slot until then), or
+/// `false` when it runs on (Lua then takes it with `LStream:pending` and waits).
+#[allow(unsafe_code)]
+unsafe fn push_started(state: *mut ffi::lua_State, slot: &StreamSlot, started: Started) -> c_int {
+    let errno = match started {
+        Started::Pending(op) => {
+            *slot.pending.borrow_mut() = Some(op);
+            ffi::lua_pushboolean(state, 0);
+            return 1;
+        }
+        Started::Done(Ok(_)) => {
+            ffi::lua_pushboolean(state, 1);
+            return 1;
+        }
+        Started::Done(Err((msg, errno))) => {
+            *slot.last_error.borrow_mut() = msg;
+            errno
+        }
+    };
+    ffi::luaL_checkstack(state, 3, std::ptr::null());
+    ffi::lua_pushnil(state);
+    {
+        // A borrow of the slot's message: nothing to drop if pushing it raises.
+        let msg = slot.last_error.as_ptr();
+        let msg: &String = &*msg;
+        ffi::lua_pushlstring(state, msg.as_ptr().cast::<c_char>(), msg.len());
+    }
+    ffi::lua_pushinteger(state, errno.into());
+    3
+}
+
+/// A bad header field for `write_headers`: its message is built in Rust, then pushed.
+enum Fields {
+    Ok(Headers),
+    Invalid(String),
+}
+
+/// `handle:write_headers(flat, end_stream, timeout)`: `flat` is name, value,
+/// never_index (or nil), … as `flatten` in server.lua makes it.
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn write_headers(state: *mut ffi::lua_State) -> c_int {
+    let slot = this(state);
+    if ffi::lua_type(state, 2) != ffi::LUA_TTABLE {
+        raise(
+            state,
+            c"bad argument #1 to 'write_headers' (table expected)",
+        )
+    }
+    let end_stream = ffi::lua_toboolean(state, 3) != 0;
+    let timeout = timeout_at(state, 4);
+    ffi::luaL_checkstack(state, 3, std::ptr::null());
+    let n = ffi::lua_rawlen(state, 2);
+    let read = guarded(state, || {
+        let mut h = Headers::with_capacity(n / 3);
+        let mut i = 1;
+        while i + 2 <= n + 1 {
+            // rawgeti and tolstring on strings never raise.
+            ffi::lua_rawgeti(state, 2, i as ffi::lua_Integer);
+            ffi::lua_rawgeti(state, 2, (i + 1) as ffi::lua_Integer);
+            ffi::lua_rawgeti(state, 2, (i + 2) as ffi::lua_Integer);
+            let (name, value) = (string_at(state, -3), string_at(state, -2));
+            let never = match ffi::lua_type(state, -1) {
+                ffi::LUA_TNIL => None,
+                _ => Some(ffi::lua_toboolean(state, -1) != 0),
+            };
+            let field = match (name, value) {
+                (Some(name), Some(value)) if valid_field(name, value) => {
+                    // valid_field admits ASCII only.
+                    std::str::from_utf8(name).ok().map(|name| (name, value))
+                }
+                _ => None,
+            };
+            let Some((name, value)) = field else {
+                let name = name.map(String::from_utf8_lossy).unwrap_or_default();
+                ffi::lua_pop(state, 3);
+                return Fields::Invalid(format!("invalid header field {name:?}"));
+            };
+            let value = Bytes::copy_from_slice(value);
+            match never {
+                Some(never) => h.append_with(name, value, never),
+                None => h.append(name, value),
+            }
+            ffi::lua_pop(state, 3);
+            i += 3;
+        }
+        Fields::Ok(h)
+    });
+    let started = guarded(state, || match read {
+        Fields::Ok(h) => rc_of(slot).start(timeout, move |s| async move {
+            s.stream
+                .write_headers(&h, end_stream)
+                .await
+                .map(|()| Done::Unit)
+        }),
+        Fields::Invalid(msg) => Started::Done(Err((msg, libc::EINVAL))),
+    });
+    push_started(state, slot, started)
+}
+
+/// `handle:write_chunk(data, end_stream, timeout)`.
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn write_chunk(state: *mut ffi::lua_State) -> c_int {
+    let slot = this(state);
+    if ffi::lua_type(state, 2) == ffi::LUA_TNUMBER {
+        // lua-http takes numbers as their string (this converts in place, and may raise).
+        ffi::lua_tolstring(state, 2, std::ptr::null_mut());
+    }
+    let Some(data) = string_at(state, 2) else {
+        raise(state, c"bad argument #1 to 'write_chunk' (string expected)")
+    };
+    let end_stream = ffi::lua_toboolean(state, 3) != 0;
+    let timeout = timeout_at(state, 4);
+    let started = guarded(state, || {
+        let data = Bytes::copy_from_slice(data);
+        rc_of(slot).start(timeout, move |s| async move {
+            s.stream
+                .write_chunk(data, end_stream)
+                .await
+                .map(|()| Done::Unit)
+        })
+    });
+    push_started(state, slot, started)
+}
+
+/// `handle:shutdown()`: the Lua side is done with the stream.
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn shutdown(state: *mut ffi::lua_State) -> c_int {
+    let slot = this(state);
+    guarded(state, || slot.shutdown());
+    0
+}
