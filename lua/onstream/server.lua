@@ -70,7 +70,6 @@ connection_methods.type = "server"
 local function new_stream(server, rs, version, id)
 	local self = setmetatable({
 		_rs = rs;
-		_slow = false;
 		_server = server;
 		peer_version = version;
 		-- HTTP/2's stream identifier; nil over HTTP/1 (lua-http's HTTP/1 streams have none).
@@ -88,7 +87,7 @@ end
 -- The stream's mlua object (bodies, sockets, trailers, operations that wait).
 local function slow(self)
 	local s = self._slow
-	if not s then
+	if s == nil then
 		s = core.lstream(self._rs)
 		self._slow = s
 	end
@@ -121,16 +120,14 @@ local function kick(server)
 	end
 end
 
--- A Rust stream method gives its result when the operation ended at once, else the
--- running operation (a userdata: no result is one; the handle's methods give false
--- instead, and the operation is taken from the mlua object), waited for here the cqueues
--- way. The stepper is kicked either way: the handler task has work at the next step (the
--- operation, or flushing what it wrote).
+-- An mlua stream method gives its result when the operation ended at once, else the
+-- running operation (a userdata: no result is one), waited for here the cqueues way (the
+-- handle's methods give false instead: see `wait_pending`). The stepper is kicked either
+-- way: the handler task has work at the next step (the operation, or flushing what it
+-- wrote).
 local function await(self, r1, ...)
 	kick(self._server)
-	if r1 == false then
-		r1 = slow(self):pending()
-	elseif type(r1) ~= "userdata" then
+	if type(r1) ~= "userdata" then
 		return r1, ...
 	end
 	local cond = cond_of(self)
@@ -431,30 +428,22 @@ function stream_methods:unget(str)
 end
 
 -- Fields as the Rust side takes them: name, value, never_index, …, in one table reused
--- by every call (the Rust side copies them at once).
+-- by every call (the Rust side copies them at once). Numbers become strings, as
+-- lua-http's writers make them.
 local flat_fields, flat_n = {}, 0
 local lua_http_headers_mt = headers_ok and require "http.headers".mt
 
 local function flatten(headers)
-	local mt = getmetatable(headers)
-	if mt == head_mt then
-		-- A request head passed on as it came: its list is the right shape already.
-		return flat_of(headers)
-	end
 	local flat, n = flat_fields, 0
-	if mt == lua_http_headers_mt and lua_http_headers_mt ~= nil then
-		-- lua-http's layout: `_n` entries { name =, value =, never_index = } in `_data`.
-		local data = headers._data
-		for i = 1, headers._n do
-			local e = data[i]
-			flat[n + 1], flat[n + 2], flat[n + 3] = e.name, e.value, e.never_index
-			n = n + 3
+	for name, value, never_index in headers:each() do
+		if type(name) == "number" then
+			name = tostring(name)
 		end
-	else
-		for name, value, never_index in headers:each() do
-			flat[n + 1], flat[n + 2], flat[n + 3] = name, value, never_index
-			n = n + 3
+		if type(value) == "number" then
+			value = tostring(value)
 		end
+		flat[n + 1], flat[n + 2], flat[n + 3] = name, value, never_index
+		n = n + 3
 	end
 	for i = n + 1, flat_n do
 		flat[i] = nil
@@ -463,8 +452,42 @@ local function flatten(headers)
 	return flat
 end
 
+-- An operation the handle started that did not end at once (it gave false), waited for
+-- the cqueues way.
+local function wait_pending(self)
+	local op = slow(self):pending()
+	local cond = cond_of(self)
+	while not op:ready() do
+		cqueues.poll(cond)
+	end
+	return op:take()
+end
+
+--[[ lua-http's headers objects go to Rust as they are: it reads their `_data` entries
+itself, with no Lua code per field. A request head passed on as it came gives its list;
+any other object (or a lua-http one holding a value that is no string, which Rust does
+not read: it gives nothing) is flattened here. ]]
 function stream_methods:write_headers(headers, end_stream, timeout)
-	return await(self, self._rs:write_headers(flatten(headers), not not end_stream, timeout))
+	local rs = self._rs
+	end_stream = not not end_stream
+	local mt = getmetatable(headers)
+	local ok, err, errno
+	if mt == lua_http_headers_mt then
+		ok, err, errno = rs:write_headers(headers, end_stream, timeout)
+	elseif mt == head_mt then
+		ok, err, errno = rs:write_headers(flat_of(headers), end_stream, timeout)
+	end
+	if ok == nil and err == nil then
+		ok, err, errno = rs:write_headers(flatten(headers), end_stream, timeout)
+		if ok == nil and err == nil then
+			return nil, "invalid header field (not a string)", ce.EINVAL
+		end
+	end
+	kick(self._server)
+	if ok == false then
+		return wait_pending(self)
+	end
+	return ok, err, errno
 end
 
 function stream_methods:write_continue(timeout)
@@ -472,7 +495,12 @@ function stream_methods:write_continue(timeout)
 end
 
 function stream_methods:write_chunk(chunk, end_stream, timeout)
-	return await(self, self._rs:write_chunk(chunk, not not end_stream, timeout))
+	local ok, err, errno = self._rs:write_chunk(chunk, not not end_stream, timeout)
+	kick(self._server)
+	if ok == false then
+		return wait_pending(self)
+	end
+	return ok, err, errno
 end
 
 function stream_methods:write_body_from_string(str, timeout)

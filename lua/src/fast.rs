@@ -40,7 +40,8 @@ fn metatable_key() -> *const c_void {
     std::ptr::addr_of!(METATABLE).cast()
 }
 
-/// The methods of a stream handle, each a C closure whose upvalue is the metatable.
+/// The methods of a stream handle, each a C closure whose upvalues are the metatable and
+/// the `KEYS` (pushed from an upvalue, a key is not hashed again).
 const METHODS: [(&CStr, ffi::lua_CFunction); 5] = [
     (c"header", header),
     (c"fields", fields),
@@ -49,6 +50,14 @@ const METHODS: [(&CStr, ffi::lua_CFunction); 5] = [
     (c"shutdown", shutdown),
 ];
 
+/// Field names `write_headers` reads from lua-http's headers objects, upvalues 2 to 6.
+const KEYS: [&CStr; 5] = [c"_n", c"_data", c"name", c"value", c"never_index"];
+const KEY_N: c_int = ffi::lua_upvalueindex(2);
+const KEY_DATA: c_int = ffi::lua_upvalueindex(3);
+const KEY_NAME: c_int = ffi::lua_upvalueindex(4);
+const KEY_VALUE: c_int = ffi::lua_upvalueindex(5);
+const KEY_NEVER_INDEX: c_int = ffi::lua_upvalueindex(6);
+
 /// Makes the handles' metatable and keeps it in the registry (at module load).
 pub(crate) fn install(lua: &Lua) -> LuaResult<()> {
     // SAFETY: runs in `exec_raw`'s protected call and leaves the stack as it found it;
@@ -56,12 +65,15 @@ pub(crate) fn install(lua: &Lua) -> LuaResult<()> {
     #[allow(unsafe_code)]
     unsafe {
         lua.exec_raw::<()>((), |state| {
-            ffi::luaL_checkstack(state, 4, std::ptr::null());
+            ffi::luaL_checkstack(state, 4 + KEYS.len() as c_int, std::ptr::null());
             ffi::lua_createtable(state, 0, 4);
             ffi::lua_createtable(state, 0, METHODS.len() as c_int);
             for (name, f) in METHODS {
                 ffi::lua_pushvalue(state, -2);
-                ffi::lua_pushcclosure(state, f, 1);
+                for key in KEYS {
+                    ffi::lua_pushstring(state, key.as_ptr());
+                }
+                ffi::lua_pushcclosure(state, f, 1 + KEYS.len() as c_int);
                 ffi::lua_setfield(state, -2, name.as_ptr());
             }
             ffi::lua_setfield(state, -2, c"__index".as_ptr());
@@ -219,7 +231,7 @@ unsafe extern "C-unwind" fn header(state: *mut ffi::lua_State) -> c_int {
     };
     let mut n = 0;
     for f in h.iter() {
-        if f.name().as_bytes() == name {
+        if f.name_bytes() == name {
             let v = f.value_bytes();
             ffi::luaL_checkstack(state, 1, std::ptr::null());
             ffi::lua_pushlstring(state, v.as_ptr().cast::<c_char>(), v.len());
@@ -294,14 +306,57 @@ unsafe fn push_started(state: *mut ffi::lua_State, slot: &StreamSlot, started: S
     3
 }
 
-/// A bad header field for `write_headers`: its message is built in Rust, then pushed.
+/// What `write_headers` read: the fields, a bad field's message (built in Rust, then
+/// pushed), or a layout it does not read (Lua then flattens the object itself).
 enum Fields {
     Ok(Headers),
     Invalid(String),
+    Unread,
 }
 
-/// `handle:write_headers(flat, end_stream, timeout)`: `flat` is name, value,
-/// never_index (or nil), … as `flatten` in server.lua makes it.
+/// Where `write_headers` finds the fields: a flat list (name, value, never_index or
+/// nil, …, as `flatten` in server.lua makes it) or lua-http's headers object (`_n`
+/// entries `{ name =, value =, never_index = }` in `_data`), read without Lua code.
+enum Layout {
+    Flat(usize),
+    LuaHttp(usize),
+}
+
+/// Pushes field `i` (from 0) of the table at 2 as name, value, never_index, or returns
+/// false (nothing pushed) when it is not there as a table. Reads raw, never raises; for
+/// lua-http's layout `_data` is at the top of the stack.
+#[allow(unsafe_code)]
+unsafe fn push_field(state: *mut ffi::lua_State, layout: &Layout, i: usize) -> bool {
+    match layout {
+        Layout::Flat(_) => {
+            let base = (i * 3) as ffi::lua_Integer;
+            ffi::lua_rawgeti(state, 2, base + 1);
+            ffi::lua_rawgeti(state, 2, base + 2);
+            ffi::lua_rawgeti(state, 2, base + 3);
+        }
+        Layout::LuaHttp(_) => {
+            if ffi::lua_rawgeti(state, -1, (i + 1) as ffi::lua_Integer) != ffi::LUA_TTABLE {
+                ffi::lua_pop(state, 1);
+                return false;
+            }
+            // The entry is at -1, then -2, then -3 as the values go above it.
+            for (j, key) in [KEY_NAME, KEY_VALUE, KEY_NEVER_INDEX]
+                .into_iter()
+                .enumerate()
+            {
+                ffi::lua_pushvalue(state, key);
+                ffi::lua_rawget(state, -2 - j as c_int);
+            }
+            // name, value, never_index above the entry: drop the entry.
+            ffi::lua_remove(state, -4);
+        }
+    }
+    true
+}
+
+/// `handle:write_headers(headers, end_stream, timeout)`: `headers` is a flat list or
+/// lua-http's object (see `Layout`). Gives nothing at all for a layout it cannot read (a
+/// value that is not a string): Lua then flattens the object and calls again.
 #[allow(unsafe_code)]
 unsafe extern "C-unwind" fn write_headers(state: *mut ffi::lua_State) -> c_int {
     let slot = this(state);
@@ -313,53 +368,76 @@ unsafe extern "C-unwind" fn write_headers(state: *mut ffi::lua_State) -> c_int {
     }
     let end_stream = ffi::lua_toboolean(state, 3) != 0;
     let timeout = timeout_at(state, 4);
-    ffi::luaL_checkstack(state, 3, std::ptr::null());
-    let n = ffi::lua_rawlen(state, 2);
+    ffi::luaL_checkstack(state, 5, std::ptr::null());
+    ffi::lua_pushvalue(state, KEY_DATA);
+    let layout = if ffi::lua_rawget(state, 2) == ffi::LUA_TTABLE {
+        ffi::lua_pushvalue(state, KEY_N);
+        ffi::lua_rawget(state, 2);
+        let n = ffi::lua_tonumber(state, -1);
+        ffi::lua_pop(state, 1);
+        // `_data` stays at the top while the fields are read.
+        Layout::LuaHttp(if n >= 1.0 { n as usize } else { 0 })
+    } else {
+        ffi::lua_pop(state, 1);
+        Layout::Flat(ffi::lua_rawlen(state, 2) / 3)
+    };
     let read = guarded(state, || {
-        let mut h = Headers::with_capacity(n / 3);
-        let mut i = 1;
-        while i + 2 <= n + 1 {
-            // rawgeti and tolstring on strings never raise.
-            ffi::lua_rawgeti(state, 2, i as ffi::lua_Integer);
-            ffi::lua_rawgeti(state, 2, (i + 1) as ffi::lua_Integer);
-            ffi::lua_rawgeti(state, 2, (i + 2) as ffi::lua_Integer);
+        let n = match layout {
+            Layout::Flat(n) | Layout::LuaHttp(n) => n,
+        };
+        let mut h = Headers::with_capacity(n);
+        for i in 0..n {
+            if !push_field(state, &layout, i) {
+                return Fields::Unread;
+            }
+            // tolstring on strings never raises.
             let (name, value) = (string_at(state, -3), string_at(state, -2));
             let never = match ffi::lua_type(state, -1) {
                 ffi::LUA_TNIL => None,
                 _ => Some(ffi::lua_toboolean(state, -1) != 0),
             };
-            let field = match (name, value) {
-                (Some(name), Some(value)) if valid_field(name, value) => {
-                    // valid_field admits ASCII only.
-                    std::str::from_utf8(name).ok().map(|name| (name, value))
+            let (name, value) = match (name, value) {
+                (Some(name), Some(value)) => (name, value),
+                _ => {
+                    ffi::lua_pop(state, 3);
+                    return Fields::Unread;
                 }
-                _ => None,
             };
-            let Some((name, value)) = field else {
-                let name = name.map(String::from_utf8_lossy).unwrap_or_default();
-                ffi::lua_pop(state, 3);
-                return Fields::Invalid(format!("invalid header field {name:?}"));
+            // valid_field admits ASCII names only.
+            let name_str = match std::str::from_utf8(name) {
+                Ok(name_str) if valid_field(name, value) => name_str,
+                _ => {
+                    let name = String::from_utf8_lossy(name);
+                    ffi::lua_pop(state, 3);
+                    return Fields::Invalid(format!("invalid header field {name:?}"));
+                }
             };
             let value = Bytes::copy_from_slice(value);
             match never {
-                Some(never) => h.append_with(name, value, never),
-                None => h.append(name, value),
+                Some(never) => h.append_with(name_str, value, never),
+                None => h.append(name_str, value),
             }
             ffi::lua_pop(state, 3);
-            i += 3;
         }
         Fields::Ok(h)
     });
+    if matches!(layout, Layout::LuaHttp(_)) {
+        ffi::lua_pop(state, 1);
+    }
     let started = guarded(state, || match read {
-        Fields::Ok(h) => rc_of(slot).start(timeout, move |s| async move {
+        Fields::Ok(h) => Some(rc_of(slot).start(timeout, move |s| async move {
             s.stream
                 .write_headers(&h, end_stream)
                 .await
                 .map(|()| Done::Unit)
-        }),
-        Fields::Invalid(msg) => Started::Done(Err((msg, libc::EINVAL))),
+        })),
+        Fields::Invalid(msg) => Some(Started::Done(Err((msg, libc::EINVAL)))),
+        Fields::Unread => None,
     });
-    push_started(state, slot, started)
+    match started {
+        Some(started) => push_started(state, slot, started),
+        None => 0,
+    }
 }
 
 /// `handle:write_chunk(data, end_stream, timeout)`.
