@@ -109,7 +109,7 @@ local function cond_of(self)
 	return cond
 end
 
--- Tells the stepper a step is due. It steps again before it next waits when it is not
+-- Tells the stepper a step is due (the handle's writes and shutdown do the same inline). It steps again before it next waits when it is not
 -- waiting now (the flag), and is woken when it is (the condition: a cqueues condition
 -- signalled with no waiter is lost).
 local function kick(server)
@@ -252,27 +252,9 @@ function head_methods:get_as_sequence(name)
 	return r
 end
 
--- Before the list is fetched, from Rust by name (the head's table is never made for a
--- handler that only reads a few fields); after, the common case (one field of that name,
--- or none) without a table.
-function head_methods:get(name)
-	local flat = self._flat
-	if not flat then
-		return self[PENDING]:header(name)
-	end
-	local n = #flat
-	for i = 1, n, 3 do
-		if flat[i] == name then
-			for j = i + 3, n, 3 do
-				if flat[j] == name then
-					local r = self:get_as_sequence(name)
-					return unpack(r, 1, r.n)
-				end
-			end
-			return flat[i + 1]
-		end
-	end
-end
+-- From Rust by name, a C function (the head's table is never made for a handler that
+-- only reads a few fields): each value of that name, none when absent.
+head_methods.get = core.head_get(PENDING)
 
 function head_methods:get_comma_separated(name)
 	local r = self:get_as_sequence(name)
@@ -483,7 +465,11 @@ function stream_methods:write_headers(headers, end_stream, timeout)
 			return nil, "invalid header field (not a string)", ce.EINVAL
 		end
 	end
-	kick(self._server)
+	local server = self._server
+	server._kicked = true
+	if server._waiting then
+		kick(server)
+	end
 	if ok == false then
 		return wait_pending(self)
 	end
@@ -496,7 +482,11 @@ end
 
 function stream_methods:write_chunk(chunk, end_stream, timeout)
 	local ok, err, errno = self._rs:write_chunk(chunk, not not end_stream, timeout)
-	kick(self._server)
+	local server = self._server
+	server._kicked = true
+	if server._waiting then
+		kick(server)
+	end
 	if ok == false then
 		return wait_pending(self)
 	end
@@ -545,7 +535,11 @@ end
 
 function stream_methods:shutdown()
 	self._rs:shutdown()
-	kick(self._server)
+	local server = self._server
+	server._kicked = true
+	if server._waiting then
+		kick(server)
+	end
 	return true
 end
 

@@ -223,7 +223,41 @@ fn head(slot: &StreamSlot) -> Option<&Headers> {
 #[allow(unsafe_code)]
 unsafe extern "C-unwind" fn header(state: *mut ffi::lua_State) -> c_int {
     let slot = this(state);
-    let Some(name) = string_at(state, 2) else {
+    push_values(state, slot, 2)
+}
+
+/// `head:get(name)` for the request head's view in server.lua (`head_methods.get`):
+/// `header` reached without a Lua function between. Its upvalue is the key under which
+/// the view keeps the stream's handle.
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn head_get(state: *mut ffi::lua_State) -> c_int {
+    if ffi::lua_type(state, 1) != ffi::LUA_TTABLE {
+        raise(state, c"bad argument #1 to 'get' (headers expected)")
+    }
+    ffi::luaL_checkstack(state, 3, std::ptr::null());
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
+    // The handle stays on the stack (above the arguments) while its slot is used.
+    ffi::lua_rawget(state, 1);
+    let Some(slot) = slot_at(state, -1) else {
+        raise(state, c"onstream: not a request head")
+    };
+    push_values(state, slot, 2)
+}
+
+/// Makes `head_get` with `pending` (the key, at the top of the stack) as its upvalue.
+///
+/// # Safety
+///
+/// As `push_handle`.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn push_head_get(state: *mut ffi::lua_State) {
+    ffi::lua_pushcclosure(state, head_get, 1);
+}
+
+/// Pushes the values of the request head's fields named as the string at `name_idx`.
+#[allow(unsafe_code)]
+unsafe fn push_values(state: *mut ffi::lua_State, slot: &StreamSlot, name_idx: c_int) -> c_int {
+    let Some(name) = string_at(state, name_idx) else {
         return 0;
     };
     let Some(h) = guarded(state, || head(slot)) else {

@@ -330,6 +330,18 @@ fn onstream_core(lua: &Lua) -> LuaResult<LuaTable> {
             Ok(LStream::new(slot))
         })?,
     )?;
+    // head_get(key): `get` for the request head's view, which keeps its stream's handle
+    // under `key` (fast.rs).
+    exports.set(
+        "head_get",
+        lua.create_function(|lua, key: LuaValue| {
+            // SAFETY: makes one closure of the key passed; nothing here owns a destructor.
+            #[allow(unsafe_code)]
+            unsafe {
+                lua.exec_raw::<LuaFunction>(key, |state| fast::push_head_get(state))
+            }
+        })?,
+    )?;
     fast::install(lua)?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(exports)
