@@ -64,25 +64,22 @@ local connection_mt = {
 stream_methods.type = "server"
 connection_methods.type = "server"
 
--- `version` and `id` come with the stream from `step` (no call back into Rust). `rs` is
--- the stream's handle (lua/src/fast.rs): the methods every request uses; the rest are on
--- its mlua object (`slow`), made when first needed.
-local function new_stream(server, rs, version, id)
-	local self = setmetatable({
-		_rs = rs;
+--[[ A stream object is made by `step` in Rust (lua/src/fast.rs, `push_stream`), so no
+Lua code runs for it:
+
+	setmetatable({
+		_rs = handle;            -- lua/src/fast.rs: the methods every request uses; the
+		                         -- rest are on its mlua object (`slow`), made when needed
 		_server = server;
-		peer_version = version;
-		-- HTTP/2's stream identifier; nil over HTTP/1 (lua-http's HTTP/1 streams have none).
-		id = id;
-		-- What get_headers gave: 0 nothing yet, 1 the head, 2 the trailers too.
-		_got = 0;
+		peer_version = version;  -- 1.0, 1.1 or 2
+		id = id;                 -- HTTP/2's stream identifier; nil over HTTP/1
+		_got = 0;                -- what get_headers gave: 0 nothing yet, 1 the head,
+		                         -- 2 the trailers too
+		connection = setmetatable({ _stream = <the stream>; version = version },
+			connection_mt);
 	}, stream_mt)
-	self.connection = setmetatable({
-		_stream = self;
-		version = version;
-	}, connection_mt)
-	return self
-end
+]]
+core.set_stream_shape(stream_mt, connection_mt)
 
 -- The stream's mlua object (bodies, sockets, trailers, operations that wait).
 local function slow(self)
@@ -746,10 +743,10 @@ local function stepper(self)
 			break
 		end
 		self._kicked = false
-		local ok, streams, errors, step_err, step_errno = rs:step()
+		local ok, streams, errors, step_err, step_errno = rs:step(self)
 		if streams then
-			for i = 1, #streams, 3 do
-				run_stream(self, new_stream(self, streams[i], streams[i + 1], streams[i + 2] or nil))
+			for i = 1, #streams do
+				run_stream(self, streams[i])
 			end
 		end
 		if errors then

@@ -102,6 +102,108 @@ pub(crate) unsafe fn push_handle(state: *mut ffi::lua_State, slot: &Rc<StreamSlo
     ffi::lua_setmetatable(state, -2);
 }
 
+/// Registry keys of what `set_stream_shape` gives: the stream and connection
+/// metatables, and the field names of both objects (a list, so that making an object
+/// hashes no name).
+static STREAM_MT: u8 = 0;
+static CONNECTION_MT: u8 = 0;
+static FIELD_NAMES: u8 = 0;
+
+/// The field names of a stream object and its connection, in `FIELD_NAMES`' order.
+const STREAM_FIELDS: [&CStr; 8] = [
+    c"_rs",
+    c"_server",
+    c"peer_version",
+    c"id",
+    c"_got",
+    c"connection",
+    c"_stream",
+    c"version",
+];
+const F_RS: ffi::lua_Integer = 1;
+const F_SERVER: ffi::lua_Integer = 2;
+const F_PEER_VERSION: ffi::lua_Integer = 3;
+const F_ID: ffi::lua_Integer = 4;
+const F_GOT: ffi::lua_Integer = 5;
+const F_CONNECTION: ffi::lua_Integer = 6;
+const F_STREAM: ffi::lua_Integer = 7;
+const F_VERSION: ffi::lua_Integer = 8;
+
+fn key(k: &'static u8) -> *const c_void {
+    std::ptr::addr_of!(*k).cast()
+}
+
+/// Keeps server.lua's stream and connection metatables (the two arguments on the
+/// stack) for `push_stream`.
+///
+/// # Safety
+///
+/// Runs in a protected call (`exec_raw`) with the two metatables at -2 and -1.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn set_stream_shape(state: *mut ffi::lua_State) {
+    ffi::luaL_checkstack(state, 2, std::ptr::null());
+    ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key(&CONNECTION_MT));
+    ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key(&STREAM_MT));
+    ffi::lua_createtable(state, STREAM_FIELDS.len() as c_int, 0);
+    for (i, name) in STREAM_FIELDS.iter().enumerate() {
+        ffi::lua_pushstring(state, name.as_ptr());
+        ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+    }
+    ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key(&FIELD_NAMES));
+}
+
+/// Pushes a stream object as server.lua describes it — `{ _rs = handle,
+/// _server = server, peer_version = version, id = id, _got = 0, connection = { _stream =
+/// stream, version = version } }` with their metatables — so Lua code makes no table
+/// per request. `server` is an absolute stack index.
+///
+/// # Safety
+///
+/// `set_stream_shape` ran; in a protected call, with the caller's frames owning nothing
+/// with a destructor; needs 5 stack slots.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn push_stream(
+    state: *mut ffi::lua_State,
+    slot: &Rc<StreamSlot>,
+    server: c_int,
+    version: f64,
+    id: Option<u32>,
+) {
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(&FIELD_NAMES));
+    let names = ffi::lua_gettop(state);
+    // Sets field `f` of the table at -2 to the value at -1.
+    let set = |f: ffi::lua_Integer| {
+        ffi::lua_rawgeti(state, names, f);
+        ffi::lua_insert(state, -2);
+        ffi::lua_rawset(state, -3);
+    };
+    ffi::lua_createtable(state, 0, 8);
+    push_handle(state, slot);
+    set(F_RS);
+    ffi::lua_pushvalue(state, server);
+    set(F_SERVER);
+    ffi::lua_pushnumber(state, version);
+    set(F_PEER_VERSION);
+    if let Some(id) = id {
+        ffi::lua_pushinteger(state, id.into());
+        set(F_ID);
+    }
+    ffi::lua_pushinteger(state, 0);
+    set(F_GOT);
+    ffi::lua_createtable(state, 0, 2);
+    ffi::lua_pushvalue(state, -2);
+    set(F_STREAM);
+    ffi::lua_pushnumber(state, version);
+    set(F_VERSION);
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(&CONNECTION_MT));
+    ffi::lua_setmetatable(state, -2);
+    set(F_CONNECTION);
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(&STREAM_MT));
+    ffi::lua_setmetatable(state, -2);
+    // The stream above the names' list: drop the list.
+    ffi::lua_remove(state, names);
+}
+
 /// The slot of the handle at `idx`, if it is one (and not collected).
 ///
 /// # Safety

@@ -134,11 +134,11 @@ impl UserData for LServer {
             Ok(this.server.timeout().map(|t| t.as_secs_f64()))
         });
         // One turn of onstream's loop without blocking; returns `ok, streams, errors,
-        // message, errno`: the streams that started (for Lua to wrap, as stream, version,
-        // id, …) and the errors
-        // reported, each nil when there is none, after signalling the conditions of the
-        // streams whose operations ended; `ok` false with the step's own failure.
-        m.add_method("step", |lua, this, ()| {
+        // message, errno`: the stream objects of the requests that started (made for
+        // `server`, see `fast::push_stream`) and the errors reported, each nil when there
+        // is none, after signalling the conditions of the streams whose operations
+        // ended; `ok` false with the step's own failure.
+        m.add_method("step", |lua, this, server: LuaTable| {
             let stepped = this.server.step(Some(Duration::ZERO));
             let signals: Vec<_> = this.shared.to_signal.borrow_mut().drain(..).collect();
             for slot in signals {
@@ -148,31 +148,30 @@ impl UserData for LServer {
             let streams = if new.is_empty() {
                 None
             } else {
-                // Flat: handle, version, id (false over HTTP/1: no hole, so `#` counts
-                // them), …: what Lua's stream object holds, without a call back per field.
-                // SAFETY: one table and, above it, at most two values (checkstack asks for
-                // them); a Lua memory error unwinds to exec_raw's protected call across a
-                // frame that owns nothing with a destructor (`push_handle` counts the
-                // slot only once its handle can be collected).
+                // SAFETY: the server table (the argument) and, above it, one list and at
+                // most five values (checkstack asks for them); a Lua memory error unwinds
+                // to exec_raw's protected call across a frame that owns nothing with a
+                // destructor (`push_handle` counts the slot only once its handle can be
+                // collected).
                 #[allow(unsafe_code)]
                 let t: LuaTable = unsafe {
-                    lua.exec_raw((), |state| {
-                        ffi::luaL_checkstack(state, 3, std::ptr::null());
-                        let n = c_int::try_from(new.len() * 3).unwrap_or(0);
+                    lua.exec_raw(server, |state| {
+                        ffi::luaL_checkstack(state, 7, std::ptr::null());
+                        let server = ffi::lua_gettop(state);
+                        let n = c_int::try_from(new.len()).unwrap_or(0);
                         ffi::lua_createtable(state, n, 0);
-                        let mut i: ffi::lua_Integer = 0;
-                        for slot in &new {
-                            fast::push_handle(state, slot);
-                            ffi::lua_rawseti(state, -2, i + 1);
-                            ffi::lua_pushnumber(state, stream::version_number(slot));
-                            ffi::lua_rawseti(state, -2, i + 2);
-                            match slot.id() {
-                                Some(id) => ffi::lua_pushinteger(state, id.into()),
-                                None => ffi::lua_pushboolean(state, 0),
-                            }
-                            ffi::lua_rawseti(state, -2, i + 3);
-                            i += 3;
+                        for (i, slot) in new.iter().enumerate() {
+                            let id = slot.id();
+                            fast::push_stream(
+                                state,
+                                slot,
+                                server,
+                                stream::version_number(slot),
+                                id,
+                            );
+                            ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
                         }
+                        ffi::lua_remove(state, server);
                     })?
                 };
                 Some(t)
@@ -328,6 +327,18 @@ fn onstream_core(lua: &Lua) -> LuaResult<LuaTable> {
                 std::rc::Rc::from_raw(p)
             };
             Ok(LStream::new(slot))
+        })?,
+    )?;
+    // set_stream_shape(stream_mt, connection_mt): the metatables of the stream objects
+    // `step` makes.
+    exports.set(
+        "set_stream_shape",
+        lua.create_function(|lua, mts: (LuaTable, LuaTable)| {
+            // SAFETY: stores the two tables passed; nothing here owns a destructor.
+            #[allow(unsafe_code)]
+            unsafe {
+                lua.exec_raw::<()>(mts, |state| fast::set_stream_shape(state))
+            }
         })?,
     )?;
     // head_get(key): `get` for the request head's view, which keeps its stream's handle
