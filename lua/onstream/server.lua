@@ -175,9 +175,9 @@ local function flat_of(h)
 	return flat
 end
 
-local function new_head(rs)
-	return setmetatable({ [PENDING] = rs, _flat = false }, head_mt)
-end
+-- new_head(rs) is `setmetatable({ [PENDING] = rs, _flat = false }, head_mt)`, a C
+-- function (lua/src/fast.rs): one Lua call less per request.
+local new_head = core.new_head(PENDING, head_mt)
 
 local function materialise(h)
 	local real = headers_from(flat_of(h))

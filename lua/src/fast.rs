@@ -329,8 +329,8 @@ unsafe extern "C-unwind" fn header(state: *mut ffi::lua_State) -> c_int {
 }
 
 /// `head:get(name)` for the request head's view in server.lua (`head_methods.get`):
-/// `header` reached without a Lua function between. Its upvalue is the key under which
-/// the view keeps the stream's handle.
+/// `header` reached without a Lua function between. Its upvalues are the key under which
+/// the view keeps the stream's handle and the handles' metatable.
 #[allow(unsafe_code)]
 unsafe extern "C-unwind" fn head_get(state: *mut ffi::lua_State) -> c_int {
     if ffi::lua_type(state, 1) != ffi::LUA_TTABLE {
@@ -340,10 +340,17 @@ unsafe extern "C-unwind" fn head_get(state: *mut ffi::lua_State) -> c_int {
     ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
     // The handle stays on the stack (above the arguments) while its slot is used.
     ffi::lua_rawget(state, 1);
-    let Some(slot) = slot_at(state, -1) else {
-        raise(state, c"onstream: not a request head")
-    };
-    push_values(state, slot, 2)
+    if ffi::lua_getmetatable(state, -1) != 0 {
+        let ours = ffi::lua_rawequal(state, -1, ffi::lua_upvalueindex(2)) != 0;
+        ffi::lua_pop(state, 1);
+        if ours {
+            let p = *ffi::lua_touserdata(state, -1).cast::<*const StreamSlot>();
+            if let Some(slot) = p.as_ref() {
+                return push_values(state, slot, 2);
+            }
+        }
+    }
+    raise(state, c"onstream: not a request head")
 }
 
 /// Makes `head_get` with `pending` (the key, at the top of the stack) as its upvalue.
@@ -353,7 +360,41 @@ unsafe extern "C-unwind" fn head_get(state: *mut ffi::lua_State) -> c_int {
 /// As `push_handle`.
 #[allow(unsafe_code)]
 pub(crate) unsafe fn push_head_get(state: *mut ffi::lua_State) {
-    ffi::lua_pushcclosure(state, head_get, 1);
+    ffi::luaL_checkstack(state, 1, std::ptr::null());
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, metatable_key());
+    ffi::lua_pushcclosure(state, head_get, 2);
+}
+
+/// `new_head(handle)` in server.lua: the request head's view, `setmetatable({ [PENDING]
+/// = handle, _flat = false }, head_mt)`, with no Lua function or `setmetatable` call
+/// between (it is made for every request that reads its head). Upvalues: PENDING,
+/// head_mt, the string "_flat". (Not all of `get_headers`: that one may wait, and a Lua
+/// coroutine cannot yield across a C function in Lua 5.1.)
+#[allow(unsafe_code)]
+unsafe extern "C-unwind" fn new_head(state: *mut ffi::lua_State) -> c_int {
+    ffi::luaL_checkstack(state, 4, std::ptr::null());
+    ffi::lua_createtable(state, 0, 2);
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
+    ffi::lua_pushvalue(state, 1);
+    ffi::lua_rawset(state, -3);
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(3));
+    ffi::lua_pushboolean(state, 0);
+    ffi::lua_rawset(state, -3);
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+    ffi::lua_setmetatable(state, -2);
+    1
+}
+
+/// Makes `new_head` of the two values at the top of the stack (PENDING, head_mt).
+///
+/// # Safety
+///
+/// As `push_handle`.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn push_new_head(state: *mut ffi::lua_State) {
+    ffi::luaL_checkstack(state, 1, std::ptr::null());
+    ffi::lua_pushstring(state, c"_flat".as_ptr());
+    ffi::lua_pushcclosure(state, new_head, 3);
 }
 
 /// Pushes the values of the request head's fields named as the string at `name_idx`.

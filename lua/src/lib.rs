@@ -341,6 +341,18 @@ fn onstream_core(lua: &Lua) -> LuaResult<LuaTable> {
             }
         })?,
     )?;
+    // new_head(PENDING, head_mt): server.lua's `new_head` (fast.rs).
+    exports.set(
+        "new_head",
+        lua.create_function(|lua, upvalues: (LuaValue, LuaTable)| {
+            // SAFETY: makes one closure of the values passed; nothing here owns a
+            // destructor.
+            #[allow(unsafe_code)]
+            unsafe {
+                lua.exec_raw::<LuaFunction>(upvalues, |state| fast::push_new_head(state))
+            }
+        })?,
+    )?;
     // head_get(key): `get` for the request head's view, which keeps its stream's handle
     // under `key` (fast.rs).
     exports.set(
