@@ -64,8 +64,8 @@ local connection_mt = {
 stream_methods.type = "server"
 connection_methods.type = "server"
 
---[[ A stream object is made by `step` in Rust (lua/src/fast.rs, `push_stream`), so no
-Lua code runs for it:
+--[[ Under PUC Lua a stream object is made by `step` in Rust (lua/src/fast.rs,
+`push_stream`), so no Lua code runs for it:
 
 	setmetatable({
 		_rs = handle;            -- lua/src/fast.rs: the methods every request uses; the
@@ -78,8 +78,31 @@ Lua code runs for it:
 		connection = setmetatable({ _stream = <the stream>; version = version },
 			connection_mt);
 	}, stream_mt)
+
+Under LuaJIT, Lua code makes them (`new_stream`, from the handle, version and id `step`
+gives): its compiled code makes tables faster than calls into C do, and C functions
+interrupt its traces (bench/lua-callgrind: ~2k instructions per request more for the
+C-made objects under LuaJIT, ~1.5k fewer under Lua 5.1). The same holds for `new_head`.
 ]]
-core.set_stream_shape(stream_mt, connection_mt)
+local new_stream
+if jit then
+	function new_stream(server, rs, version, id)
+		local self = setmetatable({
+			_rs = rs;
+			_server = server;
+			peer_version = version;
+			id = id;
+			_got = 0;
+		}, stream_mt)
+		self.connection = setmetatable({
+			_stream = self;
+			version = version;
+		}, connection_mt)
+		return self
+	end
+else
+	core.set_stream_shape(stream_mt, connection_mt)
+end
 
 -- The stream's mlua object (bodies, sockets, trailers, operations that wait).
 local function slow(self)
@@ -175,9 +198,17 @@ local function flat_of(h)
 	return flat
 end
 
--- new_head(rs) is `setmetatable({ [PENDING] = rs, _flat = false }, head_mt)`, a C
--- function (lua/src/fast.rs): one Lua call less per request.
-local new_head = core.new_head(PENDING, head_mt)
+-- new_head(rs) is `setmetatable({ [PENDING] = rs, _flat = false }, head_mt)`: a C
+-- function (lua/src/fast.rs) under PUC Lua, one Lua call less per request; Lua code
+-- under LuaJIT (see `new_stream`).
+local new_head
+if jit then
+	function new_head(rs)
+		return setmetatable({ [PENDING] = rs, _flat = false }, head_mt)
+	end
+else
+	new_head = core.new_head(PENDING, head_mt)
+end
 
 local function materialise(h)
 	local real = headers_from(flat_of(h))
@@ -744,7 +775,13 @@ local function stepper(self)
 		end
 		self._kicked = false
 		local ok, streams, errors, step_err, step_errno = rs:step(self)
-		if streams then
+		if new_stream then
+			if streams then
+				for i = 1, #streams, 3 do
+					run_stream(self, new_stream(self, streams[i], streams[i + 1], streams[i + 2] or nil))
+				end
+			end
+		elseif streams then
 			for i = 1, #streams do
 				run_stream(self, streams[i])
 			end

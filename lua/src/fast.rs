@@ -152,6 +152,18 @@ pub(crate) unsafe fn set_stream_shape(state: *mut ffi::lua_State) {
     ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key(&FIELD_NAMES));
 }
 
+/// Whether `set_stream_shape` ran (server.lua does not call it under LuaJIT).
+///
+/// # Safety
+///
+/// Needs one stack slot.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn has_stream_shape(state: *mut ffi::lua_State) -> bool {
+    let t = ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(&STREAM_MT));
+    ffi::lua_pop(state, 1);
+    t != ffi::LUA_TNIL
+}
+
 /// Pushes a stream object as server.lua describes it — `{ _rs = handle,
 /// _server = server, peer_version = version, id = id, _got = 0, connection = { _stream =
 /// stream, version = version } }` with their metatables — so Lua code makes no table

@@ -135,7 +135,8 @@ impl UserData for LServer {
         });
         // One turn of onstream's loop without blocking; returns `ok, streams, errors,
         // message, errno`: the stream objects of the requests that started (made for
-        // `server`, see `fast::push_stream`) and the errors reported, each nil when there
+        // `server`, see `fast::push_stream`; without `set_stream_shape`, a flat list of
+        // handle, version, id for Lua to make them) and the errors reported, each nil when there
         // is none, after signalling the conditions of the streams whose operations
         // ended; `ok` false with the step's own failure.
         m.add_method("step", |lua, this, server: LuaTable| {
@@ -158,18 +159,33 @@ impl UserData for LServer {
                     lua.exec_raw(server, |state| {
                         ffi::luaL_checkstack(state, 7, std::ptr::null());
                         let server = ffi::lua_gettop(state);
-                        let n = c_int::try_from(new.len()).unwrap_or(0);
-                        ffi::lua_createtable(state, n, 0);
-                        for (i, slot) in new.iter().enumerate() {
-                            let id = slot.id();
-                            fast::push_stream(
-                                state,
-                                slot,
-                                server,
-                                stream::version_number(slot),
-                                id,
-                            );
-                            ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+                        if fast::has_stream_shape(state) {
+                            let n = c_int::try_from(new.len()).unwrap_or(0);
+                            ffi::lua_createtable(state, n, 0);
+                            for (i, slot) in new.iter().enumerate() {
+                                let id = slot.id();
+                                let version = stream::version_number(slot);
+                                fast::push_stream(state, slot, server, version, id);
+                                ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+                            }
+                        } else {
+                            // Flat: handle, version, id (false over HTTP/1: no hole, so
+                            // `#` counts them), … for Lua's `new_stream`.
+                            let n = c_int::try_from(new.len() * 3).unwrap_or(0);
+                            ffi::lua_createtable(state, n, 0);
+                            let mut i: ffi::lua_Integer = 0;
+                            for slot in &new {
+                                fast::push_handle(state, slot);
+                                ffi::lua_rawseti(state, -2, i + 1);
+                                ffi::lua_pushnumber(state, stream::version_number(slot));
+                                ffi::lua_rawseti(state, -2, i + 2);
+                                match slot.id() {
+                                    Some(id) => ffi::lua_pushinteger(state, id.into()),
+                                    None => ffi::lua_pushboolean(state, 0),
+                                }
+                                ffi::lua_rawseti(state, -2, i + 3);
+                                i += 3;
+                            }
                         }
                         ffi::lua_remove(state, server);
                     })?
