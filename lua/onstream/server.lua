@@ -129,9 +129,9 @@ local function cond_of(self)
 	return cond
 end
 
--- Tells the stepper a step is due (the handle's writes and shutdown do the same inline). It steps again before it next waits when it is not
--- waiting now (the flag), and is woken when it is (the condition: a cqueues condition
--- signalled with no waiter is lost).
+-- Tells the stepper a step is due (the handle's writes and shutdown do the same inline).
+-- It steps again before it next waits when it is not waiting now (the flag), and is woken
+-- when it is (the condition: a cqueues condition signalled with no waiter is lost).
 local function kick(server)
 	server._kicked = true
 	if server._waiting then
@@ -177,10 +177,11 @@ end
 --[[ The request head a handler gets is a view with `http.headers`' methods over the flat
 list of its fields (name, value, never_index, …), fetched from Rust when first read:
 building lua-http's object (a table per field and per name) cost ~58k instructions for 7
-fields under Lua 5.1 (bench/lua-callgrind), more than the rest of a request. The reading
-methods work on the list; the first changing one (append, delete, modifyi, upsert, sort)
-turns the view, in place, into a real headers object (its fields, its metatable), and
-from then on it is one. Before that, `getmetatable` and raw access (lua-http's private
+fields under Lua 5.1 (bench/lua-callgrind), more than the rest of a request. `get`, what
+most handlers call, asks Rust for that name alone (the list itself, ~10k for a 5-field
+head, is then never made); the other reading methods work on the list; the first
+changing one (append, delete, modifyi, upsert, sort) turns the view, in place, into a
+real headers object (its fields, its metatable), and from then on it is one. Before that, `getmetatable` and raw access (lua-http's private
 `_data`, `_index`, `_n`) tell it apart. ]]
 local PENDING = {}
 local head_methods = {}
