@@ -33,11 +33,23 @@ use onstream::Headers;
 
 use crate::stream::{valid_field, Done, Started, StreamSlot};
 
-/// The registry key of the handles' metatable (its address; its value is unused).
-static METATABLE: u8 = 0;
+/// Registry keys: the addresses of this array's bytes (one array, since distinct statics
+/// are not promised distinct addresses; its values are unused). Indices below.
+static REGISTRY_KEYS: [u8; 4] = [0; 4];
+/// The handles' metatable.
+const METATABLE: usize = 0;
+/// What `set_stream_shape` gives: the stream and connection metatables, and the field
+/// names of both objects (a list, so that making an object hashes no name).
+const STREAM_MT: usize = 1;
+const CONNECTION_MT: usize = 2;
+const FIELD_NAMES: usize = 3;
+
+fn key(idx: usize) -> *const c_void {
+    std::ptr::addr_of!(REGISTRY_KEYS[idx]).cast()
+}
 
 fn metatable_key() -> *const c_void {
-    std::ptr::addr_of!(METATABLE).cast()
+    key(METATABLE)
 }
 
 /// The methods of a stream handle, each a C closure whose upvalues are the metatable and
@@ -102,13 +114,6 @@ pub(crate) unsafe fn push_handle(state: *mut ffi::lua_State, slot: &Rc<StreamSlo
     ffi::lua_setmetatable(state, -2);
 }
 
-/// Registry keys of what `set_stream_shape` gives: the stream and connection
-/// metatables, and the field names of both objects (a list, so that making an object
-/// hashes no name).
-static STREAM_MT: u8 = 0;
-static CONNECTION_MT: u8 = 0;
-static FIELD_NAMES: u8 = 0;
-
 /// The field names of a stream object and its connection, in `FIELD_NAMES`' order.
 const STREAM_FIELDS: [&CStr; 8] = [
     c"_rs",
@@ -129,10 +134,6 @@ const F_CONNECTION: ffi::lua_Integer = 6;
 const F_STREAM: ffi::lua_Integer = 7;
 const F_VERSION: ffi::lua_Integer = 8;
 
-fn key(k: &'static u8) -> *const c_void {
-    std::ptr::addr_of!(*k).cast()
-}
-
 /// Keeps server.lua's stream and connection metatables (the two arguments on the
 /// stack) for `push_stream`.
 ///
@@ -142,14 +143,14 @@ fn key(k: &'static u8) -> *const c_void {
 #[allow(unsafe_code)]
 pub(crate) unsafe fn set_stream_shape(state: *mut ffi::lua_State) {
     ffi::luaL_checkstack(state, 2, std::ptr::null());
-    ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key(&CONNECTION_MT));
-    ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key(&STREAM_MT));
+    ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key(CONNECTION_MT));
+    ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key(STREAM_MT));
     ffi::lua_createtable(state, STREAM_FIELDS.len() as c_int, 0);
     for (i, name) in STREAM_FIELDS.iter().enumerate() {
         ffi::lua_pushstring(state, name.as_ptr());
         ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
     }
-    ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key(&FIELD_NAMES));
+    ffi::lua_rawsetp(state, ffi::LUA_REGISTRYINDEX, key(FIELD_NAMES));
 }
 
 /// Whether `set_stream_shape` ran (server.lua does not call it under LuaJIT).
@@ -159,7 +160,7 @@ pub(crate) unsafe fn set_stream_shape(state: *mut ffi::lua_State) {
 /// Needs one stack slot.
 #[allow(unsafe_code)]
 pub(crate) unsafe fn has_stream_shape(state: *mut ffi::lua_State) -> bool {
-    let t = ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(&STREAM_MT));
+    let t = ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(STREAM_MT));
     ffi::lua_pop(state, 1);
     t != ffi::LUA_TNIL
 }
@@ -181,7 +182,7 @@ pub(crate) unsafe fn push_stream(
     version: f64,
     id: Option<u32>,
 ) {
-    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(&FIELD_NAMES));
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(FIELD_NAMES));
     let names = ffi::lua_gettop(state);
     // Sets field `f` of the table at -2 to the value at -1.
     let set = |f: ffi::lua_Integer| {
@@ -207,10 +208,10 @@ pub(crate) unsafe fn push_stream(
     set(F_STREAM);
     ffi::lua_pushnumber(state, version);
     set(F_VERSION);
-    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(&CONNECTION_MT));
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(CONNECTION_MT));
     ffi::lua_setmetatable(state, -2);
     set(F_CONNECTION);
-    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(&STREAM_MT));
+    ffi::lua_rawgetp(state, ffi::LUA_REGISTRYINDEX, key(STREAM_MT));
     ffi::lua_setmetatable(state, -2);
     // The stream above the names' list: drop the list.
     ffi::lua_remove(state, names);
