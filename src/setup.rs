@@ -55,7 +55,7 @@ impl Setup {
     pub(crate) async fn run(&self, conn: Conn) -> Result<Transport> {
         let (peer_addr, local_addr) = (conn.peer_addr(), conn.local_addr());
         let io: Box<dyn Io> = match conn {
-            Conn::Tcp(s) => Box::new(s),
+            Conn::Tcp(s, _, _) => Box::new(s),
             Conn::Unix(s) => Box::new(s),
         };
         let (io, read_ahead, scheme, h2) = timeout(self.timeout, self.negotiate(io))
