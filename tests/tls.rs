@@ -445,3 +445,29 @@ fn a_tls_client_that_asked_to_close_is_not_waited_for() {
         drop(tls);
     });
 }
+
+/// A ClientHello that comes in pieces is read whole before the handshake goes on: the
+/// server hands what its first read got to rustls and reads on only when that was not
+/// all of it (`setup.rs`, `client_hello`). Here the record header comes first, and the
+/// rest once the server has stepped.
+#[test]
+fn a_client_hello_split_across_reads_is_read_whole() {
+    let (cert, config) = localhost_cert();
+    let server = TestServer::start(move |o| o.tls(Tls::On).tls_config(config), scheme_echo);
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(trusting(&cert, &[])), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    let mut tcp = connect(server.addr());
+    tcp.write_all(&hello[..5]).unwrap();
+    // Two jobs run on the server thread: it has stepped (and read) in between.
+    server.exec(|_| ());
+    server.exec(|_| ());
+    tcp.write_all(&hello[5..]).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET /split HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    assert_eq!(parse_one(&raw).body_str(), "https /split");
+}
