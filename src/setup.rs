@@ -15,7 +15,6 @@ use crate::{
     sniff,
     tls::Tls,
     transport::{poll_read_buf, Io, Transport},
-    upgrade::Upgraded,
 };
 
 /// How connections are set up: the `tls` option and the handshake configuration.
@@ -55,7 +54,7 @@ impl Setup {
     pub(crate) async fn run(&self, conn: Conn) -> Result<Transport> {
         let (peer_addr, local_addr) = (conn.peer_addr(), conn.local_addr());
         let io: Box<dyn Io> = match conn {
-            Conn::Tcp(s) => Box::new(s),
+            Conn::Tcp(s, _, _) => Box::new(s),
             Conn::Unix(s) => Box::new(s),
         };
         let (io, read_ahead, scheme, h2) = timeout(self.timeout, self.negotiate(io))
@@ -95,21 +94,18 @@ impl Setup {
                 }
                 return Ok((io, first, "http", h2));
             }
-            io = Box::new(Upgraded::new(io, first.split().freeze()));
         } else {
             read_more(&mut io, &mut first).await?;
             if sniff::is_tls(&first) == Some(false) && first[0].is_ascii_alphabetic() {
                 return Err(answer_cleartext_request(io).await);
             }
-            io = Box::new(Upgraded::new(io, first.split().freeze()));
         }
         let (Some(config), Some(without_alpn)) = (&self.config, &self.config_without_alpn) else {
             return Err(Error::config("TLS without a configuration"));
         };
         let handshake_failed = |e| Error::io(e).with_context("TLS handshake");
-        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
-            .await
-            .map_err(handshake_failed)?;
+        let start = client_hello(io, &first).await.map_err(handshake_failed)?;
+        drop(first);
         // ALPN only when the client offers a protocol we speak: offered nothing of ours,
         // the handshake goes on without ALPN instead of failing.
         let speaks_ours = start.client_hello().alpn().map_or(true, |mut offered| {
@@ -142,6 +138,52 @@ impl Setup {
 }
 
 type Negotiated = (Box<dyn Io>, BytesMut, &'static str, bool);
+
+/// Reads the ClientHello, starting with the bytes `first` that sniffing read. They go
+/// straight to rustls, not through a wrapper in front of the socket (`Upgraded`), which
+/// would add a box and a layer to every read and write of the connection's life; and
+/// usually they hold the whole ClientHello, so no further read is made for it.
+async fn client_hello(
+    mut io: Box<dyn Io>,
+    mut first: &[u8],
+) -> std::io::Result<tokio_rustls::StartHandshake<Box<dyn Io>>> {
+    use std::{
+        io::{ErrorKind, Write},
+        pin::Pin,
+        task::{Context, Poll},
+    };
+    let mut acceptor = rustls::server::Acceptor::default();
+    while !first.is_empty() {
+        if acceptor.read_tls(&mut first)? == 0 {
+            return Err(ErrorKind::InvalidData.into());
+        }
+    }
+    match acceptor.accept() {
+        Ok(Some(accepted)) => Ok(tokio_rustls::StartHandshake::from_parts(accepted, io)),
+        // Not all of it yet: the lazy acceptor reads on, then accepts.
+        Ok(None) => tokio_rustls::LazyConfigAcceptor::new(acceptor, io).await,
+        Err((e, mut alert)) => {
+            // The alert (a few bytes, to a socket with nothing queued) is sent when it
+            // can be at once, as the lazy acceptor would; the connection fails either way.
+            struct Now<'a, 'b>(&'a mut Box<dyn Io>, &'a mut Context<'b>);
+            impl Write for Now<'_, '_> {
+                fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                    match Pin::new(&mut **self.0).poll_write(self.1, buf) {
+                        Poll::Ready(r) => r,
+                        Poll::Pending => Err(ErrorKind::WouldBlock.into()),
+                    }
+                }
+                fn flush(&mut self) -> std::io::Result<()> {
+                    Ok(())
+                }
+            }
+            poll_fn(|cx| Poll::Ready(alert.write(&mut Now(&mut io, cx))))
+                .await
+                .ok();
+            Err(std::io::Error::new(ErrorKind::InvalidData, e))
+        }
+    }
+}
 
 /// A plain HTTP request on a TLS-only port (`http://` typed for an `https://` server)
 /// gets a readable 400, as nginx gives, rather than TLS alert bytes a browser shows as

@@ -265,3 +265,49 @@ fn listen_now_on_a_foreign_address_fails_with_eaddrnotavail() {
     assert_eq!(err.kind(), ErrorKind::Io, "{err:?}");
     assert_eq!(err.raw_os_error(), Some(libc::EADDRNOTAVAIL), "{err:?}");
 }
+
+/// A handler answering with its stream's `peer_addr` and `local_addr`, as `PEER LOCAL`.
+fn addresses() -> impl FnMut(
+    ServerHandle,
+    Stream,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = onstream::Result<()>>>,
+> {
+    |_srv, stream| {
+        Box::pin(async move {
+            stream.get_headers().await?;
+            let (peer, local) = (stream.peer_addr(), stream.local_addr());
+            let body = format!(
+                "{} {}",
+                peer.map_or("-".into(), |a| a.to_string()),
+                local.map_or("-".into(), |a| a.to_string())
+            );
+            respond(&stream, "200", body).await
+        })
+    }
+}
+
+/// A stream knows both ends of its TCP connection. Since the peer's address comes from
+/// accept(2) and, on a listener bound to one address, the local one from the listener
+/// (no getpeername/getsockname per connection), this checks that the shortcut gives what
+/// the socket would: the client's own address, and the address the client connected to
+/// — on a wildcard listener (0.0.0.0) that is the connection's address, not 0.0.0.0.
+#[test]
+fn a_stream_knows_the_addresses_of_its_connection() {
+    for host in ["127.0.0.1", "0.0.0.0"] {
+        let server = TestServer::build(move || {
+            Server::listen(Options::new().host(host).port(0), addresses())
+        });
+        let port = server.addr().port();
+        let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut client = connect(to);
+        let client_addr = client.local_addr().unwrap();
+        client.write_all(GET_CLOSE).unwrap();
+        let response = read_response(&mut BufReader::new(&mut client));
+        assert_eq!(
+            response.body_str(),
+            format!("{client_addr} {to}"),
+            "listening on {host}"
+        );
+    }
+}

@@ -399,3 +399,75 @@ mod der {
         assert_eq!(days_from_civil(1975, 1, 1), 1_826);
     }
 }
+
+/// A TLS client that asked to close (`Connection: close`) gets its answer and the
+/// server's close_notify, and the server then closes at once, without waiting for the
+/// client's own close_notify and FIN (`Closing` in `h1/conn/dispatch.rs`): here the client
+/// keeps its socket open and the server forgets the connection anyway. Before, it read on
+/// for the lingering time (an hour here).
+#[test]
+fn a_tls_client_that_asked_to_close_is_not_waited_for() {
+    let (cert, config) = localhost_cert();
+    let server = TestServer::start(
+        move |o| {
+            o.tls(Tls::On)
+                .tls_config(config)
+                .lingering_close(Duration::from_secs(3600), 1 << 20)
+                .intra_stream_timeout(Duration::from_secs(3600))
+        },
+        scheme_echo,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(trusting(&cert, &[])));
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio::time::timeout(IO_TIMEOUT, connector.connect(name, tcp))
+            .await
+            .expect("handshake timed out")
+            .expect("handshake failed");
+        tls.write_all(b"GET /bye HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        tokio::time::timeout(IO_TIMEOUT, tls.read_to_end(&mut raw))
+            .await
+            .expect("response timed out")
+            .expect("the answer ends with close_notify");
+        assert_eq!(parse_one(&raw).body_str(), "https /bye");
+        assert!(
+            server.wait_connections(0, IO_TIMEOUT),
+            "the server still holds the connection"
+        );
+        drop(tls);
+    });
+}
+
+/// A ClientHello that comes in pieces is read whole before the handshake goes on: the
+/// server hands what its first read got to rustls and reads on only when that was not
+/// all of it (`setup.rs`, `client_hello`). Here the record header comes first, and the
+/// rest once the server has stepped.
+#[test]
+fn a_client_hello_split_across_reads_is_read_whole() {
+    let (cert, config) = localhost_cert();
+    let server = TestServer::start(move |o| o.tls(Tls::On).tls_config(config), scheme_echo);
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(trusting(&cert, &[])), name).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    let mut tcp = connect(server.addr());
+    tcp.write_all(&hello[..5]).unwrap();
+    // Two jobs run on the server thread: it has stepped (and read) in between.
+    server.exec(|_| ());
+    server.exec(|_| ());
+    tcp.write_all(&hello[5..]).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(b"GET /split HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = tls.read_to_end(&mut raw);
+    assert_eq!(parse_one(&raw).body_str(), "https /split");
+}

@@ -6,8 +6,8 @@
 //! usage: bench-hyper <port> <tls_port> <cert.pem> <key.pem>
 //!
 //! <port>: cleartext HTTP/1.1 and HTTP/2 by prior knowledge (h2c preface), told
-//! apart by hyper-util's auto builder. <tls_port>: TLS (rustls, ring provider),
-//! ALPN h2 preferred, then http/1.1.
+//! apart by hyper-util's auto builder. <tls_port>: TLS (rustls, ring provider, or
+//! aws-lc-rs with the `aws-lc-rs` feature), ALPN h2 preferred, then http/1.1.
 //!
 //! Any path -> 200 "Hello, World!" (text/plain); POST/PUT read the whole body
 //! first and answer "got N bytes".
@@ -47,7 +47,10 @@ fn tls_acceptor(cert: &str, key: &str) -> TlsAcceptor {
         .collect::<Result<Vec<_>, _>>()
         .unwrap_or_else(|e| panic!("{cert}: {e}"));
     let key = PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| panic!("{key}: {e}"));
+    #[cfg(not(feature = "aws-lc-rs"))]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    #[cfg(feature = "aws-lc-rs")]
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
