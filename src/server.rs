@@ -92,6 +92,8 @@ struct Shared {
     /// Options that every connection reads.
     h1: Rc<H1Config>,
     h2: H2Config,
+    /// HTTP/2 on the experimental engine (`h2own/`).
+    h2_own: bool,
     version: Version,
     max_concurrent: usize,
     close_timeout: Duration,
@@ -130,6 +132,7 @@ struct Shared {
 enum ConnRef {
     H1(Weak<H1Conn>),
     H2(Weak<H2Shared>),
+    H2Own(Weak<crate::h2own::Conn>),
     /// An idle HTTP/1 connection without a task (see `parking.rs`).
     Parked(Box<ParkedConn>),
 }
@@ -145,6 +148,7 @@ impl ConnRef {
         match self {
             ConnRef::H1(c) => c.upgrade().into_iter().for_each(|c| c.close_gracefully()),
             ConnRef::H2(c) => c.upgrade().into_iter().for_each(|c| c.close_gracefully()),
+            ConnRef::H2Own(c) => c.upgrade().into_iter().for_each(|c| c.close_gracefully()),
             // Taken up (and so closed gracefully by its new driver) before this is called.
             ConnRef::Parked(_) => {}
         }
@@ -164,6 +168,11 @@ impl ConnRef {
                 c.abort();
                 cut_short
             }),
+            ConnRef::H2Own(c) => c.upgrade().is_some_and(|c| {
+                let cut_short = c.has_request_in_flight();
+                c.abort();
+                cut_short
+            }),
             ConnRef::Parked(_) => false,
         }
     }
@@ -172,6 +181,7 @@ impl ConnRef {
         match self {
             ConnRef::H1(c) => Some(ConnRef::H1(c.clone())),
             ConnRef::H2(c) => Some(ConnRef::H2(c.clone())),
+            ConnRef::H2Own(c) => Some(ConnRef::H2Own(c.clone())),
             ConnRef::Parked(_) => None,
         }
     }
@@ -279,6 +289,7 @@ impl Server {
                         body_read_timeout: options.body_read_timeout,
                         max_discard: options.limits.max_discard,
                     },
+                    h2_own: options.h2.own_engine,
                     version: options.version,
                     max_concurrent: options.max_concurrent,
                     close_timeout: options.close_timeout,
@@ -868,6 +879,18 @@ impl Shared {
         let handle = ServerHandle {
             shared: self.clone(),
         };
+        if self.h2_own {
+            let spawn = |stream: crate::h2own::OwnStream| {
+                handle.run_handler(Stream::new(Inner::H2Own(Rc::new(stream))))
+            };
+            let register = |c: &Rc<crate::h2own::Conn>| {
+                self.conns.borrow_mut()[key] = Some(ConnRef::H2Own(Rc::downgrade(c)));
+                if self.closing.get() {
+                    c.close_gracefully();
+                }
+            };
+            return crate::h2own::serve(transport, &self.h2, spawn, register).await;
+        }
         let spawn = |stream: H2Stream| handle.run_handler(Stream::new(Inner::H2(Rc::new(stream))));
         let register = |h2: &Rc<H2Shared>| {
             self.conns.borrow_mut()[key] = Some(ConnRef::H2(Rc::downgrade(h2)));
