@@ -714,10 +714,20 @@ impl Shared {
         // `Transport` that an async block's bindings would hold for the task's life.
         let task = Box::pin(self.clone().set_up(conn))
             .then(move |transport| match transport {
-                Some(transport) => Either::Left(shared.serve_connection(key, transport)),
-                None => Either::Right(std::future::ready(None)),
+                // The experimental engine runs in a task of its own, sized for it alone,
+                // and this one ends (`None`: the connection lives on there).
+                Some(transport) if transport.h2 && shared.h2_own => {
+                    shared.spawn_h2_own(key, transport);
+                    Either::Right(std::future::ready(None))
+                }
+                Some(transport) => Either::Left(shared.serve_connection(key, transport).map(Some)),
+                None => Either::Right(std::future::ready(Some(None))),
             })
-            .map(move |parked| after.connection_ended(key, parked));
+            .map(move |ended| {
+                if let Some(parked) = ended {
+                    after.connection_ended(key, parked);
+                }
+            });
         self.ctl.spawn(task).detach();
     }
 
@@ -828,7 +838,8 @@ impl Shared {
         transport: Transport,
     ) -> impl Future<Output = Option<Parked>> {
         if transport.h2 {
-            return Either::Left(Box::pin(self.clone().serve_h2(key, transport)).map(|()| None));
+            let h2 = Box::pin(self.clone().serve_h2(key, transport));
+            return Either::Left(h2.map(|()| None));
         }
         let h1 = self.start_h1(key, transport);
         Either::Right(self.drive_h1(h1, None))
@@ -875,22 +886,39 @@ impl Shared {
         }
     }
 
+    /// `serve_h2` on the experimental engine (`h2own/`), as a task of its own: the
+    /// connection task's size is that of its largest state (the HTTP/1 driver's), which an
+    /// idle HTTP/2 connection would otherwise keep.
+    fn spawn_h2_own(self: &Rc<Self>, key: usize, transport: Transport) {
+        let after = self.clone();
+        let task = self
+            .clone()
+            .serve_h2_own(key, transport)
+            .map(move |()| after.connection_ended(key, None));
+        self.ctl.spawn(task).detach();
+    }
+
+    /// `serve_h2` on the experimental engine (`h2own/`).
+    async fn serve_h2_own(self: Rc<Self>, key: usize, transport: Transport) {
+        let handle = ServerHandle {
+            shared: self.clone(),
+        };
+        let spawn = |stream: crate::h2own::OwnStream| {
+            handle.run_handler(Stream::new(Inner::H2Own(Rc::new(stream))))
+        };
+        let register = |c: &Rc<crate::h2own::Conn>| {
+            self.conns.borrow_mut()[key] = Some(ConnRef::H2Own(Rc::downgrade(c)));
+            if self.closing.get() {
+                c.close_gracefully();
+            }
+        };
+        crate::h2own::serve(transport, &self.h2, spawn, register).await;
+    }
+
     async fn serve_h2(self: Rc<Self>, key: usize, transport: Transport) {
         let handle = ServerHandle {
             shared: self.clone(),
         };
-        if self.h2_own {
-            let spawn = |stream: crate::h2own::OwnStream| {
-                handle.run_handler(Stream::new(Inner::H2Own(Rc::new(stream))))
-            };
-            let register = |c: &Rc<crate::h2own::Conn>| {
-                self.conns.borrow_mut()[key] = Some(ConnRef::H2Own(Rc::downgrade(c)));
-                if self.closing.get() {
-                    c.close_gracefully();
-                }
-            };
-            return crate::h2own::serve(transport, &self.h2, spawn, register).await;
-        }
         let spawn = |stream: H2Stream| handle.run_handler(Stream::new(Inner::H2(Rc::new(stream))));
         let register = |h2: &Rc<H2Shared>| {
             self.conns.borrow_mut()[key] = Some(ConnRef::H2(Rc::downgrade(h2)));

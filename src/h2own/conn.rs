@@ -96,6 +96,9 @@ pub(crate) struct Slot {
     pub(crate) sent_end: bool,
     /// The stream was reset, by either side: nothing more moves on it.
     pub(crate) reset: bool,
+    /// By the client: a frame it sends after that is a stream error (§5.1, "closed"),
+    /// where one after our reset may have crossed it in flight and is ignored.
+    peer_reset: bool,
     /// The handler's task waiting for body bytes, or for credit to send.
     pub(crate) reader: Option<Waker>,
     pub(crate) writer: Option<Waker>,
@@ -232,6 +235,8 @@ impl Conn {
         }
         st.n_refused_in_a_row = 0;
         if st.slots.is_empty() {
+            // The slots' room (a few hundred bytes) is not kept by an idle connection.
+            st.slots = Vec::new();
             st.idle_since = Controller::try_current().map_or_else(Instant::now, |c| c.now());
         }
         drop(st);
@@ -369,7 +374,8 @@ async fn drive(
                 }
                 Poll::Pending => break,
             }
-            for stream in new_streams.drain(..) {
+            // Taken, not drained: its room is not kept by the connection's task.
+            for stream in std::mem::take(&mut new_streams) {
                 on_request(stream);
             }
         }
@@ -633,6 +639,7 @@ fn on_frame(
             }
             if let Some(slot) = st.slots.iter_mut().find(|s| s.id == head.stream) {
                 slot.reset = true;
+                slot.peer_reset = true;
                 slot.wake();
             }
             Ok(())
@@ -714,13 +721,13 @@ fn on_data(conn: &Rc<Conn>, st: &mut State, head: Head, payload: &[u8]) -> Resul
         found => {
             // A closed or half-closed (remote) stream (§5.1): STREAM_CLOSED; the
             // connection's credit comes back at once, since nobody will read it.
-            let already_reset = found.as_ref().is_some_and(|s| s.reset);
+            let ours = found.as_ref().is_some_and(|s| s.reset && !s.peer_reset);
+            if !ours {
+                stream_error(st, head.stream, code::STREAM_CLOSED);
+            }
             if len > 0 {
                 st.recv_window += len;
                 frame::write_window_update(&mut st.out, 0, len as u32);
-            }
-            if !already_reset {
-                stream_error(st, head.stream, code::STREAM_CLOSED);
             }
             return Ok(());
         }
@@ -869,6 +876,10 @@ fn on_block(
     }
     if let Some(slot) = st.slots.iter_mut().find(|s| s.id == id) {
         // Trailers: they must end the stream (§8.1).
+        if slot.peer_reset {
+            // §5.1: HEADERS after the client's own RST_STREAM.
+            return Err(ConnError(code::STREAM_CLOSED));
+        }
         if slot.reset {
             return Ok(());
         }
@@ -954,6 +965,7 @@ fn on_block(
         send_window: st.peer_initial_window,
         sent_end: false,
         reset: false,
+        peer_reset: false,
         reader: None,
         writer: None,
     });
