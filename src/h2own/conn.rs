@@ -144,7 +144,11 @@ pub(crate) struct State {
     recv_window: i64,
     pending_block: Option<PendingBlock>,
     n_refused_in_a_row: usize,
-    n_malformed: usize,
+    /// Stream errors we sent (RST_STREAM for the client's faults): bounded by
+    /// `max_local_error_reset_streams` ("MadeYouReset", 2025).
+    n_local_resets: usize,
+    /// The GOAWAY's debug data when we send one for a calm-down reason.
+    goaway_debug: &'static str,
     goaway_sent: bool,
     /// A connection error was sent: close once the output is out.
     failed: bool,
@@ -162,6 +166,9 @@ pub(crate) struct Conn {
     max_header_list: usize,
     max_streams: usize,
     max_malformed: usize,
+    /// Streams the client may have reset while their handlers have not ended: beyond it,
+    /// rapid reset (CVE-2023-44487), GOAWAY ENHANCE_YOUR_CALM.
+    max_reset_pending: usize,
     /// The per-stream window we announce.
     initial_window: u32,
     pub(crate) state: RefCell<State>,
@@ -283,6 +290,7 @@ pub(crate) fn serve<'a>(
         max_header_list: cfg.max_header_list_size as usize,
         max_streams: cfg.max_concurrent_streams as usize,
         max_malformed: cfg.max_local_error_reset_streams,
+        max_reset_pending: cfg.max_pending_accept_reset_streams,
         initial_window: cfg.initial_window_size.min(frame::MAX_WINDOW as u32),
         state: RefCell::new(State {
             decoder: hpack::Decoder::new(),
@@ -298,7 +306,8 @@ pub(crate) fn serve<'a>(
             recv_window: frame::DEFAULT_WINDOW,
             pending_block: None,
             n_refused_in_a_row: 0,
-            n_malformed: 0,
+            n_local_resets: 0,
+            goaway_debug: "",
             goaway_sent: false,
             failed: false,
             send_waiters: Vec::new(),
@@ -358,14 +367,26 @@ async fn drive(
         }
         // Read and handle what came, unless the client leaves our output unread.
         let mut n_reads = 0;
+        let mut held_back = false;
         while !read_closed && n_reads < READS_PER_TURN {
             {
                 let st = conn.state.borrow();
-                if st.failed || st.out.len() >= OUT_HIGH {
+                if st.failed {
+                    break;
+                }
+                if st.out.len() >= OUT_HIGH {
+                    held_back = true;
                     break;
                 }
             }
-            match read_and_handle(&conn, &mut io, cx, &mut new_streams) {
+            let read = read_and_handle(&conn, &mut io, cx, &mut new_streams);
+            // Streams opened by what was handled go to their handlers whatever the read
+            // returned (the read-ahead bytes are handled with no read at all). Taken, not
+            // drained: the list's room is not kept by the connection's task.
+            for stream in std::mem::take(&mut new_streams) {
+                on_request(stream);
+            }
+            match read {
                 Poll::Ready(Ok(0)) => read_closed = true,
                 Poll::Ready(Ok(_)) => n_reads += 1,
                 Poll::Ready(Err(e)) => {
@@ -373,10 +394,6 @@ async fn drive(
                     return Poll::Ready(());
                 }
                 Poll::Pending => break,
-            }
-            // Taken, not drained: its room is not kept by the connection's task.
-            for stream in std::mem::take(&mut new_streams) {
-                on_request(stream);
             }
         }
         if n_reads == READS_PER_TURN {
@@ -418,6 +435,11 @@ async fn drive(
         if st.out.len() < OUT_HIGH {
             for w in st.send_waiters.drain(..) {
                 w.wake();
+            }
+            if held_back {
+                // Reading stopped for the output, which has room again: the socket is not
+                // waited on (no read was tried), so the next turn reads.
+                cx.waker().wake_by_ref();
             }
         }
         let out_empty = st.out.is_empty();
@@ -468,8 +490,14 @@ async fn drive(
 fn go_away(st: &mut State, code: u32) {
     if !st.goaway_sent {
         st.goaway_sent = true;
-        frame::write_goaway(&mut st.out, st.last_id, code);
+        frame::write_goaway(&mut st.out, st.last_id, code, st.goaway_debug.as_bytes());
     }
+}
+
+/// A connection error for a client that makes the server work for nothing.
+fn calm_down(st: &mut State, why: &'static str) -> ConnError {
+    st.goaway_debug = why;
+    ConnError(code::ENHANCE_YOUR_CALM)
 }
 
 /// Writes `out` to the socket until it is empty or the socket is full.
@@ -579,6 +607,9 @@ fn handle_input(
         let payload = &input[at + HEAD_LEN..at + HEAD_LEN + head.len];
         at += HEAD_LEN + head.len;
         on_frame(conn, st, head, payload, new_streams)?;
+        if st.n_local_resets > conn.max_malformed {
+            return Err(calm_down(st, "too_many_internal_resets"));
+        }
         if st.failed {
             break;
         }
@@ -642,6 +673,12 @@ fn on_frame(
                 slot.peer_reset = true;
                 slot.wake();
             }
+            // A reset stream keeps its slot until its handler ends: a client that resets
+            // streams faster than their handlers end is flooding (rapid reset).
+            let n_reset = st.slots.iter().filter(|s| s.peer_reset).count();
+            if n_reset > conn.max_reset_pending {
+                return Err(calm_down(st, "too_many_resets"));
+            }
             Ok(())
         }
         kind::SETTINGS => on_settings(st, head, payload),
@@ -679,6 +716,7 @@ fn dependency(p: &[u8]) -> u32 {
 
 /// A stream error (§5.4.2): RST_STREAM, and the stream's handler sees a reset.
 fn stream_error(st: &mut State, id: u32, code: u32) {
+    st.n_local_resets += 1;
     frame::write_rst(&mut st.out, id, code);
     if let Some(slot) = st.slots.iter_mut().find(|s| s.id == id) {
         slot.reset = true;
@@ -796,7 +834,7 @@ fn on_headers(
     }
     let block = &payload[start..end];
     if block.len() > conn.max_header_list {
-        return Err(ConnError(code::ENHANCE_YOUR_CALM));
+        return Err(calm_down(st, "header block too large"));
     }
     if head.has(flag::END_HEADERS) {
         return on_block(
@@ -832,7 +870,7 @@ fn on_continuation(
     pending.bytes.extend_from_slice(payload);
     // CONTINUATION floods: a block is bounded in bytes and in frames while it arrives.
     if pending.bytes.len() > conn.max_header_list || pending.n_frames > MAX_BLOCK_FRAMES {
-        return Err(ConnError(code::ENHANCE_YOUR_CALM));
+        return Err(calm_down(st, "header block too large"));
     }
     if !head.has(flag::END_HEADERS) {
         return Ok(());
@@ -864,7 +902,12 @@ fn on_block(
     match decoded {
         Ok(()) => {}
         Err(hpack::DecodeError::Compression) => return Err(ConnError(code::COMPRESSION_ERROR)),
-        Err(hpack::DecodeError::TooLarge) => {
+        Err(hpack::DecodeError::TooLarge(size)) if size > 4 * conn.max_header_list => {
+            // An HPACK bomb (a small block referencing a large entry many times): the
+            // client is not sending requests, as the h2 crate judges at 4 × the bound.
+            return Err(calm_down(st, "header list far too large"));
+        }
+        Err(hpack::DecodeError::TooLarge(_)) => {
             // RFC 9113 §8.2.3 allows a 431 answer; a reset is the simpler, equally
             // permitted refusal, and the table stayed in step.
             if id > st.last_id {
@@ -920,7 +963,7 @@ fn on_block(
     if st.slots.len() >= conn.max_streams {
         st.n_refused_in_a_row += 1;
         if st.n_refused_in_a_row > MAX_REFUSED_IN_A_ROW {
-            return Err(ConnError(code::ENHANCE_YOUR_CALM));
+            return Err(calm_down(st, "too_many_refused_streams"));
         }
         frame::write_rst(&mut st.out, id, code::REFUSED_STREAM);
         return Ok(());
@@ -929,11 +972,7 @@ fn on_block(
         Ok(headers) => headers,
         Err(why) => {
             tracing::debug!(peer = ?conn.peer_addr, "malformed HTTP/2 request: {why}");
-            frame::write_rst(&mut st.out, id, code::PROTOCOL_ERROR);
-            st.n_malformed += 1;
-            if st.n_malformed > conn.max_malformed {
-                return Err(ConnError(code::ENHANCE_YOUR_CALM));
-            }
+            stream_error(st, id, code::PROTOCOL_ERROR);
             return Ok(());
         }
     };
@@ -945,13 +984,13 @@ fn on_block(
         {
             Some(n) => Some(n),
             None => {
-                frame::write_rst(&mut st.out, id, code::PROTOCOL_ERROR);
+                stream_error(st, id, code::PROTOCOL_ERROR);
                 return Ok(());
             }
         },
     };
     if end_stream && expected_len.is_some_and(|n| n != 0) {
-        frame::write_rst(&mut st.out, id, code::PROTOCOL_ERROR);
+        stream_error(st, id, code::PROTOCOL_ERROR);
         return Ok(());
     }
     st.slots.push(Slot {
@@ -1060,8 +1099,9 @@ fn on_window_update(st: &mut State, head: Head, payload: &[u8]) -> Result<(), Co
         return Ok(());
     }
     if inc == 0 {
-        stream_error(st, head.stream, code::PROTOCOL_ERROR);
-        return Ok(());
+        // §6.9: a stream error would do, but a client that sends it is broken or probing;
+        // the connection goes, as on the h2 crate.
+        return Err(ConnError(code::PROTOCOL_ERROR));
     }
     slot.send_window += inc;
     if slot.send_window > frame::MAX_WINDOW {

@@ -125,10 +125,13 @@ pub(crate) fn write_rst(out: &mut Vec<u8>, stream: u32, code: u32) {
     out.extend_from_slice(&code.to_be_bytes());
 }
 
-pub(crate) fn write_goaway(out: &mut Vec<u8>, last_stream: u32, code: u32) {
-    write_head(out, 8, kind::GOAWAY, 0, 0);
+/// GOAWAY with `debug` as its debug data (the h2 crate's words for its calm-down
+/// reasons, so that clients and tests see the same whichever engine runs).
+pub(crate) fn write_goaway(out: &mut Vec<u8>, last_stream: u32, code: u32, debug: &[u8]) {
+    write_head(out, 8 + debug.len(), kind::GOAWAY, 0, 0);
     out.extend_from_slice(&last_stream.to_be_bytes());
     out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(debug);
 }
 
 pub(crate) fn write_data(out: &mut Vec<u8>, stream: u32, data: &[u8], end_stream: bool) {

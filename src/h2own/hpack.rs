@@ -24,8 +24,9 @@ pub(crate) enum DecodeError {
     /// The block is not valid HPACK: the table state is lost, a connection error
     /// (COMPRESSION_ERROR, RFC 9113 §4.3).
     Compression,
-    /// The decoded list is larger than allowed; the table was still updated.
-    TooLarge,
+    /// The decoded list is larger than allowed (its decoded size); the table was still
+    /// updated.
+    TooLarge(usize),
 }
 
 /// The request direction's decoding context: one per connection.
@@ -62,7 +63,7 @@ impl Decoder {
             })
             .map_err(|_| DecodeError::Compression)?;
         if too_large {
-            return Err(DecodeError::TooLarge);
+            return Err(DecodeError::TooLarge(size));
         }
         Ok(())
     }
@@ -259,7 +260,10 @@ mod tests {
         let mut d = Decoder::new();
         // Literal with incremental indexing, new name "a", value "b".
         let block = [0x40, 1, b'a', 1, b'b'];
-        assert_eq!(d.decode(&block, 10, |_, _| {}), Err(DecodeError::TooLarge));
+        assert_eq!(
+            d.decode(&block, 10, |_, _| {}),
+            Err(DecodeError::TooLarge(34))
+        );
         // Index 62, the entry just added, still decodes.
         let mut got = Vec::new();
         d.decode(&[0x80 | 62], 100, |n, v| got.push((n.to_vec(), v.to_vec())))
