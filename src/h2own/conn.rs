@@ -99,12 +99,27 @@ pub(crate) struct Slot {
     /// By the client: a frame it sends after that is a stream error (§5.1, "closed"),
     /// where one after our reset may have crossed it in flight and is ignored.
     peer_reset: bool,
+    /// The request was malformed after its head (content-length, trailers): the
+    /// handler's read fails with 400.
+    pub(crate) malformed: bool,
+    /// The handler is gone after a complete response while the client still sends the
+    /// body: what comes is read and thrown away (so that the client can finish) until
+    /// `max_discard` bytes, the end of the body, or this deadline (the next byte's).
+    drain_by: Option<Instant>,
+    discarded: u64,
     /// The handler's task waiting for body bytes, or for credit to send.
     pub(crate) reader: Option<Waker>,
     pub(crate) writer: Option<Waker>,
 }
 
 impl Slot {
+    /// Open as the client counts streams (§5.1.2): not reset, not ended both ways, not
+    /// drained after its response.
+    fn is_open(&self) -> bool {
+        let ended = self.recv_end && self.sent_end;
+        !self.reset && !ended && self.drain_by.is_none()
+    }
+
     fn wake(&mut self) {
         if let Some(w) = self.reader.take() {
             w.wake();
@@ -171,6 +186,10 @@ pub(crate) struct Conn {
     max_reset_pending: usize,
     /// The per-stream window we announce.
     initial_window: u32,
+    /// How much of a body its handler left unread is thrown away, and how long the client
+    /// may pause while it sends it (`drain_by`).
+    max_discard: u64,
+    drain_gap: Duration,
     pub(crate) state: RefCell<State>,
     driver: Cell<Option<Waker>>,
     closing: Cell<bool>,
@@ -221,30 +240,38 @@ impl Conn {
         self.wake();
     }
 
-    /// The handler's `OwnStream` is gone: the slot goes, the client's credit for what was
-    /// never read comes back, and a stream still open is reset (NO_ERROR after a complete
-    /// response, RFC 9113 §8.1: the rest of the body is not wanted; else `code`).
-    pub(crate) fn stream_dropped(&self, id: u32, code: u32) {
+    /// The handler's `OwnStream` is gone. The client's credit for what was never read
+    /// comes back. After a complete response (`complete`) a body the client is still
+    /// sending is drained (read and thrown away, `Slot::drain_by`); otherwise the slot
+    /// goes, and a stream still open is reset: NO_ERROR after a complete response (RFC
+    /// 9113 §8.1: the rest of the body is not wanted), else `code`.
+    pub(crate) fn stream_dropped(&self, id: u32, code: u32, complete: bool) {
         let mut st = self.state.borrow_mut();
         let Some(at) = st.slots.iter().position(|s| s.id == id) else {
             return;
         };
-        let slot = st.slots.swap_remove(at);
+        let slot = &mut st.slots[at];
         let unread: usize = slot.recv.iter().map(Bytes::len).sum();
-        let closed = slot.sent_end && slot.recv_end;
-        if !slot.reset && !closed {
-            let code = if slot.sent_end { code::NO_ERROR } else { code };
-            frame::write_rst(&mut st.out, id, code);
+        slot.recv = VecDeque::new();
+        let drain = complete && slot.sent_end && !slot.recv_end && !slot.reset;
+        if drain {
+            slot.drain_by = Some(now() + self.drain_gap);
+            slot.discarded = unread as u64;
+            if unread > 0 {
+                slot.recv_window += unread as i64;
+                frame::write_window_update(&mut st.out, id, unread as u32);
+            }
+        } else {
+            let closed = slot.sent_end && slot.recv_end;
+            if !slot.reset && !closed {
+                let code = if slot.sent_end { code::NO_ERROR } else { code };
+                frame::write_rst(&mut st.out, id, code);
+            }
+            remove_slot(&mut st, at);
         }
         if unread > 0 {
             st.recv_window += unread as i64;
             frame::write_window_update(&mut st.out, 0, unread as u32);
-        }
-        st.n_refused_in_a_row = 0;
-        if st.slots.is_empty() {
-            // The slots' room (a few hundred bytes) is not kept by an idle connection.
-            st.slots = Vec::new();
-            st.idle_since = Controller::try_current().map_or_else(Instant::now, |c| c.now());
         }
         drop(st);
         self.wake();
@@ -291,6 +318,8 @@ pub(crate) fn serve<'a>(
         max_streams: cfg.max_concurrent_streams as usize,
         max_malformed: cfg.max_local_error_reset_streams,
         max_reset_pending: cfg.max_pending_accept_reset_streams,
+        max_discard: cfg.max_discard,
+        drain_gap: cfg.body_read_timeout.min(cfg.intra_stream_timeout),
         initial_window: cfg.initial_window_size.min(frame::MAX_WINDOW as u32),
         state: RefCell::new(State {
             decoder: hpack::Decoder::new(),
@@ -354,6 +383,8 @@ async fn drive(
     let mut stall: Option<(usize, Sleep)> = None;
     let mut read_closed = false;
     let mut new_streams: Vec<OwnStream> = Vec::new();
+    // Streams whose handlers wait for one of the `max_concurrent_streams` to end.
+    let mut waiting: VecDeque<OwnStream> = VecDeque::new();
     poll_fn(|cx| {
         conn.driver.set(Some(cx.waker().clone()));
         if conn.aborted.get() {
@@ -378,14 +409,17 @@ async fn drive(
                     held_back = true;
                     break;
                 }
+                if st.slots.len() >= 2 * conn.max_streams {
+                    // A handler's end wakes the task (`stream_dropped`).
+                    break;
+                }
             }
             let read = read_and_handle(&conn, &mut io, cx, &mut new_streams);
             // Streams opened by what was handled go to their handlers whatever the read
-            // returned (the read-ahead bytes are handled with no read at all). Taken, not
-            // drained: the list's room is not kept by the connection's task.
-            for stream in std::mem::take(&mut new_streams) {
-                on_request(stream);
-            }
+            // returned (the read-ahead bytes are handled with no read at all), at most
+            // `max_concurrent_streams` handlers (and drains) at once.
+            waiting.extend(new_streams.drain(..));
+            start_handlers(&conn, &mut waiting, &mut on_request);
             match read {
                 Poll::Ready(Ok(0)) => read_closed = true,
                 Poll::Ready(Ok(_)) => n_reads += 1,
@@ -399,6 +433,15 @@ async fn drive(
         if n_reads == READS_PER_TURN {
             // More may be waiting: the next turn reads on, after the other tasks.
             cx.waker().wake_by_ref();
+        }
+        // A handler that ended makes room for a waiting one. The lists' room is not kept
+        // by an idle connection's task.
+        start_handlers(&conn, &mut waiting, &mut on_request);
+        if waiting.is_empty() && waiting.capacity() > 0 {
+            waiting = VecDeque::new();
+        }
+        if new_streams.capacity() > 0 {
+            new_streams = Vec::new();
         }
         // Write what is pending.
         let mut st = conn.state.borrow_mut();
@@ -453,7 +496,17 @@ async fn drive(
         if st.goaway_sent && st.slots.is_empty() && out_empty {
             return Poll::Ready(());
         }
-        if st.slots.is_empty() && !st.goaway_sent {
+        if !st.slots.is_empty() {
+            if let Some(next) = expire_drains(&mut st, Controller::current().now()) {
+                idle.reset(next);
+                if Pin::new(&mut idle).poll(cx).is_ready() {
+                    cx.waker().wake_by_ref();
+                }
+            } else if st.slots.is_empty() {
+                // The last drain ended: the idle timer starts (next turn).
+                cx.waker().wake_by_ref();
+            }
+        } else if !st.goaway_sent {
             // Before the preface the setup timeout applies, then intra_stream_timeout.
             let limit = if st.got_settings {
                 cfg.intra_stream_timeout
@@ -475,6 +528,8 @@ async fn drive(
     .await;
     // Whatever still holds a stream learns that nothing more will move.
     conn.dead.set(true);
+    // Handlers that never started are dropped here, with no borrow of the state held.
+    drop(waiting);
     let mut st = conn.state.borrow_mut();
     for slot in &mut st.slots {
         slot.reset = true;
@@ -485,6 +540,57 @@ async fn drive(
     }
     st.out = Vec::new();
     st.partial = Vec::new();
+}
+
+fn now() -> Instant {
+    Controller::try_current().map_or_else(Instant::now, |c| c.now())
+}
+
+/// The slot at `at` goes (its handler and any drain ended).
+fn remove_slot(st: &mut State, at: usize) {
+    st.slots.swap_remove(at);
+    st.n_refused_in_a_row = 0;
+    if st.slots.is_empty() {
+        // The slots' room (a few hundred bytes) is not kept by an idle connection.
+        st.slots = Vec::new();
+        st.idle_since = now();
+    }
+}
+
+/// Drains past their deadline end with RST_STREAM(NO_ERROR); the earliest deadline left.
+fn expire_drains(st: &mut State, now: Instant) -> Option<Instant> {
+    let mut next: Option<Instant> = None;
+    let mut at = 0;
+    while at < st.slots.len() {
+        match st.slots[at].drain_by {
+            Some(by) if by <= now => {
+                frame::write_rst(&mut st.out, st.slots[at].id, code::NO_ERROR);
+                remove_slot(st, at);
+                continue;
+            }
+            Some(by) => next = Some(next.map_or(by, |n| n.min(by))),
+            None => {}
+        }
+        at += 1;
+    }
+    next
+}
+
+/// Hands waiting streams to their handlers while fewer than `max_concurrent_streams` run.
+fn start_handlers(
+    conn: &Conn,
+    waiting: &mut VecDeque<OwnStream>,
+    on_request: &mut impl FnMut(OwnStream),
+) {
+    while !waiting.is_empty() {
+        let n_running = conn.state.borrow().slots.len() - waiting.len();
+        if n_running >= conn.max_streams {
+            return;
+        }
+        if let Some(stream) = waiting.pop_front() {
+            on_request(stream);
+        }
+    }
 }
 
 fn go_away(st: &mut State, code: u32) {
@@ -537,16 +643,27 @@ fn read_and_handle(
         let mut st = conn.state.borrow_mut();
         let kept = st.partial.len();
         buf[..kept].copy_from_slice(&st.partial);
-        let mut rb = ReadBuf::new(&mut buf[kept..]);
-        let n = match Pin::new(&mut **io).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) => rb.filled().len(),
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending if kept > 0 && !st.preface_done => 0,
-            Poll::Pending => return Poll::Pending,
+        // Whole frames already here (the read-ahead, or frames left when the stream bound
+        // stopped their handling) are handled before anything more is read.
+        let waiting_frames = if st.preface_done {
+            kept >= HEAD_LEN
+                && kept
+                    >= HEAD_LEN
+                        + frame::parse_head(buf[..HEAD_LEN].try_into().expect("9 bytes")).len
+        } else {
+            kept >= frame::PREFACE.len()
         };
-        if n == 0 && (st.preface_done || kept == 0) {
-            return Poll::Ready(Ok(0));
-        }
+        let n = if waiting_frames {
+            0
+        } else {
+            let mut rb = ReadBuf::new(&mut buf[kept..]);
+            match Pin::new(&mut **io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(0)),
+                Poll::Ready(Ok(())) => rb.filled().len(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        };
         let input = &buf[..kept + n];
         let used = match handle_input(conn, &mut st, input, new_streams) {
             Ok(used) => used,
@@ -564,11 +681,6 @@ fn read_and_handle(
         } else {
             st.partial.clear();
             st.partial.extend_from_slice(rest);
-        }
-        if n == 0 {
-            // Only the read-ahead bytes were handled: the socket is still to be waited on.
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
         }
         Poll::Ready(Ok(kept + n))
     })
@@ -597,6 +709,11 @@ fn handle_input(
         at = frame::PREFACE.len();
     }
     while input.len() - at >= HEAD_LEN {
+        if st.slots.len() >= 2 * conn.max_streams {
+            // As many streams as may be held: the rest waits (unread, in the kernel past
+            // this buffer) until handlers end, as HTTP/1 stops at `max_pipelined`.
+            break;
+        }
         let head = frame::parse_head(input[at..at + HEAD_LEN].try_into().expect("9 bytes"));
         if head.len > MAX_FRAME {
             return Err(ConnError(code::FRAME_SIZE_ERROR));
@@ -607,7 +724,7 @@ fn handle_input(
         let payload = &input[at + HEAD_LEN..at + HEAD_LEN + head.len];
         at += HEAD_LEN + head.len;
         on_frame(conn, st, head, payload, new_streams)?;
-        if st.n_local_resets > conn.max_malformed {
+        if st.n_local_resets >= conn.max_malformed {
             return Err(calm_down(st, "too_many_internal_resets"));
         }
         if st.failed {
@@ -668,10 +785,15 @@ fn on_frame(
                 // §5.1: RST_STREAM on an idle stream.
                 return Err(ConnError(code::PROTOCOL_ERROR));
             }
-            if let Some(slot) = st.slots.iter_mut().find(|s| s.id == head.stream) {
-                slot.reset = true;
-                slot.peer_reset = true;
-                slot.wake();
+            if let Some(at) = st.slots.iter().position(|s| s.id == head.stream) {
+                let slot = &mut st.slots[at];
+                if slot.drain_by.is_some() {
+                    remove_slot(st, at);
+                } else {
+                    slot.reset = true;
+                    slot.peer_reset = true;
+                    slot.wake();
+                }
             }
             // A reset stream keeps its slot until its handler ends: a client that resets
             // streams faster than their handlers end is flooding (rapid reset).
@@ -753,29 +875,42 @@ fn on_data(conn: &Rc<Conn>, st: &mut State, head: Head, payload: &[u8]) -> Resul
         return Err(ConnError(code::FLOW_CONTROL_ERROR));
     }
     st.recv_window -= len;
-    let State { slots, out, .. } = st;
-    let slot = match slots.iter_mut().find(|s| s.id == head.stream) {
-        Some(slot) if !slot.recv_end && !slot.reset => slot,
-        found => {
-            // A closed or half-closed (remote) stream (§5.1): STREAM_CLOSED; the
-            // connection's credit comes back at once, since nobody will read it.
-            let ours = found.as_ref().is_some_and(|s| s.reset && !s.peer_reset);
-            if !ours {
-                stream_error(st, head.stream, code::STREAM_CLOSED);
-            }
-            if len > 0 {
-                st.recv_window += len;
-                frame::write_window_update(&mut st.out, 0, len as u32);
-            }
-            return Ok(());
+    let found = st.slots.iter().position(|s| s.id == head.stream);
+    let Some(at) = found.filter(|&at| !st.slots[at].recv_end && !st.slots[at].reset) else {
+        // A closed or half-closed (remote) stream (§5.1): STREAM_CLOSED, unless we reset
+        // it ourselves and this crossed our RST_STREAM. The connection's credit comes
+        // back at once, since nobody will read it.
+        let ours = found.is_some_and(|at| st.slots[at].reset && !st.slots[at].peer_reset);
+        if !ours {
+            stream_error(st, head.stream, code::STREAM_CLOSED);
         }
+        give_back(st, 0, len);
+        return Ok(());
     };
+    let end_stream = head.has(flag::END_STREAM);
+    let slot = &mut st.slots[at];
     if len > slot.recv_window {
-        slot.reset = true;
-        slot.wake();
-        frame::write_rst(out, head.stream, code::FLOW_CONTROL_ERROR);
-        st.recv_window += len;
-        frame::write_window_update(&mut st.out, 0, len as u32);
+        give_back(st, 0, len);
+        stream_error(st, head.stream, code::FLOW_CONTROL_ERROR);
+        return Ok(());
+    }
+    if slot.drain_by.is_some() {
+        // Drained: thrown away, the credit given back at once, up to max_discard.
+        slot.discarded += len as u64;
+        if end_stream {
+            remove_slot(st, at);
+        } else if slot.discarded > conn.max_discard {
+            frame::write_rst(&mut st.out, head.stream, code::NO_ERROR);
+            remove_slot(st, at);
+        } else {
+            // The stream's window is not charged for drained bytes: the update only says
+            // so to the client.
+            slot.drain_by = Some(now() + conn.drain_gap);
+            if len > 0 {
+                frame::write_window_update(&mut st.out, head.stream, len as u32);
+            }
+        }
+        give_back(st, 0, len);
         return Ok(());
     }
     slot.recv_window -= len;
@@ -785,7 +920,6 @@ fn on_data(conn: &Rc<Conn>, st: &mut State, head: Head, payload: &[u8]) -> Resul
     if !data.is_empty() {
         slot.recv.push_back(Bytes::copy_from_slice(data));
     }
-    let end_stream = head.has(flag::END_STREAM);
     if end_stream {
         slot.recv_end = true;
     }
@@ -797,13 +931,33 @@ fn on_data(conn: &Rc<Conn>, st: &mut State, head: Head, payload: &[u8]) -> Resul
     }
     if bad_length {
         // §8.1.1: a body that does not match content-length is malformed.
-        stream_error(st, head.stream, code::PROTOCOL_ERROR);
+        malformed(st, head.stream);
     }
     if padding > 0 {
         // Padding is never read by anyone: its credit comes back now.
         conn.release(st, head.stream, padding);
     }
     Ok(())
+}
+
+/// Credit for `len` bytes back to the client: on the connection (`id` 0) or a stream.
+fn give_back(st: &mut State, id: u32, len: i64) {
+    if len > 0 {
+        if id == 0 {
+            st.recv_window += len;
+        } else if let Some(slot) = st.slots.iter_mut().find(|s| s.id == id) {
+            slot.recv_window += len;
+        }
+        frame::write_window_update(&mut st.out, id, len as u32);
+    }
+}
+
+/// A request malformed after its head: a stream error, and a 400 for its handler's read.
+fn malformed(st: &mut State, id: u32) {
+    if let Some(slot) = st.slots.iter_mut().find(|s| s.id == id) {
+        slot.malformed = true;
+    }
+    stream_error(st, id, code::PROTOCOL_ERROR);
 }
 
 fn on_headers(
@@ -923,6 +1077,13 @@ fn on_block(
             // §5.1: HEADERS after the client's own RST_STREAM.
             return Err(ConnError(code::STREAM_CLOSED));
         }
+        if slot.drain_by.is_some() {
+            // The drained body's trailers: the stream is done.
+            if let Some(at) = st.slots.iter().position(|s| s.id == id) {
+                remove_slot(st, at);
+            }
+            return Ok(());
+        }
         if slot.reset {
             return Ok(());
         }
@@ -941,12 +1102,12 @@ fn on_block(
                     w.wake();
                 }
                 if bad_length {
-                    stream_error(st, id, code::PROTOCOL_ERROR);
+                    malformed(st, id);
                 }
             }
             Err(why) => {
                 tracing::debug!(peer = ?conn.peer_addr, "malformed HTTP/2 trailers: {why}");
-                stream_error(st, id, code::PROTOCOL_ERROR);
+                malformed(st, id);
             }
         }
         return Ok(());
@@ -960,7 +1121,11 @@ fn on_block(
         // After GOAWAY new streams are ignored (§6.8); the client retries elsewhere.
         return Ok(());
     }
-    if st.slots.len() >= conn.max_streams {
+    // The client may have max_concurrent_streams open (§5.1.2); a stream it sees closed
+    // may still hold its slot while its handler runs, so slots may reach twice that
+    // (the handlers beyond the bound wait, `drive`'s queue).
+    let n_open = st.slots.iter().filter(|s| s.is_open()).count();
+    if n_open >= conn.max_streams || st.slots.len() >= 2 * conn.max_streams {
         st.n_refused_in_a_row += 1;
         if st.n_refused_in_a_row > MAX_REFUSED_IN_A_ROW {
             return Err(calm_down(st, "too_many_refused_streams"));
@@ -1005,6 +1170,9 @@ fn on_block(
         sent_end: false,
         reset: false,
         peer_reset: false,
+        malformed: false,
+        drain_by: None,
+        discarded: 0,
         reader: None,
         writer: None,
     });

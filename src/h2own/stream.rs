@@ -116,6 +116,14 @@ impl OwnStream {
                 self.conn.release(&mut st, self.id, data.len());
                 return Poll::Ready(Ok(Some(data)));
             }
+            if slot.malformed {
+                // RFC 9113 §8.1.1: the client's fault, answered 400 if nothing went out.
+                self.common.set_peer_error(400);
+                return Poll::Ready(Err(Error::protocol(
+                    400,
+                    "a malformed request body (content-length or trailers)",
+                )));
+            }
             if slot.reset || self.conn.dead.get() {
                 return Poll::Ready(Err(Error::closed("the stream was reset")));
             }
@@ -321,7 +329,12 @@ impl Drop for OwnStream {
         } else {
             code::INTERNAL_ERROR
         };
-        self.conn.stream_dropped(self.id, code);
+        // A client waiting for 100 (Continue) it never got is not sending the body: no
+        // drain for it (RFC 9110 §10.1.1).
+        let complete = self.common.is_finished()
+            && self.resp.get() == Resp::Done
+            && !self.continue_pending.get();
+        self.conn.stream_dropped(self.id, code, complete);
     }
 }
 
