@@ -358,6 +358,8 @@ pub(crate) fn serve<'a>(
                 (setting::MAX_CONCURRENT_STREAMS, cfg.max_concurrent_streams),
                 (setting::INITIAL_WINDOW_SIZE, conn.initial_window),
                 (setting::MAX_HEADER_LIST_SIZE, cfg.max_header_list_size),
+                // Clients may open WebSockets (RFC 8441).
+                (setting::ENABLE_CONNECT_PROTOCOL, 1),
             ],
         );
         let conn_window = i64::from(cfg.initial_connection_window_size).min(frame::MAX_WINDOW);

@@ -36,6 +36,7 @@ impl Block {
     pub(crate) fn into_request(self) -> Result<Headers, &'static str> {
         let mut seen_regular = false;
         let (mut method, mut scheme, mut path, mut authority) = (None, false, None, false);
+        let mut protocol = false;
         for (name, value) in self.fields() {
             check_value(value)?;
             if let Some(pseudo) = name.strip_prefix(b":") {
@@ -47,6 +48,7 @@ impl Block {
                     b"scheme" => std::mem::replace(&mut scheme, true),
                     b"path" => path.replace(value).is_some(),
                     b"authority" => std::mem::replace(&mut authority, true),
+                    b"protocol" => std::mem::replace(&mut protocol, true),
                     _ => return Err("an unknown or response pseudo-header"),
                 };
                 if slot {
@@ -60,8 +62,13 @@ impl Block {
         let Some(method) = method else {
             return Err("no :method");
         };
-        if method == b"CONNECT" {
-            // RFC 9113 §8.5: :authority only (extended CONNECT is not offered here).
+        if protocol {
+            // RFC 8441 §4: an extended CONNECT carries all of them.
+            if method != b"CONNECT" || !scheme || !authority || matches!(path, None | Some(b"")) {
+                return Err("a :protocol request that is not a whole extended CONNECT");
+            }
+        } else if method == b"CONNECT" {
+            // RFC 9113 §8.5: :authority only.
             if scheme || path.is_some() || !authority {
                 return Err("a CONNECT request with :scheme or :path, or without :authority");
             }
@@ -226,6 +233,15 @@ mod tests {
         assert!(block(&[(":method", "CONNECT"), (":authority", "a:1")])
             .into_request()
             .is_ok());
+        let extended = [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "https"),
+            (":path", "/chat"),
+            (":authority", "a"),
+        ];
+        assert!(block(&extended).into_request().is_ok());
+        assert!(block(&extended[1..]).into_request().is_err());
     }
 
     #[test]

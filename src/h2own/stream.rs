@@ -8,7 +8,17 @@
 //! stream's and the connection's windows) and for room in the output.
 
 use bytes::Bytes;
-use std::{cell::Cell, future::poll_fn, net::SocketAddr, rc::Rc, task::Poll, time::Duration};
+use std::{
+    cell::Cell,
+    future::poll_fn,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    rc::Rc,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{
     conn::Conn,
@@ -36,6 +46,8 @@ enum Resp {
     Done,
     /// Reset by us.
     Reset,
+    /// The stream became a tunnel (extended CONNECT) owned by the handler.
+    Tunnel,
 }
 
 /// The experimental engine's side of a [`Stream`](crate::Stream).
@@ -107,37 +119,85 @@ impl OwnStream {
             // RFC 9110 §10.1.1: the client may wait for 100 (Continue).
             self.write_continue().await?;
         }
-        poll_fn(|cx| {
-            let mut st = self.conn.state.borrow_mut();
-            let Some(slot) = st.slots.iter_mut().find(|s| s.id == self.id) else {
-                return Poll::Ready(Err(Error::closed("the stream was reset")));
-            };
-            if let Some(data) = slot.recv.pop_front() {
-                self.conn.release(&mut st, self.id, data.len());
-                return Poll::Ready(Ok(Some(data)));
+        poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    /// The next piece of the body, as the connection queued it.
+    fn poll_chunk(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        let mut st = self.conn.state.borrow_mut();
+        let Some(slot) = st.slots.iter_mut().find(|s| s.id == self.id) else {
+            return Poll::Ready(Err(Error::closed("the stream was reset")));
+        };
+        if let Some(data) = slot.recv.pop_front() {
+            self.conn.release(&mut st, self.id, data.len());
+            return Poll::Ready(Ok(Some(data)));
+        }
+        if slot.malformed {
+            // RFC 9113 §8.1.1: the client's fault, answered 400 if nothing went out.
+            self.common.set_peer_error(400);
+            return Poll::Ready(Err(Error::protocol(
+                400,
+                "a malformed request body (content-length or trailers)",
+            )));
+        }
+        if slot.reset || self.conn.dead.get() {
+            return Poll::Ready(Err(Error::closed("the stream was reset")));
+        }
+        if slot.recv_end {
+            let trailers = slot.trailers.take();
+            if trailers.is_some() {
+                self.common.set_trailers(trailers);
             }
-            if slot.malformed {
-                // RFC 9113 §8.1.1: the client's fault, answered 400 if nothing went out.
-                self.common.set_peer_error(400);
-                return Poll::Ready(Err(Error::protocol(
-                    400,
-                    "a malformed request body (content-length or trailers)",
-                )));
-            }
-            if slot.reset || self.conn.dead.get() {
-                return Poll::Ready(Err(Error::closed("the stream was reset")));
-            }
-            if slot.recv_end {
-                let trailers = slot.trailers.take();
-                if trailers.is_some() {
-                    self.common.set_trailers(trailers);
-                }
-                return Poll::Ready(Ok(None));
-            }
-            slot.reader = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
+            return Poll::Ready(Ok(None));
+        }
+        slot.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// Writes what the windows and the output's room allow of `rest` as DATA (all of it
+    /// with END_STREAM when `end_stream` and it fits), or END_STREAM alone for an empty
+    /// `rest`; how many bytes went.
+    fn poll_send(
+        &self,
+        cx: &mut Context<'_>,
+        rest: &[u8],
+        end_stream: bool,
+    ) -> Poll<Result<usize>> {
+        let mut st = self.conn.state.borrow_mut();
+        let st = &mut *st;
+        let Some(slot) = st.slots.iter_mut().find(|s| s.id == self.id) else {
+            return Poll::Ready(Err(Error::closed("the stream was reset")));
+        };
+        if slot.reset || self.conn.dead.get() {
+            return Poll::Ready(Err(Error::closed("the stream was reset")));
+        }
+        if rest.is_empty() {
+            // END_STREAM alone: no credit needed.
+            frame::write_data(&mut st.out, self.id, &[], true);
+            slot.sent_end = true;
+            self.conn.wake();
+            return Poll::Ready(Ok(0));
+        }
+        if st.out.len() >= OUT_ROOM || st.send_window <= 0 {
+            st.send_waiters.push(cx.waker().clone());
+            self.conn.wake();
+            return Poll::Pending;
+        }
+        if slot.send_window <= 0 {
+            slot.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = (rest.len() as i64)
+            .min(slot.send_window)
+            .min(st.send_window)
+            .min(st.peer_max_frame as i64) as usize;
+        let last = end_stream && n == rest.len();
+        frame::write_data(&mut st.out, self.id, &rest[..n], last);
+        slot.send_window -= n as i64;
+        st.send_window -= n as i64;
+        slot.sent_end |= last;
+        self.conn.wake();
+        Poll::Ready(Ok(n))
     }
 
     // ===== writing =====
@@ -218,7 +278,7 @@ impl OwnStream {
             Resp::NotStarted => {
                 return Err(Error::usage("write_headers must come before the body"))
             }
-            Resp::Done => return Err(Error::usage("the response already ended")),
+            Resp::Done | Resp::Tunnel => return Err(Error::usage("the response already ended")),
             Resp::Reset => return Err(Error::closed("the stream was reset")),
             Resp::Body => {}
         }
@@ -228,43 +288,7 @@ impl OwnStream {
             return Ok(());
         }
         loop {
-            let sending = poll_fn(|cx| {
-                let mut st = self.conn.state.borrow_mut();
-                let st = &mut *st;
-                let Some(slot) = st.slots.iter_mut().find(|s| s.id == self.id) else {
-                    return Poll::Ready(Err(Error::closed("the stream was reset")));
-                };
-                if slot.reset || self.conn.dead.get() {
-                    return Poll::Ready(Err(Error::closed("the stream was reset")));
-                }
-                if rest.is_empty() {
-                    // END_STREAM alone: no credit needed.
-                    frame::write_data(&mut st.out, self.id, &[], true);
-                    slot.sent_end = true;
-                    self.conn.wake();
-                    return Poll::Ready(Ok(0));
-                }
-                if st.out.len() >= OUT_ROOM || st.send_window <= 0 {
-                    st.send_waiters.push(cx.waker().clone());
-                    self.conn.wake();
-                    return Poll::Pending;
-                }
-                if slot.send_window <= 0 {
-                    slot.writer = Some(cx.waker().clone());
-                    return Poll::Pending;
-                }
-                let n = (rest.len() as i64)
-                    .min(slot.send_window)
-                    .min(st.send_window)
-                    .min(st.peer_max_frame as i64) as usize;
-                let last = end_stream && n == rest.len();
-                frame::write_data(&mut st.out, self.id, &rest[..n], last);
-                slot.send_window -= n as i64;
-                st.send_window -= n as i64;
-                slot.sent_end |= last;
-                self.conn.wake();
-                Poll::Ready(Ok(n))
-            });
+            let sending = poll_fn(|cx| self.poll_send(cx, rest, end_stream));
             let Ok(sent) = timeout(self.conn.send_timeout, sending).await else {
                 // CANCEL, as the h2 engine: the client took nothing for send_timeout.
                 self.reset(code::CANCEL);
@@ -287,11 +311,24 @@ impl OwnStream {
         self.resp.set(Resp::Reset);
     }
 
-    /// Extended CONNECT is not offered by this engine yet.
-    pub(crate) fn take_tunnel(&self) -> Result<Upgraded> {
-        Err(Error::usage(
-            "the experimental HTTP/2 engine does not offer tunnels (extended CONNECT)",
-        ))
+    /// Turns the stream into a byte tunnel after a `2xx` answer to an extended CONNECT
+    /// (RFC 8441), as `h2::H2Stream::take_tunnel`. The tunnel holds the stream, so the
+    /// slot lives until both the handler and the tunnel are done.
+    pub(crate) fn take_tunnel(self: &Rc<Self>) -> Result<Upgraded> {
+        if self.headers.get(":method") != Some("CONNECT") {
+            return Err(Error::usage("only a CONNECT stream can become a tunnel"));
+        }
+        if self.resp.get() != Resp::Body {
+            return Err(Error::usage(
+                "answer the CONNECT with a 2xx head (not ended) first",
+            ));
+        }
+        self.resp.set(Resp::Tunnel);
+        let tunnel = OwnTunnel {
+            stream: self.clone(),
+            pending: Bytes::new(),
+        };
+        Ok(Upgraded::new(Box::new(tunnel), Bytes::new()))
     }
 
     // ===== lifecycle =====
@@ -358,3 +395,61 @@ fn encode_fields(block: &mut Vec<u8>, headers: &Headers) {
         hpack::encode(block, name, field.value_bytes(), field.never_index());
     }
 }
+
+/// One stream as a byte stream after an extended CONNECT: DATA in are reads (credit
+/// given back as they are taken), writes go out as DATA within the windows, shutdown
+/// ends the stream.
+struct OwnTunnel {
+    stream: Rc<OwnStream>,
+    /// The rest of a DATA frame the reader's buffer could not take.
+    pending: Bytes,
+}
+
+fn tunnel_error(e: Error) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, e)
+}
+
+impl AsyncRead for OwnTunnel {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.pending.is_empty() {
+            match ready!(self.stream.poll_chunk(cx)) {
+                Ok(Some(data)) => self.pending = data,
+                Ok(None) => return Poll::Ready(Ok(())),
+                Err(e) => return Poll::Ready(Err(tunnel_error(e))),
+            }
+        }
+        let n = self.pending.len().min(buf.remaining());
+        buf.put_slice(&self.pending.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for OwnTunnel {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        self.stream.poll_send(cx, buf, false).map_err(tunnel_error)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // What was written is in the connection's output; its task writes it.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream
+            .poll_send(cx, &[], true)
+            .map(|r| r.map(|_| ()).map_err(tunnel_error))
+    }
+}
+
+impl crate::transport::Io for OwnTunnel {}
