@@ -389,11 +389,10 @@ impl Options {
     }
 
     /// **Experimental, not for production**: serve HTTP/2 with onstream's own engine
-    /// instead of the `h2` crate's (default `false`). It holds far less memory per idle
-    /// connection but is incomplete: no extended CONNECT (WebSocket over HTTP/2), no
-    /// draining of unread request bodies, and it has not passed the conformance suites
-    /// the default engine passes. `max_send_buffer_size` and the pending-reset bound do
-    /// not apply to it.
+    /// (`src/h2own/`) instead of the `h2` crate's (default `false`). An idle connection
+    /// holds about 1.5 KB instead of about 20 KB. It is young: it has not yet had the
+    /// field time the default engine has, and `h2_max_send_buffer_size` does not apply to
+    /// it (its output is bounded per connection).
     #[doc(hidden)]
     pub fn experimental_h2_engine(mut self, on: bool) -> Options {
         self.h2.own_engine = on;

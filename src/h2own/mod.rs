@@ -10,11 +10,14 @@
 //! compression (decoding by `loona-hpack`, encoding ours and stateless). `request.rs`: a
 //! header block made into a request head or trailers, with RFC 9113's malformed-request
 //! rules (pure). `conn.rs`: the connection's state machines, flow control and its task.
-//! `stream.rs`: `OwnStream`, the handler's side, with the operations of `h2::H2Stream`.
+//! `stream.rs`: `OwnStream`, the handler's side, with the operations of `h2::H2Stream`,
+//! and `OwnTunnel`, a stream as a byte stream after an extended CONNECT (RFC 8441).
 //!
-//! Not yet: extended CONNECT (WebSocket over HTTP/2), draining an unread request body
-//! (the stream is reset with NO_ERROR after a complete response instead), 431 for an
-//! oversized head (REFUSED_STREAM instead).
+//! Differences from the `h2` crate engine, all within RFC 9113: a header list over the
+//! bound is refused with REFUSED_STREAM rather than a 431 answer; `max_send_buffer_size`
+//! does not apply (output is bounded per connection, 64 KiB); no Huffman coding and no
+//! dynamic table in responses. `tests/h2own.rs` runs on it always; the whole suite runs
+//! on it with `ONSTREAM_TEST_H2_ENGINE=own`.
 
 mod conn;
 mod frame;
