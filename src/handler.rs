@@ -24,19 +24,24 @@ use crate::{
 };
 
 /// Runs `handler` (already holding a claim on `stream`) on `ctl`; `report` receives the
-/// handler's own failures and panics.
-pub(crate) fn spawn(
+/// handler's own failures and panics. The handler's future is held in the task as it is,
+/// not boxed first: one allocation per request.
+pub(crate) fn spawn<F>(
     ctl: &Controller,
     stream: Inner,
-    handler: Pin<Box<dyn Future<Output = Result<()>>>>,
+    handler: F,
     report: impl FnOnce(Error) + 'static,
-) {
+) where
+    F: Future<Output = Result<()>> + 'static,
+{
     let task = HandlerTask {
         fut: AssertUnwindSafe(handler).catch_unwind(),
         stream: stream.clone(),
     };
-    ctl.spawn(async move {
-        let outcome = match task.await {
+    // `then`, not an `async` block awaiting `task`: the block would hold the handler's
+    // future twice (captured, and moved into its `.await`).
+    ctl.spawn(task.then(move |result| {
+        let outcome = match result {
             Ok(Ok(())) => Outcome::Ok,
             // The client's fault, not the handler's: answered, logged, not reported.
             Ok(Err(e)) if e.status().is_some() => {
@@ -57,27 +62,33 @@ pub(crate) fn spawn(
                 Outcome::Failed
             }
         };
-        // A stream handed to another server with `add_stream` is finished by the handler
-        // that got it last.
-        if stream.common().unclaim() {
-            stream.finish(outcome).await;
+        async move {
+            // A stream handed to another server with `add_stream` is finished by the
+            // handler that got it last.
+            if stream.common().unclaim() {
+                stream.finish(outcome).await;
+            }
         }
-    })
+    }))
     .detach();
 }
 
-/// A handler's future, flushing the connection's output each time the handler yields.
-struct HandlerTask<F> {
-    fut: F,
-    stream: Inner,
+pin_project_lite::pin_project! {
+    /// A handler's future, flushing the connection's output each time the handler yields.
+    struct HandlerTask<F> {
+        #[pin]
+        fut: F,
+        stream: Inner,
+    }
 }
 
-impl<F: Future + Unpin> Future for HandlerTask<F> {
+impl<F: Future> Future for HandlerTask<F> {
     type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let r = Pin::new(&mut self.fut).poll(cx);
-        self.stream.after_poll(r.is_ready());
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let r = this.fut.poll(cx);
+        this.stream.after_poll(r.is_ready());
         r
     }
 }

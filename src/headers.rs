@@ -40,7 +40,7 @@ impl Field {
     }
 
     /// The name as bytes (no UTF-8 check: for code that compares or copies it).
-    pub(crate) fn name_bytes(&self) -> &[u8] {
+    pub fn name_bytes(&self) -> &[u8] {
         &self.name
     }
 

@@ -48,8 +48,10 @@ use crate::{
     transport::Transport,
 };
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<()>>>>;
-type Handler = Box<dyn FnMut(ServerHandle, Stream) -> BoxFuture>;
+/// Starts one request's handler: calls `onstream` with the public stream and spawns its
+/// future, of the user's own type, as the request's task (given the stream's inner half,
+/// already claimed), so that the future and the task take one allocation, not two.
+type Handler = Box<dyn FnMut(ServerHandle, Stream, Inner)>;
 
 /// An error handler: receives the server, the operation that failed (`"onstream"`) and the
 /// error; returning `Err` makes `step`/`run` return it.
@@ -258,7 +260,13 @@ impl Server {
             Some(c) => c.clone(),
             None => Controller::new()?,
         };
-        let handler: Handler = Box::new(move |srv, stream| Box::pin(onstream(srv, stream)));
+        let handler: Handler = Box::new(move |srv: ServerHandle, public, stream| {
+            let shared = srv.shared.clone();
+            let fut = onstream(srv, public);
+            handler::spawn(&shared.ctl.clone(), stream, fut, move |e| {
+                shared.errors.borrow_mut().push_back(("onstream", e));
+            });
+        });
         Ok(Server {
             handle: ServerHandle {
                 shared: Rc::new(Shared {
@@ -994,14 +1002,9 @@ impl ServerHandle {
         // Claimed before the handler is called: it may hand the stream to another server
         // (`add_stream`) at once, and only the last holder may finish it.
         stream.common().claim();
-        let fut = {
-            let mut handler = self.shared.handler.borrow_mut();
-            handler(self.clone(), public)
-        };
-        let shared = self.shared.clone();
-        handler::spawn(&self.shared.ctl, stream, fut, move |e| {
-            shared.errors.borrow_mut().push_back(("onstream", e));
-        });
+        // The task is only scheduled, not run, while the handler is borrowed.
+        let mut handler = self.shared.handler.borrow_mut();
+        handler(self.clone(), public, stream);
     }
 }
 

@@ -64,22 +64,54 @@ local connection_mt = {
 stream_methods.type = "server"
 connection_methods.type = "server"
 
--- `version` and `id` come with the stream from `step` (no call back into Rust).
-local function new_stream(server, rs, version, id)
-	local self = setmetatable({
-		_rs = rs;
+--[[ Under PUC Lua a stream object is made by `step` in Rust (lua/src/fast.rs,
+`push_stream`), so no Lua code runs for it:
+
+	setmetatable({
+		_rs = handle;            -- lua/src/fast.rs: the methods every request uses; the
+		                         -- rest are on its mlua object (`slow`), made when needed
 		_server = server;
-		peer_version = version;
-		-- HTTP/2's stream identifier; nil over HTTP/1 (lua-http's HTTP/1 streams have none).
-		id = id;
-		-- What get_headers gave: 0 nothing yet, 1 the head, 2 the trailers too.
-		_got = 0;
+		peer_version = version;  -- 1.0, 1.1 or 2
+		id = id;                 -- HTTP/2's stream identifier; nil over HTTP/1
+		_got = 0;                -- what get_headers gave: 0 nothing yet, 1 the head,
+		                         -- 2 the trailers too
+		connection = setmetatable({ _stream = <the stream>; version = version },
+			connection_mt);
 	}, stream_mt)
-	self.connection = setmetatable({
-		_stream = self;
-		version = version;
-	}, connection_mt)
-	return self
+
+Under LuaJIT, Lua code makes them (`new_stream`, from the handle, version and id `step`
+gives): its compiled code makes tables faster than calls into C do, and C functions
+interrupt its traces (bench/lua-callgrind: ~2k instructions per request more for the
+C-made objects under LuaJIT, ~1.5k fewer under Lua 5.1). The same holds for `new_head`.
+]]
+local new_stream
+if jit then
+	function new_stream(server, rs, version, id)
+		local self = setmetatable({
+			_rs = rs;
+			_server = server;
+			peer_version = version;
+			id = id;
+			_got = 0;
+		}, stream_mt)
+		self.connection = setmetatable({
+			_stream = self;
+			version = version;
+		}, connection_mt)
+		return self
+	end
+else
+	core.set_stream_shape(stream_mt, connection_mt)
+end
+
+-- The stream's mlua object (bodies, sockets, trailers, operations that wait).
+local function slow(self)
+	local s = self._slow
+	if s == nil then
+		s = core.lstream(self._rs)
+		self._slow = s
+	end
+	return s
 end
 
 -- Waits the cqueues way for an operation queued in Rust, then returns its result.
@@ -90,16 +122,16 @@ local function cond_of(self)
 	if cond == nil then
 		cond = cc.new()
 		self._cond = cond
-		self._rs:set_signal(function()
+		slow(self):set_signal(function()
 			cond:signal()
 		end)
 	end
 	return cond
 end
 
--- Tells the stepper a step is due. It steps again before it next waits when it is not
--- waiting now (the flag), and is woken when it is (the condition: a cqueues condition
--- signalled with no waiter is lost).
+-- Tells the stepper a step is due (the handle's writes and shutdown do the same inline).
+-- It steps again before it next waits when it is not waiting now (the flag), and is woken
+-- when it is (the condition: a cqueues condition signalled with no waiter is lost).
 local function kick(server)
 	server._kicked = true
 	if server._waiting then
@@ -108,10 +140,11 @@ local function kick(server)
 	end
 end
 
--- A Rust stream method gives its result when the operation ended at once, else the
--- running operation (a userdata: no result is one), waited for here the cqueues way. The
--- stepper is kicked either way: the handler task has work at the next step (the
--- operation, or flushing what it wrote).
+-- An mlua stream method gives its result when the operation ended at once, else the
+-- running operation (a userdata: no result is one), waited for here the cqueues way (the
+-- handle's methods give false instead: see `wait_pending`). The stepper is kicked either
+-- way: the handler task has work at the next step (the operation, or flushing what it
+-- wrote).
 local function await(self, r1, ...)
 	kick(self._server)
 	if type(r1) ~= "userdata" then
@@ -144,10 +177,11 @@ end
 --[[ The request head a handler gets is a view with `http.headers`' methods over the flat
 list of its fields (name, value, never_index, …), fetched from Rust when first read:
 building lua-http's object (a table per field and per name) cost ~58k instructions for 7
-fields under Lua 5.1 (bench/lua-callgrind), more than the rest of a request. The reading
-methods work on the list; the first changing one (append, delete, modifyi, upsert, sort)
-turns the view, in place, into a real headers object (its fields, its metatable), and
-from then on it is one. Before that, `getmetatable` and raw access (lua-http's private
+fields under Lua 5.1 (bench/lua-callgrind), more than the rest of a request. `get`, what
+most handlers call, asks Rust for that name alone (the list itself, ~10k for a 5-field
+head, is then never made); the other reading methods work on the list; the first
+changing one (append, delete, modifyi, upsert, sort) turns the view, in place, into a
+real headers object (its fields, its metatable), and from then on it is one. Before that, `getmetatable` and raw access (lua-http's private
 `_data`, `_index`, `_n`) tell it apart. ]]
 local PENDING = {}
 local head_methods = {}
@@ -159,14 +193,22 @@ local head_mt = {
 local function flat_of(h)
 	local flat = h._flat
 	if not flat then
-		flat = h[PENDING]:get_headers()
+		flat = h[PENDING]:fields()
 		h._flat = flat
 	end
 	return flat
 end
 
-local function new_head(rs)
-	return setmetatable({ [PENDING] = rs, _flat = false }, head_mt)
+-- new_head(rs) is `setmetatable({ [PENDING] = rs, _flat = false }, head_mt)`: a C
+-- function (lua/src/fast.rs) under PUC Lua, one Lua call less per request; Lua code
+-- under LuaJIT (see `new_stream`).
+local new_head
+if jit then
+	function new_head(rs)
+		return setmetatable({ [PENDING] = rs, _flat = false }, head_mt)
+	end
+else
+	new_head = core.new_head(PENDING, head_mt)
 end
 
 local function materialise(h)
@@ -239,22 +281,9 @@ function head_methods:get_as_sequence(name)
 	return r
 end
 
--- The common case (one field of that name, or none) without a table.
-function head_methods:get(name)
-	local flat = flat_of(self)
-	local n = #flat
-	for i = 1, n, 3 do
-		if flat[i] == name then
-			for j = i + 3, n, 3 do
-				if flat[j] == name then
-					local r = self:get_as_sequence(name)
-					return unpack(r, 1, r.n)
-				end
-			end
-			return flat[i + 1]
-		end
-	end
-end
+-- From Rust by name, a C function (the head's table is never made for a handler that
+-- only reads a few fields): each value of that name, none when absent.
+head_methods.get = core.head_get(PENDING)
 
 function head_methods:get_comma_separated(name)
 	local r = self:get_as_sequence(name)
@@ -301,7 +330,7 @@ function stream_methods:get_headers(timeout)
 		parts[#parts + 1] = chunk
 	end
 	self._got = 2
-	local flat = self._rs:get_trailers()
+	local flat = slow(self):get_trailers()
 	if flat == nil then
 		return nil
 	end
@@ -309,11 +338,11 @@ function stream_methods:get_headers(timeout)
 end
 
 function stream_methods:get_next_chunk(timeout)
-	return await(self, self._rs:get_next_chunk(timeout))
+	return await(self, slow(self):get_next_chunk(timeout))
 end
 
 function stream_methods:get_body_as_string(timeout)
-	return await(self, self._rs:get_body_as_string(timeout))
+	return await(self, slow(self):get_body_as_string(timeout))
 end
 
 function stream_methods:get_body_chars(n, timeout)
@@ -406,34 +435,26 @@ function stream_methods:get_body_as_file(timeout)
 end
 
 function stream_methods:unget(str)
-	return self._rs:unget(str)
+	return slow(self):unget(str)
 end
 
 -- Fields as the Rust side takes them: name, value, never_index, …, in one table reused
--- by every call (the Rust side copies them at once).
+-- by every call (the Rust side copies them at once). Numbers become strings, as
+-- lua-http's writers make them.
 local flat_fields, flat_n = {}, 0
 local lua_http_headers_mt = headers_ok and require "http.headers".mt
 
 local function flatten(headers)
-	local mt = getmetatable(headers)
-	if mt == head_mt then
-		-- A request head passed on as it came: its list is the right shape already.
-		return flat_of(headers)
-	end
 	local flat, n = flat_fields, 0
-	if mt == lua_http_headers_mt and lua_http_headers_mt ~= nil then
-		-- lua-http's layout: `_n` entries { name =, value =, never_index = } in `_data`.
-		local data = headers._data
-		for i = 1, headers._n do
-			local e = data[i]
-			flat[n + 1], flat[n + 2], flat[n + 3] = e.name, e.value, e.never_index
-			n = n + 3
+	for name, value, never_index in headers:each() do
+		if type(name) == "number" then
+			name = tostring(name)
 		end
-	else
-		for name, value, never_index in headers:each() do
-			flat[n + 1], flat[n + 2], flat[n + 3] = name, value, never_index
-			n = n + 3
+		if type(value) == "number" then
+			value = tostring(value)
 		end
+		flat[n + 1], flat[n + 2], flat[n + 3] = name, value, never_index
+		n = n + 3
 	end
 	for i = n + 1, flat_n do
 		flat[i] = nil
@@ -442,16 +463,63 @@ local function flatten(headers)
 	return flat
 end
 
+-- An operation the handle started that did not end at once (it gave false), waited for
+-- the cqueues way.
+local function wait_pending(self)
+	local op = slow(self):pending()
+	local cond = cond_of(self)
+	while not op:ready() do
+		cqueues.poll(cond)
+	end
+	return op:take()
+end
+
+--[[ lua-http's headers objects go to Rust as they are: it reads their `_data` entries
+itself, with no Lua code per field. A request head passed on as it came gives its list;
+any other object (or a lua-http one holding a value that is no string, which Rust does
+not read: it gives nothing) is flattened here. ]]
 function stream_methods:write_headers(headers, end_stream, timeout)
-	return await(self, self._rs:write_headers(flatten(headers), not not end_stream, timeout))
+	local rs = self._rs
+	end_stream = not not end_stream
+	local mt = getmetatable(headers)
+	local ok, err, errno
+	if mt == lua_http_headers_mt then
+		ok, err, errno = rs:write_headers(headers, end_stream, timeout)
+	elseif mt == head_mt then
+		ok, err, errno = rs:write_headers(flat_of(headers), end_stream, timeout)
+	end
+	if ok == nil and err == nil then
+		ok, err, errno = rs:write_headers(flatten(headers), end_stream, timeout)
+		if ok == nil and err == nil then
+			return nil, "invalid header field (not a string)", ce.EINVAL
+		end
+	end
+	local server = self._server
+	server._kicked = true
+	if server._waiting then
+		kick(server)
+	end
+	if ok == false then
+		return wait_pending(self)
+	end
+	return ok, err, errno
 end
 
 function stream_methods:write_continue(timeout)
-	return await(self, self._rs:write_continue(timeout))
+	return await(self, slow(self):write_continue(timeout))
 end
 
 function stream_methods:write_chunk(chunk, end_stream, timeout)
-	return await(self, self._rs:write_chunk(chunk, not not end_stream, timeout))
+	local ok, err, errno = self._rs:write_chunk(chunk, not not end_stream, timeout)
+	local server = self._server
+	server._kicked = true
+	if server._waiting then
+		kick(server)
+	end
+	if ok == false then
+		return wait_pending(self)
+	end
+	return ok, err, errno
 end
 
 function stream_methods:write_body_from_string(str, timeout)
@@ -496,22 +564,26 @@ end
 
 function stream_methods:shutdown()
 	self._rs:shutdown()
-	self._server:_kick()
+	local server = self._server
+	server._kicked = true
+	if server._waiting then
+		kick(server)
+	end
 	return true
 end
 
 function stream_methods:peername()
-	return self._rs:peername()
+	return slow(self):peername()
 end
 
 function stream_methods:localname()
-	return self._rs:localname()
+	return slow(self):localname()
 end
 
 -- The connection under the stream, as a cqueues socket (after a 101, or for an
 -- extended CONNECT over HTTP/2); bytes the client already sent are read first.
 function stream_methods:take_socket()
-	local fd, err, errno = self._rs:take_socket()
+	local fd, err, errno = slow(self):take_socket()
 	if not fd then
 		return nil, err, errno
 	end
@@ -703,10 +775,16 @@ local function stepper(self)
 			break
 		end
 		self._kicked = false
-		local ok, streams, errors, step_err, step_errno = rs:step()
-		if streams then
-			for i = 1, #streams, 3 do
-				run_stream(self, new_stream(self, streams[i], streams[i + 1], streams[i + 2] or nil))
+		local ok, streams, errors, step_err, step_errno = rs:step(self)
+		if new_stream then
+			if streams then
+				for i = 1, #streams, 3 do
+					run_stream(self, new_stream(self, streams[i], streams[i + 1], streams[i + 2] or nil))
+				end
+			end
+		elseif streams then
+			for i = 1, #streams do
+				run_stream(self, streams[i])
 			end
 		end
 		if errors then

@@ -135,6 +135,44 @@ describe("onstream.server", function()
 		assert.same({}, seen.second)
 	end)
 
+	-- write_headers reads lua-http's objects in Rust and flattens the others in Lua.
+	it("writes lua-http's headers, other headers objects and numbers; a bad name is EINVAL", function()
+		local bad = {}
+		with_server({
+			onstream = function(_, stream)
+				local req = assert(stream:get_headers())
+				local path = req:get(":path")
+				if path == "/number" then
+					local h = http_headers.new()
+					h:append(":status", "200")
+					h:append("x-number", 42)
+					assert(stream:write_headers(h, true))
+				elseif path == "/other" then
+					local h = require "onstream.headers".new()
+					h:append(":status", "201")
+					h:append("X-Other", "yes")
+					assert(stream:write_headers(h, true))
+				else
+					local h = http_headers.new()
+					h:append(":status", "200")
+					h:append("bad name", "x")
+					bad = { stream:write_headers(h, false) }
+					respond(stream, 500)
+				end
+			end;
+		}, function(server)
+			local number = raw(server, "GET /number HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			assert.truthy(number:match("^HTTP/1.1 200") and number:match("\r\nx%-number: 42\r\n"), number)
+			local other = raw(server, "GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			assert.truthy(other:match("^HTTP/1.1 201") and other:match("\r\nx%-other: yes\r\n"), other)
+			local answer = raw(server, "GET /bad HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			assert.truthy(answer:match("^HTTP/1.1 500"), answer)
+		end)
+		assert.same(nil, bad[1])
+		assert.truthy(tostring(bad[2]):match("invalid header field"), tostring(bad[2]))
+		assert.same(ce.EINVAL, bad[3])
+	end)
+
 	it("gives trailers on a later get_headers, and ETIMEDOUT when the body stalls", function()
 		local seen = {}
 		with_server({

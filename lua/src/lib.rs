@@ -13,12 +13,13 @@
 //! value cqueues does not know, and the thread never blocks outside cqueues' own poll.
 //!
 //! This file holds the module entry and the server object; `stream.rs` the stream and
-//! its operations; `options.rs` the translation of lua-http's options table; `socket.rs`
+//! its operations; `fast.rs` the methods every request calls, as plain Lua C functions; `options.rs` the translation of lua-http's options table; `socket.rs`
 //! `take_socket`'s bridge to a cqueues socket; `errors.rs` the `nil, err, errno` convention.
 
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 
 mod errors;
+mod fast;
 mod options;
 mod socket;
 mod stream;
@@ -30,8 +31,9 @@ use std::{
     time::Duration,
 };
 
-use mlua::{prelude::*, UserData, UserDataMethods};
+use mlua::{ffi, prelude::*, UserData, UserDataMethods};
 use onstream::{LocalAddr, Server};
+use std::ffi::c_int;
 
 use crate::{
     errors::{fail, io_fail},
@@ -132,11 +134,12 @@ impl UserData for LServer {
             Ok(this.server.timeout().map(|t| t.as_secs_f64()))
         });
         // One turn of onstream's loop without blocking; returns `ok, streams, errors,
-        // message, errno`: the streams that started (for Lua to wrap, as stream, version,
-        // id, …) and the errors
-        // reported, each nil when there is none, after signalling the conditions of the
-        // streams whose operations ended; `ok` false with the step's own failure.
-        m.add_method("step", |lua, this, ()| {
+        // message, errno`: the stream objects of the requests that started (made for
+        // `server`, see `fast::push_stream`; without `set_stream_shape`, a flat list of
+        // handle, version, id for Lua to make them) and the errors reported, each nil when there
+        // is none, after signalling the conditions of the streams whose operations
+        // ended; `ok` false with the step's own failure.
+        m.add_method("step", |lua, this, server: LuaTable| {
             let stepped = this.server.step(Some(Duration::ZERO));
             let signals: Vec<_> = this.shared.to_signal.borrow_mut().drain(..).collect();
             for slot in signals {
@@ -146,18 +149,47 @@ impl UserData for LServer {
             let streams = if new.is_empty() {
                 None
             } else {
-                // Flat: stream, version, id (false over HTTP/1: no hole, so `#` counts
-                // them), …: what Lua's stream object holds, without a call back per field.
-                let t = lua.create_table_with_capacity(new.len() * 3, 0)?;
-                for (i, slot) in new.into_iter().enumerate() {
-                    let (version, id) = (stream::version_number(&slot), slot.id());
-                    t.raw_set(i * 3 + 1, LStream::new(slot))?;
-                    t.raw_set(i * 3 + 2, version)?;
-                    match id {
-                        Some(id) => t.raw_set(i * 3 + 3, id)?,
-                        None => t.raw_set(i * 3 + 3, false)?,
-                    }
-                }
+                // SAFETY: the server table (the argument) and, above it, one list and at
+                // most five values (checkstack asks for them); a Lua memory error unwinds
+                // to exec_raw's protected call across a frame that owns nothing with a
+                // destructor (`push_handle` counts the slot only once its handle can be
+                // collected).
+                #[allow(unsafe_code)]
+                let t: LuaTable = unsafe {
+                    lua.exec_raw(server, |state| {
+                        ffi::luaL_checkstack(state, 7, std::ptr::null());
+                        let server = ffi::lua_gettop(state);
+                        if fast::has_stream_shape(state) {
+                            let n = c_int::try_from(new.len()).unwrap_or(0);
+                            ffi::lua_createtable(state, n, 0);
+                            for (i, slot) in new.iter().enumerate() {
+                                let id = slot.id();
+                                let version = stream::version_number(slot);
+                                fast::push_stream(state, slot, server, version, id);
+                                ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+                            }
+                        } else {
+                            // Flat: handle, version, id (false over HTTP/1: no hole, so
+                            // `#` counts them), … for Lua's `new_stream`.
+                            let n = c_int::try_from(new.len() * 3).unwrap_or(0);
+                            ffi::lua_createtable(state, n, 0);
+                            let mut i: ffi::lua_Integer = 0;
+                            for slot in &new {
+                                fast::push_handle(state, slot);
+                                ffi::lua_rawseti(state, -2, i + 1);
+                                ffi::lua_pushnumber(state, stream::version_number(slot));
+                                ffi::lua_rawseti(state, -2, i + 2);
+                                match slot.id() {
+                                    Some(id) => ffi::lua_pushinteger(state, id.into()),
+                                    None => ffi::lua_pushboolean(state, 0),
+                                }
+                                ffi::lua_rawseti(state, -2, i + 3);
+                                i += 3;
+                            }
+                        }
+                        ffi::lua_remove(state, server);
+                    })?
+                };
                 Some(t)
             };
             let errors = {
@@ -281,6 +313,75 @@ fn onstream_core(lua: &Lua) -> LuaResult<LuaTable> {
             Ok((lua.create_string(&buf[..got])?, ended))
         })?,
     )?;
+    // lstream(handle): the mlua side of a stream handle from `step` (bodies, sockets,
+    // trailers, operations that wait), made when a handler first needs it.
+    exports.set(
+        "lstream",
+        lua.create_function(|lua, handle: LuaValue| {
+            // SAFETY: reads the handle passed (on the stack for the call) and pushes a
+            // light userdata or nil; nothing here owns a destructor.
+            #[allow(unsafe_code)]
+            let p: Option<LuaLightUserData> = unsafe {
+                lua.exec_raw(handle, |state| {
+                    let p = fast::slot_at(state, -1).map(|s| s as *const stream::StreamSlot);
+                    ffi::lua_pop(state, 1);
+                    match p {
+                        Some(p) => ffi::lua_pushlightuserdata(state, p.cast_mut().cast()),
+                        None => ffi::lua_pushnil(state),
+                    }
+                })?
+            };
+            let Some(p) = p else {
+                return Err(LuaError::runtime("onstream: not a stream handle"));
+            };
+            let p = p.0.cast_const().cast::<stream::StreamSlot>();
+            // SAFETY: `p` is a live handle's pointer (from `Rc::into_raw`), a strong count
+            // the handle keeps while the caller holds it.
+            #[allow(unsafe_code)]
+            let slot = unsafe {
+                std::rc::Rc::increment_strong_count(p);
+                std::rc::Rc::from_raw(p)
+            };
+            Ok(LStream::new(slot))
+        })?,
+    )?;
+    // set_stream_shape(stream_mt, connection_mt): the metatables of the stream objects
+    // `step` makes.
+    exports.set(
+        "set_stream_shape",
+        lua.create_function(|lua, mts: (LuaTable, LuaTable)| {
+            // SAFETY: stores the two tables passed; nothing here owns a destructor.
+            #[allow(unsafe_code)]
+            unsafe {
+                lua.exec_raw::<()>(mts, |state| fast::set_stream_shape(state))
+            }
+        })?,
+    )?;
+    // new_head(PENDING, head_mt): server.lua's `new_head` (fast.rs).
+    exports.set(
+        "new_head",
+        lua.create_function(|lua, upvalues: (LuaValue, LuaTable)| {
+            // SAFETY: makes one closure of the values passed; nothing here owns a
+            // destructor.
+            #[allow(unsafe_code)]
+            unsafe {
+                lua.exec_raw::<LuaFunction>(upvalues, |state| fast::push_new_head(state))
+            }
+        })?,
+    )?;
+    // head_get(key): `get` for the request head's view, which keeps its stream's handle
+    // under `key` (fast.rs).
+    exports.set(
+        "head_get",
+        lua.create_function(|lua, key: LuaValue| {
+            // SAFETY: makes one closure of the key passed; nothing here owns a destructor.
+            #[allow(unsafe_code)]
+            unsafe {
+                lua.exec_raw::<LuaFunction>(key, |state| fast::push_head_get(state))
+            }
+        })?,
+    )?;
+    fast::install(lua)?;
     exports.set("version", env!("CARGO_PKG_VERSION"))?;
     Ok(exports)
 }

@@ -10,7 +10,7 @@
 //! Lua handler returned); onstream then answers an unanswered request, as lua-http does.
 
 use std::{
-    cell::{Cell, RefCell},
+    cell::{Cell, OnceCell, RefCell},
     future::{poll_fn, Future},
     pin::Pin,
     rc::Rc,
@@ -18,30 +18,44 @@ use std::{
 };
 
 use bytes::Bytes;
-use mlua::{ffi, prelude::*, UserData, UserDataMethods};
+use mlua::{prelude::*, UserData, UserDataMethods};
 use onstream::{Headers, Stream};
-use std::ffi::{c_char, c_int};
 
 use crate::{errors, options::seconds, Shared};
 
 /// What an operation gives back.
-enum Done {
+pub(crate) enum Done {
     Unit,
     Bytes(Option<Bytes>),
 }
 
-type OpResult = Result<Done, (String, i32)>;
+pub(crate) type OpResult = Result<Done, (String, i32)>;
 type OpFuture = Pin<Box<dyn Future<Output = OpResult>>>;
 
+/// What starting an operation gave: its result when it ended at once, else the running
+/// operation.
+pub(crate) enum Started {
+    Done(OpResult),
+    Pending(Rc<Op>),
+}
+
 /// One queued operation: its future until it ends, then its result until Lua takes it.
-struct Op {
+pub(crate) struct Op {
     fut: RefCell<Option<OpFuture>>,
     result: RefCell<Option<OpResult>>,
 }
 
 /// A request's stream, shared by its Rust handler task and its Lua object.
 pub(crate) struct StreamSlot {
-    stream: Stream,
+    pub(crate) stream: Stream,
+    /// The request head, fetched on first use by `fast.rs` (it never changes).
+    pub(crate) head: OnceCell<Headers>,
+    /// An operation `fast.rs` started that did not end at once, until Lua takes it with
+    /// `LStream:pending` to wait on it.
+    pub(crate) pending: RefCell<Option<Rc<Op>>>,
+    /// The message of the last failure `fast.rs` returned, kept here while it is pushed
+    /// (see fast.rs on Lua errors).
+    pub(crate) last_error: RefCell<String>,
     shared: Rc<Shared>,
     /// Operations whose future has not ended; the handler task polls them.
     ops: RefCell<Vec<Rc<Op>>>,
@@ -57,6 +71,9 @@ impl StreamSlot {
     pub(crate) fn new(stream: Stream, shared: Rc<Shared>) -> Rc<StreamSlot> {
         Rc::new(StreamSlot {
             stream,
+            head: OnceCell::new(),
+            pending: RefCell::new(None),
+            last_error: RefCell::new(String::new()),
             shared,
             ops: RefCell::new(Vec::new()),
             waker: RefCell::new(None),
@@ -86,17 +103,27 @@ impl StreamSlot {
         }
     }
 
-    /// Queues `fut` (made from the slot, bounded by `timeout`) and wakes the handler task.
-    fn queue<F, Fut>(self: &Rc<Self>, timeout: Option<f64>, make: F) -> Rc<Op>
+    /// Starts an operation (a future made from the slot, bounded by `timeout`) and wakes
+    /// the handler task: either way it runs at the next step, to poll the operation or
+    /// to flush what it wrote (onstream flushes after each poll of a handler task).
+    ///
+    /// The future is polled once at once, as the handler task would (`poll_now`): most
+    /// end there — a head or a chunk that fits the buffer — and then cost no `Op` and no
+    /// place in the list the task polls, and the Lua coroutine goes on without waiting
+    /// for a step.
+    pub(crate) fn start<F, Fut>(self: &Rc<Self>, timeout: Option<f64>, make: F) -> Started
     where
         F: FnOnce(Rc<StreamSlot>) -> Fut + 'static,
         Fut: Future<Output = onstream::Result<Done>> + 'static,
     {
+        if self.finished.get() {
+            return Started::Done(Err(("stream closed".to_owned(), libc::EPIPE)));
+        }
         let slot = self.clone();
         let limit = timeout.map(seconds);
         // The future is built when first polled, inside the loop's step: timers need the
         // running controller.
-        let fut: OpFuture = Box::pin(async move {
+        let mut fut: OpFuture = Box::pin(async move {
             let r = match limit {
                 Some(limit) => match onstream::timeout(limit, make(slot)).await {
                     Ok(r) => r,
@@ -106,46 +133,47 @@ impl StreamSlot {
             };
             r.map_err(|e| errors::describe(&e))
         });
+        self.wake();
+        if let Some(r) = self.poll_now(&mut fut) {
+            return Started::Done(r);
+        }
         let op = Rc::new(Op {
             fut: RefCell::new(Some(fut)),
             result: RefCell::new(None),
         });
-        if self.finished.get() {
-            *op.fut.borrow_mut() = None;
-            *op.result.borrow_mut() = Some(Err(("stream closed".to_owned(), libc::EPIPE)));
-            return op;
-        }
         self.ops.borrow_mut().push(op.clone());
-        self.try_now(&op);
-        // Either way the handler task runs at the next step: to poll the operation, or to
-        // flush what it wrote (onstream flushes after each poll of a handler task).
-        self.wake();
-        op
+        Started::Pending(op)
     }
 
-    /// Polls a new operation once, at once, as the handler task would (its waker, the
-    /// loop made current): most end there — a head or a chunk that fits the buffer — and
-    /// the Lua coroutine goes on without waiting for a step. Before the task first ran
-    /// there is no waker yet, and the task polls the operation instead.
-    fn try_now(&self, op: &Op) {
-        let Some(waker) = self.waker.borrow().clone() else {
-            return;
-        };
-        let Some(ctl) = self.shared.ctl.borrow().clone() else {
-            return;
-        };
-        let mut fut = op.fut.borrow_mut();
-        let Some(f) = fut.as_mut() else { return };
-        let polled = ctl.enter(|| f.as_mut().poll(&mut Context::from_waker(&waker)));
-        if let Poll::Ready(r) = polled {
-            *fut = None;
-            *op.result.borrow_mut() = Some(r);
+    /// [`StreamSlot::start`], the result kept in an `Op` either way.
+    fn queue<F, Fut>(self: &Rc<Self>, timeout: Option<f64>, make: F) -> Rc<Op>
+    where
+        F: FnOnce(Rc<StreamSlot>) -> Fut + 'static,
+        Fut: Future<Output = onstream::Result<Done>> + 'static,
+    {
+        match self.start(timeout, make) {
+            Started::Pending(op) => op,
+            Started::Done(r) => Rc::new(Op {
+                fut: RefCell::new(None),
+                result: RefCell::new(Some(r)),
+            }),
+        }
+    }
+
+    /// Polls a new operation once with the handler task's waker, the loop made current.
+    /// Before the task first ran there is no waker yet: the task polls it instead.
+    fn poll_now(&self, fut: &mut OpFuture) -> Option<OpResult> {
+        let waker = self.waker.borrow().clone()?;
+        let ctl = self.shared.ctl.borrow().clone()?;
+        match ctl.enter(|| fut.as_mut().poll(&mut Context::from_waker(&waker))) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
         }
     }
 
     /// Ends the Lua side's use of the stream: pending operations fail, and the handler
     /// task ends, letting onstream finish the exchange.
-    fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         if self.finished.replace(true) {
             return;
         }
@@ -261,7 +289,7 @@ impl LStream {
 }
 
 /// Checks a field as `Headers::append` wants it (it panics on what it must not send).
-fn valid_field(name: &[u8], value: &[u8]) -> bool {
+pub(crate) fn valid_field(name: &[u8], value: &[u8]) -> bool {
     let token = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
     let name_ok = match name.strip_prefix(b":") {
         Some(rest) => !rest.is_empty() && rest.iter().all(|&c| token(c)),
@@ -270,34 +298,14 @@ fn valid_field(name: &[u8], value: &[u8]) -> bool {
     name_ok && !value.iter().any(|&c| c == b'\r' || c == b'\n' || c == 0)
 }
 
-/// Header fields as a flat list: name, value, never_index, ….
-///
-/// Built with Lua's C API inside one protected call: through mlua's safe API each string
-/// is a protected call of its own, which made this function ~48k instructions for a
-/// 7-field head under Lua 5.1 (bench/lua-callgrind), a third of a request.
+/// Header fields as a flat list (see `fast::push_fields`), built in one protected call:
+/// through mlua's safe API each string would be a protected call of its own.
 fn flat_fields(lua: &Lua, h: &Headers) -> LuaResult<LuaTable> {
-    let n = c_int::try_from(h.len() * 3).map_err(LuaError::external)?;
-    // SAFETY: the closure runs in `exec_raw`'s protected call on the state it is given;
-    // it keeps the stack balanced but for the one table it leaves as the result (at most
-    // two slots above it, and `lua_checkstack` is asked for them); a Lua memory error
-    // unwinds to that protected call across a frame that owns nothing with a destructor.
+    // SAFETY: `push_fields` leaves the one table on the stack; a Lua memory error unwinds
+    // to exec_raw's protected call across frames that own nothing with a destructor.
     #[allow(unsafe_code)]
     unsafe {
-        lua.exec_raw((), |state| {
-            ffi::luaL_checkstack(state, 3, std::ptr::null());
-            ffi::lua_createtable(state, n, 0);
-            let mut i = 0;
-            for f in h.iter() {
-                let (name, value) = (f.name().as_bytes(), f.value_bytes());
-                ffi::lua_pushlstring(state, name.as_ptr().cast::<c_char>(), name.len());
-                ffi::lua_rawseti(state, -2, i + 1);
-                ffi::lua_pushlstring(state, value.as_ptr().cast::<c_char>(), value.len());
-                ffi::lua_rawseti(state, -2, i + 2);
-                ffi::lua_pushboolean(state, c_int::from(f.never_index()));
-                ffi::lua_rawseti(state, -2, i + 3);
-                i += 3;
-            }
-        })
+        lua.exec_raw((), |state| crate::fast::push_fields(state, h))
     }
 }
 
@@ -316,14 +324,12 @@ impl UserData for LStream {
             *this.0.signal.borrow_mut() = Some(f);
             Ok(())
         });
-        // The request head as a flat list: name, value, never_index, name, ….
-        m.add_method("get_headers", |lua, this, ()| {
-            let slot = this.0.clone();
-            // The head is already here for both versions: the future ends at once.
-            let Some(h) = futures_now(slot.stream.get_headers()) else {
-                return Err(LuaError::runtime("request head not ready"));
-            };
-            flat_fields(lua, &h.map_err(LuaError::external)?)
+        // An operation `fast.rs` started that did not end at once (it returned false).
+        m.add_method("pending", |_, this, ()| {
+            match this.0.pending.borrow_mut().take() {
+                Some(op) => Ok(LOp(op)),
+                None => Err(LuaError::runtime("no operation pending")),
+            }
         });
         // The request's trailers as a flat list (as `get_headers`), or nil: none came, or
         // the body has not ended.
@@ -362,43 +368,6 @@ impl UserData for LStream {
                 }),
             )
         });
-        m.add_method(
-            "write_headers",
-            |lua, this, (fields, end_stream, timeout): (LuaTable, bool, Option<f64>)| {
-                let mut h = Headers::new();
-                let n = fields.raw_len();
-                let mut i = 1;
-                while i + 2 <= n + 1 {
-                    let name: LuaString = fields.raw_get(i)?;
-                    let value: LuaString = fields.raw_get(i + 1)?;
-                    let never: Option<bool> = fields.raw_get(i + 2)?;
-                    let (name, value) = (name.as_bytes().to_vec(), value.as_bytes().to_vec());
-                    if !valid_field(&name, &value) {
-                        return (
-                            LuaNil,
-                            format!("invalid header field {:?}", String::from_utf8_lossy(&name)),
-                            libc::EINVAL,
-                        )
-                            .into_lua_multi(lua);
-                    }
-                    let name = String::from_utf8_lossy(&name).to_ascii_lowercase();
-                    match never {
-                        Some(never) => h.append_with(name, value, never),
-                        None => h.append(name, value),
-                    }
-                    i += 3;
-                }
-                started(
-                    lua,
-                    this.0.queue(timeout, move |s| async move {
-                        s.stream
-                            .write_headers(&h, end_stream)
-                            .await
-                            .map(|()| Done::Unit)
-                    }),
-                )
-            },
-        );
         m.add_method("write_continue", |lua, this, timeout: Option<f64>| {
             started(
                 lua,
@@ -406,25 +375,6 @@ impl UserData for LStream {
                     s.stream.write_continue().await.map(|()| Done::Unit)
                 }),
             )
-        });
-        m.add_method(
-            "write_chunk",
-            |lua, this, (data, end_stream, timeout): (LuaString, bool, Option<f64>)| {
-                let data = Bytes::copy_from_slice(&data.as_bytes());
-                started(
-                    lua,
-                    this.0.queue(timeout, move |s| async move {
-                        s.stream
-                            .write_chunk(data, end_stream)
-                            .await
-                            .map(|()| Done::Unit)
-                    }),
-                )
-            },
-        );
-        m.add_method("shutdown", |_, this, ()| {
-            this.0.shutdown();
-            Ok(())
         });
         m.add_method("take_socket", |lua, this, ()| {
             match this.0.stream.take_socket() {
@@ -454,7 +404,7 @@ fn addr(lua: &Lua, a: Option<std::net::SocketAddr>) -> LuaResult<LuaMultiValue> 
 }
 
 /// Polls a future once, for futures that end at once.
-fn futures_now<F: Future>(f: F) -> Option<F::Output> {
+pub(crate) fn futures_now<F: Future>(f: F) -> Option<F::Output> {
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(Waker::noop());
     match f.as_mut().poll(&mut cx) {

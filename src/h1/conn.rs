@@ -39,6 +39,7 @@ use std::{
 use super::{
     body::{Decoded, Decoder},
     parse::{Limits, ParseError},
+    pool,
 };
 use crate::{
     error::{Error, Result},
@@ -299,7 +300,22 @@ impl ConnState {
     }
 
     /// The write buffer, for the stream whose turn it is.
+    /// The write buffer with `start` (a response head begun in a buffer of its own)
+    /// appended: `start` becomes the write buffer when that is empty, with no copy.
+    pub(crate) fn head_out(&mut self, start: BytesMut) -> &mut BytesMut {
+        if self.wbuf.is_empty() {
+            pool::give(std::mem::replace(&mut self.wbuf, start));
+        } else {
+            self.wbuf.extend_from_slice(&start);
+            pool::give(start);
+        }
+        &mut self.wbuf
+    }
+
     pub(crate) fn out(&mut self) -> &mut BytesMut {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf = pool::take();
+        }
         &mut self.wbuf
     }
 

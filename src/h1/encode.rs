@@ -1,11 +1,14 @@
 //! Response heads on the wire: the status line, the handler's fields, and the fields the
 //! connection owns (`date`, `content-length` / `transfer-encoding`, `connection`).
 //!
-//! Pure functions over a `BytesMut`; which framing a response gets is decided by the
-//! stream (`stream.rs`) and passed in.
+//! Pure functions over a `BytesMut`; which framing a response
+//! gets is decided by the stream (`stream.rs`) and passed in. A head is written in two
+//! halves, [`head_start`] when the handler gives its fields and [`head_end`] once the
+//! framing is known, so that the handler's `Headers` need not be kept (copied) between.
 
 use bytes::{BufMut, BytesMut};
 
+use super::parse::content_length_value;
 use crate::headers::Headers;
 
 /// How a response body is delimited on the wire (RFC 9112 §6).
@@ -32,53 +35,99 @@ fn is_connection_owned(name: &[u8]) -> bool {
     )
 }
 
-/// Appends a response head.
-///
-/// `framing` gives the framing field: `Length(n)` writes `content-length: n` (for a
-/// response without a body, such as HEAD's, the length announced); `keep_alive` says whether the connection stays open after this response,
-/// `http10` whether the client spoke HTTP/1.0 (which needs `connection: keep-alive` to
-/// keep it), `as_http10` whether the server speaks only HTTP/1.0 (`Version::Http10`: the
-/// status line says so).
-pub(crate) fn response_head(
+/// What a response head's fields say about its framing and its connection, learned while
+/// [`head_start`] writes them and used by [`head_end`] to finish the head.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadFacts {
+    pub(crate) status: u16,
+    /// The handler's `content-length`, checked.
+    pub(crate) declared: Option<u64>,
+    /// The handler asked for `transfer-encoding: chunked`.
+    pub(crate) wants_chunked: bool,
+    has_date: bool,
+    close_requested: bool,
+}
+
+/// A handler's `content-length` that is not digits only (RFC 9110 §8.6): `+5` or `5, 5`
+/// would reach the client as sent.
+#[derive(Debug)]
+pub(crate) struct InvalidContentLength;
+
+/// Writes the status line and the handler's own fields, in one pass over them that also
+/// learns what [`head_end`] needs. `as_http10`: the server speaks only HTTP/1.0
+/// (`Version::Http10`: the status line says so).
+pub(crate) fn head_start(
     dst: &mut BytesMut,
     status: u16,
     headers: &Headers,
-    framing: Framing,
-    keep_alive: bool,
-    http10: bool,
     as_http10: bool,
-) {
-    dst.reserve(256);
+) -> Result<HeadFacts, InvalidContentLength> {
     dst.put_slice(if as_http10 {
         b"HTTP/1.0 "
     } else {
         b"HTTP/1.1 "
     });
     put_status(dst, status);
-    let mut has_date = false;
-    let mut close_requested = false;
+    let mut facts = HeadFacts {
+        status,
+        declared: None,
+        wants_chunked: false,
+        has_date: false,
+        close_requested: false,
+    };
     for field in headers {
         let name = field.name_bytes();
         if name.first() == Some(&b':') {
             continue;
         }
+        let value = field.value_bytes();
         match name {
-            b"date" => has_date = true,
+            b"date" => facts.has_date = true,
             b"connection" => {
-                close_requested |= field
-                    .value_bytes()
+                facts.close_requested |= value
                     .split(|&b| b == b',')
                     .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                continue;
+            }
+            // The first one counts, as `Headers::get` would find it.
+            b"content-length" => {
+                if facts.declared.is_none() {
+                    facts.declared = Some(content_length_value(value).ok_or(InvalidContentLength)?);
+                }
+                continue;
+            }
+            b"transfer-encoding" => {
+                if !facts.wants_chunked {
+                    facts.wants_chunked = value.eq_ignore_ascii_case(b"chunked");
+                }
                 continue;
             }
             _ if is_connection_owned(name) => continue,
             _ => {}
         }
-        put_field(dst, name, field.value_bytes());
+        put_field(dst, name, value);
     }
-    if !has_date {
+    Ok(facts)
+}
+
+/// Finishes a head begun by [`head_start`]: `date` unless the handler gave one, the
+/// framing field, `connection`, and the empty line.
+///
+/// `framing` gives the framing field: `Length(n)` writes `content-length: n` (for a
+/// response without a body, such as HEAD's, the length announced); `keep_alive` says
+/// whether the connection stays open after this response, `http10` whether the client
+/// spoke HTTP/1.0 (which needs `connection: keep-alive` to keep it).
+pub(crate) fn head_end(
+    dst: &mut BytesMut,
+    facts: &HeadFacts,
+    framing: Framing,
+    keep_alive: bool,
+    http10: bool,
+) {
+    if !facts.has_date {
         put_date(dst);
     }
+    let status = facts.status;
     match framing {
         // 1xx and 204 responses must not carry a length (RFC 9110 §8.6).
         Framing::Length(n) if status >= 200 && status != 204 => {
@@ -90,7 +139,7 @@ pub(crate) fn response_head(
         _ => {}
     }
     if status >= 200 {
-        if !keep_alive || close_requested {
+        if !keep_alive || facts.close_requested {
             dst.put_slice(b"connection: close\r\n");
         } else if http10 {
             dst.put_slice(b"connection: keep-alive\r\n");
@@ -161,7 +210,8 @@ mod tests {
             h.append(n, v.to_string());
         }
         let mut dst = BytesMut::new();
-        response_head(&mut dst, status, &h, framing, keep_alive, false, false);
+        let facts = head_start(&mut dst, status, &h, false).unwrap();
+        head_end(&mut dst, &facts, framing, keep_alive, false);
         String::from_utf8(dst.to_vec()).unwrap()
     }
 

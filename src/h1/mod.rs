@@ -7,11 +7,13 @@
 //! - `encode.rs`: response heads (pure).
 //! - `conn.rs`: the connection — buffers, turns, keep-alive, the driver task.
 //! - `stream.rs`: one exchange on a connection.
+//! - `pool.rs`: write buffers lent to connections while they have output, per thread.
 
 pub(crate) mod body;
 mod conn;
 pub(crate) mod encode;
 pub(crate) mod parse;
+pub(crate) mod pool;
 mod stream;
 
 pub(crate) use conn::{H1Config, H1Conn, Parked};

@@ -14,7 +14,7 @@
 //! A head is held back until the first body write so that a body written whole gets a
 //! `content-length`; if the handler yields first, the head goes out with chunked framing.
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::{
     cell::RefCell,
     fs::File,
@@ -27,8 +27,9 @@ use std::{
 use super::{
     body::{encode_chunk_header, encode_last_chunk, Decoded},
     conn::{ConnState, H1Conn},
-    encode::{informational_head, response_head, Framing},
-    parse::{content_length_value, RequestHead},
+    encode::{head_end, head_start, informational_head, Framing, HeadFacts},
+    parse::RequestHead,
+    pool,
 };
 use crate::{
     error::{Error, Result},
@@ -46,10 +47,13 @@ const SENDFILE_MAX: usize = 1 << 20;
 #[derive(Debug)]
 enum Resp {
     NotStarted,
-    /// `write_headers(.., false)` was called; the head is not on the wire yet.
+    /// `write_headers(.., false)` was called; the head is not on the wire yet. Its status
+    /// line and fields are already encoded in `start` (a buffer from the thread's pool:
+    /// no allocation, and no copy of the handler's `Headers` kept), waiting for the
+    /// framing.
     HeadPending {
-        status: u16,
-        headers: Headers,
+        start: BytesMut,
+        facts: HeadFacts,
     },
     /// The head is written; the body goes out with `framing`. `remaining` counts down a
     /// declared `content-length`.
@@ -215,10 +219,10 @@ impl H1Stream {
             }
             return st.flush_now();
         }
-        *self.resp.borrow_mut() = Resp::HeadPending {
-            status,
-            headers: headers.clone(),
-        };
+        let mut start = pool::take();
+        let facts = head_start(&mut start, status, headers, self.conn.limits().http10_only)
+            .map_err(|_| Error::usage("invalid content-length in response headers"))?;
+        *self.resp.borrow_mut() = Resp::HeadPending { start, facts };
         if end_stream {
             self.write_chunk(&[], true).await?;
         }
@@ -383,24 +387,14 @@ impl H1Stream {
     /// Writes the pending head. `known_length` is the whole body's length when the handler
     /// is writing it in one piece.
     fn send_head(&self, known_length: Option<u64>) -> Result<()> {
-        let Resp::HeadPending { status, headers } =
+        let Resp::HeadPending { start, facts } =
             std::mem::replace(&mut *self.resp.borrow_mut(), Resp::NotStarted)
         else {
             return Ok(());
         };
-        let declared = match headers.get_bytes("content-length") {
-            // Digits only (RFC 9110 §8.6): `+5` or `5, 5` would reach the client as sent.
-            Some(v) => Some(
-                content_length_value(v)
-                    .ok_or_else(|| Error::usage("invalid content-length in response headers"))?,
-            ),
-            None => None,
-        };
+        let (status, declared, wants_chunked) = (facts.status, facts.declared, facts.wants_chunked);
         let http10 = self.head.version == http::Version::HTTP_10;
         let no_body = status == 204 || status == 304 || self.is_head_request();
-        let wants_chunked = headers
-            .get("transfer-encoding")
-            .is_some_and(|te| te.eq_ignore_ascii_case("chunked"));
         let framing = if no_body {
             Framing::NoBody
         } else if let (Some(n), false) = (declared.or(known_length), wants_chunked) {
@@ -426,16 +420,8 @@ impl H1Stream {
             (f, _, _) => f,
         };
         let keep_alive = st.keep_alive();
-        let as_http10 = self.conn.limits().http10_only;
-        response_head(
-            st.out(),
-            status,
-            &headers,
-            head_framing,
-            keep_alive,
-            http10,
-            as_http10,
-        );
+        let out = st.head_out(start);
+        head_end(out, &facts, head_framing, keep_alive, http10);
         let remaining = match framing {
             Framing::Length(n) => Some(n),
             _ => None,

@@ -74,6 +74,8 @@ pub struct Sleep {
     ctl: Option<Rc<Inner>>,
     /// The registered timer, whose deadline may be earlier than `deadline` (see module docs).
     entry: Option<(Instant, u64)>,
+    /// The waker `entry` holds, to know without a look-up when it is already the right one.
+    waker: Option<Waker>,
 }
 
 /// Completes after `duration`, measured on the controller that polls it.
@@ -94,6 +96,7 @@ pub fn sleep_until(deadline: Instant) -> Sleep {
         deadline,
         ctl: None,
         entry: None,
+        waker: None,
     }
 }
 
@@ -123,23 +126,30 @@ impl Future for Sleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let ctl = match &this.ctl {
-            Some(c) => c.clone(),
-            None => {
-                let c = Controller::current().inner;
-                this.ctl = Some(c.clone());
-                c
-            }
-        };
-        if ctl.now.get() >= this.deadline {
+        let ctl = this.ctl.get_or_insert_with(|| Controller::current().inner);
+        let now = ctl.now.get();
+        if now >= this.deadline {
             this.disarm();
             return Poll::Ready(());
         }
-        let mut timers = ctl.timers.borrow_mut();
         match this.entry {
-            // An entry that already fired is no longer in the map; its key is in the past.
-            Some(key) if key.0 > ctl.now.get() => timers.update_waker(key, cx.waker()),
-            _ => this.entry = Some(timers.insert(this.deadline, cx.waker().clone())),
+            Some(key) if key.0 > now => {
+                // The same task polling again (a connection's driver waits on its timer
+                // once per request): its waker is already the one registered, and
+                // looking the entry up would cost a tree search.
+                if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    ctl.timers.borrow_mut().update_waker(key, cx.waker());
+                    this.waker = Some(cx.waker().clone());
+                }
+            }
+            _ => {
+                let key = ctl
+                    .timers
+                    .borrow_mut()
+                    .insert(this.deadline, cx.waker().clone());
+                this.entry = Some(key);
+                this.waker = Some(cx.waker().clone());
+            }
         }
         Poll::Pending
     }

@@ -102,8 +102,13 @@ impl ConnState {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     // `advance`, not `split_to`: no shared header is allocated for the
-                    // part that went out.
-                    self.wbuf.advance(n);
+                    // part that went out. All of it out: `clear`, which keeps the
+                    // buffer's start at the front of its allocation for the next use.
+                    if n == self.wbuf.len() {
+                        self.wbuf.clear();
+                    } else {
+                        self.wbuf.advance(n);
+                    }
                     self.n_written += n as u64;
                     // Streams waiting for room check the server's write buffer size
                     // themselves; any progress may have made enough.
@@ -157,10 +162,11 @@ impl ConnState {
         r
     }
 
-    /// Gives the read buffer back, and the write buffer if it is empty, while the
-    /// connection waits for its next request with nothing buffered: an idle keep-alive
-    /// connection then holds no buffer (as nginx frees its buffers on idle keep-alive
-    /// connections), and the next request allocates one of the size it needs. Not only
+    /// Gives the read buffer back, and the write buffer if it is empty (to the thread's
+    /// pool, `h1/pool.rs`), while the connection waits for its next request with nothing
+    /// buffered: an idle keep-alive connection then holds no buffer (as nginx frees its
+    /// buffers on idle keep-alive connections), and the next request allocates one of the
+    /// size it needs. Not only
     /// when parking: thousands of connections holding their buffers for `park_after` at
     /// once would grow the heap to that peak, and freed memory inside the heap is not
     /// given back to the system.
@@ -168,7 +174,7 @@ impl ConnState {
         debug_assert!(self.rbuf.is_empty());
         self.rbuf = BytesMut::new();
         if self.wbuf.is_empty() {
-            self.wbuf = BytesMut::new();
+            crate::h1::pool::give(std::mem::take(&mut self.wbuf));
         }
     }
 }
