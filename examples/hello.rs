@@ -6,6 +6,9 @@
 //! curl http://127.0.0.1:8000/
 //! curl -k https://127.0.0.1:8000/
 //! ```
+//!
+//! `ONSTREAM_H2_ENGINE=own` serves HTTP/2 with the experimental engine
+//! (`Options::experimental_h2_engine`), for `bench/idle-memory` and h2load comparisons.
 
 use bytes::Bytes;
 use onstream::{Headers, Options, Server};
@@ -15,8 +18,12 @@ fn main() -> onstream::Result<()> {
         .nth(1)
         .map(|p| p.parse().expect("PORT must be a number"))
         .unwrap_or(8000);
+    let own_h2 = std::env::var("ONSTREAM_H2_ENGINE").is_ok_and(|e| e == "own");
     let server = Server::listen(
-        Options::new().host("127.0.0.1").port(port),
+        Options::new()
+            .host("127.0.0.1")
+            .port(port)
+            .experimental_h2_engine(own_h2),
         |_server, stream| async move {
             let req = stream.get_headers().await?;
             // The whole request is read before answering, even a GET's empty body: a

@@ -62,6 +62,7 @@ mod error;
 pub mod fuzzing;
 mod h1;
 mod h2;
+mod h2own;
 mod handler;
 mod headers;
 mod net;

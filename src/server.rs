@@ -94,6 +94,8 @@ struct Shared {
     /// Options that every connection reads.
     h1: Rc<H1Config>,
     h2: H2Config,
+    /// HTTP/2 on the experimental engine (`h2own/`).
+    h2_own: bool,
     version: Version,
     max_concurrent: usize,
     close_timeout: Duration,
@@ -132,6 +134,7 @@ struct Shared {
 enum ConnRef {
     H1(Weak<H1Conn>),
     H2(Weak<H2Shared>),
+    H2Own(Weak<crate::h2own::Conn>),
     /// An idle HTTP/1 connection without a task (see `parking.rs`).
     Parked(Box<ParkedConn>),
 }
@@ -147,6 +150,7 @@ impl ConnRef {
         match self {
             ConnRef::H1(c) => c.upgrade().into_iter().for_each(|c| c.close_gracefully()),
             ConnRef::H2(c) => c.upgrade().into_iter().for_each(|c| c.close_gracefully()),
+            ConnRef::H2Own(c) => c.upgrade().into_iter().for_each(|c| c.close_gracefully()),
             // Taken up (and so closed gracefully by its new driver) before this is called.
             ConnRef::Parked(_) => {}
         }
@@ -166,6 +170,11 @@ impl ConnRef {
                 c.abort();
                 cut_short
             }),
+            ConnRef::H2Own(c) => c.upgrade().is_some_and(|c| {
+                let cut_short = c.has_request_in_flight();
+                c.abort();
+                cut_short
+            }),
             ConnRef::Parked(_) => false,
         }
     }
@@ -174,6 +183,7 @@ impl ConnRef {
         match self {
             ConnRef::H1(c) => Some(ConnRef::H1(c.clone())),
             ConnRef::H2(c) => Some(ConnRef::H2(c.clone())),
+            ConnRef::H2Own(c) => Some(ConnRef::H2Own(c.clone())),
             ConnRef::Parked(_) => None,
         }
     }
@@ -287,6 +297,7 @@ impl Server {
                         body_read_timeout: options.body_read_timeout,
                         max_discard: options.limits.max_discard,
                     },
+                    h2_own: options.h2.own_engine,
                     version: options.version,
                     max_concurrent: options.max_concurrent,
                     close_timeout: options.close_timeout,
@@ -711,10 +722,20 @@ impl Shared {
         // `Transport` that an async block's bindings would hold for the task's life.
         let task = Box::pin(self.clone().set_up(conn))
             .then(move |transport| match transport {
-                Some(transport) => Either::Left(shared.serve_connection(key, transport)),
-                None => Either::Right(std::future::ready(None)),
+                // The experimental engine runs in a task of its own, sized for it alone,
+                // and this one ends (`None`: the connection lives on there).
+                Some(transport) if transport.h2 && shared.h2_own => {
+                    shared.spawn_h2_own(key, transport);
+                    Either::Right(std::future::ready(None))
+                }
+                Some(transport) => Either::Left(shared.serve_connection(key, transport).map(Some)),
+                None => Either::Right(std::future::ready(Some(None))),
             })
-            .map(move |parked| after.connection_ended(key, parked));
+            .map(move |ended| {
+                if let Some(parked) = ended {
+                    after.connection_ended(key, parked);
+                }
+            });
         self.ctl.spawn(task).detach();
     }
 
@@ -825,7 +846,8 @@ impl Shared {
         transport: Transport,
     ) -> impl Future<Output = Option<Parked>> {
         if transport.h2 {
-            return Either::Left(Box::pin(self.clone().serve_h2(key, transport)).map(|()| None));
+            let h2 = Box::pin(self.clone().serve_h2(key, transport));
+            return Either::Left(h2.map(|()| None));
         }
         let h1 = self.start_h1(key, transport);
         Either::Right(self.drive_h1(h1, None))
@@ -870,6 +892,35 @@ impl Shared {
                 None
             }
         }
+    }
+
+    /// `serve_h2` on the experimental engine (`h2own/`), as a task of its own: the
+    /// connection task's size is that of its largest state (the HTTP/1 driver's), which an
+    /// idle HTTP/2 connection would otherwise keep.
+    fn spawn_h2_own(self: &Rc<Self>, key: usize, transport: Transport) {
+        let after = self.clone();
+        let task = self
+            .clone()
+            .serve_h2_own(key, transport)
+            .map(move |()| after.connection_ended(key, None));
+        self.ctl.spawn(task).detach();
+    }
+
+    /// `serve_h2` on the experimental engine (`h2own/`).
+    async fn serve_h2_own(self: Rc<Self>, key: usize, transport: Transport) {
+        let handle = ServerHandle {
+            shared: self.clone(),
+        };
+        let spawn = |stream: crate::h2own::OwnStream| {
+            handle.run_handler(Stream::new(Inner::H2Own(Rc::new(stream))))
+        };
+        let register = |c: &Rc<crate::h2own::Conn>| {
+            self.conns.borrow_mut()[key] = Some(ConnRef::H2Own(Rc::downgrade(c)));
+            if self.closing.get() {
+                c.close_gracefully();
+            }
+        };
+        crate::h2own::serve(transport, &self.h2, spawn, register).await;
     }
 
     async fn serve_h2(self: Rc<Self>, key: usize, transport: Transport) {

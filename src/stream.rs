@@ -29,6 +29,7 @@ use crate::{
     error::{Error, Result},
     h1::H1Stream,
     h2::H2Stream,
+    h2own::OwnStream,
     headers::Headers,
     rt::{sleep_until, Controller, Sleep},
     stream_common::{Common, Outcome},
@@ -63,6 +64,8 @@ pub struct Stream {
 pub(crate) enum Inner {
     H1(Rc<H1Stream>),
     H2(Rc<H2Stream>),
+    /// The experimental engine (`h2own/`).
+    H2Own(Rc<OwnStream>),
 }
 
 impl Inner {
@@ -71,6 +74,7 @@ impl Inner {
         match self {
             Inner::H1(s) => s.common(),
             Inner::H2(s) => s.common(),
+            Inner::H2Own(s) => s.common(),
         }
     }
 
@@ -78,6 +82,7 @@ impl Inner {
         match self {
             Inner::H1(s) => s.finish(outcome).await,
             Inner::H2(s) => s.finish(outcome).await,
+            Inner::H2Own(s) => s.finish(outcome).await,
         }
     }
 
@@ -93,6 +98,7 @@ impl Inner {
         match self {
             Inner::H1(s) => s.body_read_timeout(),
             Inner::H2(s) => s.body_read_timeout(),
+            Inner::H2Own(s) => s.body_read_timeout(),
         }
     }
 
@@ -103,6 +109,7 @@ impl Inner {
         match self {
             Inner::H1(s) => s.body_timed_out(),
             Inner::H2(s) => s.body_timed_out(),
+            Inner::H2Own(s) => s.body_timed_out(),
         }
     }
 }
@@ -125,6 +132,7 @@ impl Stream {
         Ok(match &self.inner {
             Inner::H1(s) => s.headers().clone(),
             Inner::H2(s) => s.headers().clone(),
+            Inner::H2Own(s) => s.headers().clone(),
         })
     }
 
@@ -138,6 +146,7 @@ impl Stream {
         match &self.inner {
             Inner::H1(s) => s.version(),
             Inner::H2(_) => http::Version::HTTP_2,
+            Inner::H2Own(_) => http::Version::HTTP_2,
         }
     }
 
@@ -147,6 +156,7 @@ impl Stream {
         match &self.inner {
             Inner::H1(_) => None,
             Inner::H2(s) => Some(s.id()),
+            Inner::H2Own(s) => Some(s.id()),
         }
     }
 
@@ -155,6 +165,7 @@ impl Stream {
         match &self.inner {
             Inner::H1(s) => s.peer_addr(),
             Inner::H2(s) => s.peer_addr(),
+            Inner::H2Own(s) => s.peer_addr(),
         }
     }
 
@@ -163,6 +174,7 @@ impl Stream {
         match &self.inner {
             Inner::H1(s) => s.local_addr(),
             Inner::H2(s) => s.local_addr(),
+            Inner::H2Own(s) => s.local_addr(),
         }
     }
 
@@ -246,6 +258,7 @@ impl Stream {
                     .await
             }
             Inner::H2(s) => self.bounded(s.get_next_chunk(), deadline).await,
+            Inner::H2Own(s) => self.bounded(s.get_next_chunk(), deadline).await,
         }
     }
 
@@ -404,6 +417,7 @@ impl Stream {
         match &self.inner {
             Inner::H1(s) => s.write_headers(headers, end_stream).await,
             Inner::H2(s) => s.write_headers(headers, end_stream).await,
+            Inner::H2Own(s) => s.write_headers(headers, end_stream).await,
         }
     }
 
@@ -412,6 +426,7 @@ impl Stream {
         match &self.inner {
             Inner::H1(s) => s.write_continue().await,
             Inner::H2(s) => s.write_continue().await,
+            Inner::H2Own(s) => s.write_continue().await,
         }
     }
 
@@ -421,6 +436,7 @@ impl Stream {
         match &self.inner {
             Inner::H1(s) => s.write_chunk(data.as_ref(), end_stream).await,
             Inner::H2(s) => s.write_chunk(data.as_ref(), end_stream).await,
+            Inner::H2Own(s) => s.write_chunk(data.as_ref(), end_stream).await,
         }
     }
 
@@ -493,6 +509,7 @@ impl Stream {
         match &self.inner {
             Inner::H1(s) => s.take_socket(),
             Inner::H2(s) => s.take_tunnel(),
+            Inner::H2Own(s) => s.take_tunnel(),
         }
     }
 }

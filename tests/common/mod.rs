@@ -78,7 +78,12 @@ impl TestServer {
         Fut: Future<Output = onstream::Result<()>> + 'static,
     {
         TestServer::build(move || {
-            let opts = opts_fn(Options::new()).host("127.0.0.1").port(0);
+            // ONSTREAM_TEST_H2_ENGINE=own runs the tests on the experimental HTTP/2 engine
+            // (`Options::experimental_h2_engine`), to see how far it is from the default.
+            let own_h2 = std::env::var("ONSTREAM_TEST_H2_ENGINE").is_ok_and(|e| e == "own");
+            let opts = opts_fn(Options::new().experimental_h2_engine(own_h2))
+                .host("127.0.0.1")
+                .port(0);
             Server::listen(opts, make_handler())
         })
     }
