@@ -395,3 +395,35 @@ fn a_pipelined_batch_over_tls_is_answered_in_order() {
     }
     assert!(read_response(&mut reader).closes());
 }
+
+/// A handler that fails in the middle of its response cuts the connection, but the
+/// responses before it, left in the write buffer for the batch's write, still go out, and
+/// so does the part of its own that it wrote.
+#[test]
+fn a_handler_failing_mid_response_still_lets_the_earlier_responses_out() {
+    let server = TestServer::start(
+        |o| o,
+        || {
+            |_srv, stream: onstream::Stream| async move {
+                let req = stream.get_headers().await?;
+                let path = req.get(":path").unwrap_or("").to_string();
+                if path == "/fail" {
+                    stream.write_headers(&status_headers("200"), false).await?;
+                    stream.write_chunk("partial", false).await?;
+                    return Err(onstream::Error::handler("failed mid-body"));
+                }
+                respond(&stream, "200", path).await
+            }
+        },
+    );
+    let mut batch = gets((0..3).map(|i| format!("/{i}")));
+    batch.extend_from_slice(&gets(["/fail".to_string(), "/after".to_string()]));
+    let raw = raw_request(server.addr(), &batch);
+    let mut rest = &raw[..];
+    for i in 0..3 {
+        assert_eq!(read_response(&mut rest).body_str(), format!("/{i}"));
+    }
+    let cut = String::from_utf8_lossy(rest);
+    assert!(cut.starts_with("HTTP/1.1 200"), "{cut:?}");
+    assert!(cut.ends_with("partial\r\n"), "{cut:?}");
+}

@@ -11,10 +11,16 @@
 //! - *Writing* goes in request order: streams are numbered, and only the stream whose
 //!   number is `write_seq` may add to the write buffer; it keeps the turn until its response
 //!   ends. Pipelined responses are thus written in order while their handlers run at once.
-//! - *Flushing* happens when a handler yields or ends (see `H1Stream::after_poll`), so a
-//!   handler's writes within one poll, and the responses of a pipelined batch, go out in
-//!   one `write`. Only the driver ever waits for writability; a stream that finds the buffer
-//!   full parks in `writers` and the driver wakes it when the buffer drains.
+//! - *Flushing* happens when a handler yields (see `H1Stream::after_poll`), so a handler's
+//!   writes within one poll go out in one `write`, and a response never waits on a later
+//!   handler that waits. A handler that *ends* leaves the flush to the next handler of a
+//!   pipelined batch when that one is sure to run at once: started and not yet polled, or
+//!   its request already read and the driver free to parse it
+//!   (`ConnState::flush_can_wait`); the driver flushes whenever it stops to wait. So the
+//!   responses of a batch go out in one `write` however deep it is (up to the write
+//!   buffer's bound, `write_buffer_size`), as actix-web's do. Only the driver ever waits
+//!   for writability; a stream that finds the buffer full parks in `writers` and the
+//!   driver wakes it when the buffer drains.
 //!
 //! Split as hyper's `proto/h1` is: this file holds the connection's state and what the
 //! streams may ask of it; `conn/io.rs` the buffered I/O (filling the read buffer,

@@ -558,7 +558,13 @@ impl H1Stream {
             Finish::EndBody => {
                 let _ = self.write_chunk(&[], true).await;
             }
-            Finish::Abort => self.conn.abort(),
+            Finish::Abort => {
+                // What the handler wrote before it failed goes out before the cut (its
+                // flush waits for this, see `after_poll`), so the client sees a response
+                // cut short rather than none.
+                let _ = self.conn.st.borrow_mut().flush_now();
+                self.conn.abort();
+            }
             Finish::Nothing => {}
         }
         self.release(upgraded);
