@@ -67,6 +67,8 @@ pub(crate) fn spawn<F>(
             // handler that got it last.
             if stream.common().unclaim() {
                 stream.finish(outcome).await;
+            } else {
+                stream.after_poll(true);
             }
         }
     }))
@@ -88,7 +90,11 @@ impl<F: Future> Future for HandlerTask<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let r = this.fut.poll(cx);
-        this.stream.after_poll(r.is_ready());
+        // An ended handler's flush comes after its stream is finished (or handed on), when
+        // whether a later pipelined response can share its write is known.
+        if r.is_pending() {
+            this.stream.after_poll(false);
+        }
         r
     }
 }

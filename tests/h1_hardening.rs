@@ -144,6 +144,79 @@ fn unbounded_pipelining_stops_reading_a_client_that_never_reads() {
     assert_eq!(Client::connect(server.addr()).get("/").status, 200);
 }
 
+/// The same bound when the answers are small and come at once, so that the responses of
+/// a pipelined batch are written together rather than each on its own: a handler that
+/// ends leaves its response in the write buffer for the next one of the batch, but a
+/// response that fills the buffer (`write_buffer_size`) waits for room, and so the server
+/// stops starting handlers, and reading, once the socket's buffers and its own are full.
+/// Without that bound every request the client sends (about 600,000 here) would be
+/// answered into memory.
+#[test]
+fn small_answers_to_a_pipelining_client_that_never_reads_stay_bounded() {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let answered = answered.clone();
+        TestServer::start(
+            |o| o,
+            move || {
+                move |_srv, stream: Stream| {
+                    answered.fetch_add(1, Ordering::SeqCst);
+                    async move {
+                        let path = stream.get_headers().await?.get(":path").unwrap().to_owned();
+                        respond(&stream, "200", path).await
+                    }
+                }
+            },
+        )
+    };
+    let batch = pipelined_gets(1);
+    let total = 16 * 1024 * 1024;
+    let mut all = Vec::with_capacity(total + batch.len());
+    while all.len() < total {
+        all.extend_from_slice(&batch);
+    }
+    let mut sock = connect(server.addr());
+    // Fixed buffers on the client's side: the kernel's autotuning would otherwise take
+    // megabytes there, whatever the server does.
+    let sref = socket2::SockRef::from(&sock);
+    sref.set_send_buffer_size(64 * 1024).unwrap();
+    sref.set_recv_buffer_size(64 * 1024).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let mut written = 0;
+    let mut stalled_since: Option<Instant> = None;
+    let started = Instant::now();
+    while written < all.len() && started.elapsed() < Duration::from_secs(60) {
+        match sock.write(&all[written..]) {
+            Ok(n) => {
+                written += n;
+                stalled_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    // The server's socket send buffer (at most 4 MiB: net.ipv4.tcp_wmem) holds about
+    // 40,000 answers of 100 bytes, the client's receive buffer 64 KiB of them, the write
+    // buffer 64 KiB more.
+    let n = answered.load(Ordering::SeqCst);
+    assert!(
+        n < 100_000,
+        "{n} requests answered (of {} sent) to a client that reads nothing",
+        written / batch.len()
+    );
+    assert!(
+        written < all.len(),
+        "the server read all {written} bytes of requests from a client that reads nothing"
+    );
+    assert_eq!(Client::connect(server.addr()).get("/").status, 200);
+}
+
 /// Defect 2: a request with `Upgrade` + `Connection: upgrade` (curl sends `Upgrade: h2c`
 /// on every cleartext request) lost its body when the handler did not upgrade: `curl
 /// --http2 -T file` to an upload handler wrote an empty file. The body is an ordinary

@@ -11,10 +11,16 @@
 //! - *Writing* goes in request order: streams are numbered, and only the stream whose
 //!   number is `write_seq` may add to the write buffer; it keeps the turn until its response
 //!   ends. Pipelined responses are thus written in order while their handlers run at once.
-//! - *Flushing* happens when a handler yields or ends (see `H1Stream::after_poll`), so a
-//!   handler's writes within one poll, and the responses of a pipelined batch, go out in
-//!   one `write`. Only the driver ever waits for writability; a stream that finds the buffer
-//!   full parks in `writers` and the driver wakes it when the buffer drains.
+//! - *Flushing* happens when a handler yields (see `H1Stream::after_poll`), so a handler's
+//!   writes within one poll go out in one `write`, and a response never waits on a later
+//!   handler that waits. A handler that *ends* leaves the flush to the next handler of a
+//!   pipelined batch when that one is sure to run at once: started and not yet polled, or
+//!   its request already read and the driver free to parse it
+//!   (`ConnState::flush_can_wait`); the driver flushes whenever it stops to wait. So the
+//!   responses of a batch go out in one `write` however deep it is (up to the write
+//!   buffer's bound, `write_buffer_size`), as actix-web's do. Only the driver ever waits
+//!   for writability; a stream that finds the buffer full parks in `writers` and the
+//!   driver wakes it when the buffer drains.
 //!
 //! Split as hyper's `proto/h1` is: this file holds the connection's state and what the
 //! streams may ask of it; `conn/io.rs` the buffered I/O (filling the read buffer,
@@ -88,8 +94,10 @@ pub(crate) struct ConnState {
     next_seq: u64,
     /// The stream that may write now; responses go out in this order.
     write_seq: u64,
-    /// The highest stream number whose handler has been polled at least once.
-    polled_seq: u64,
+    /// One past the highest stream number whose handler has been polled at least once:
+    /// streams from `n_polled` to `next_seq` have handlers that have not run yet, and
+    /// each of them flushes when it first runs (see [`ConnState::flush_can_wait`]).
+    n_polled: u64,
     /// Streams started and not yet finished.
     n_open_streams: u32,
     /// Whether another request may follow; cleared by `Connection: close`, HTTP/1.0,
@@ -196,7 +204,7 @@ impl H1Conn {
                 body: None,
                 next_seq: 0,
                 write_seq: 0,
-                polled_seq: 0,
+                n_polled: 0,
                 n_open_streams: 0,
                 keep_alive: true,
                 closing: false,
@@ -443,12 +451,41 @@ impl ConnState {
 
     /// The handler of stream `seq` has run (at least once).
     pub(crate) fn note_polled(&mut self, seq: u64) {
-        self.polled_seq = self.polled_seq.max(seq);
+        self.n_polled = self.n_polled.max(seq + 1);
     }
 
-    /// A later pipelined stream's handler has not run yet: it will flush for both.
-    pub(crate) fn successor_pending(&self) -> bool {
-        self.next_seq > self.polled_seq + 1
+    /// A started stream's handler has not run yet: when it runs, it flushes (or leaves
+    /// the flush to a task that will, by this same rule).
+    pub(crate) fn unpolled_streams(&self) -> bool {
+        self.next_seq > self.n_polled
+    }
+
+    /// Whether a stream whose handler has ended may leave its flush to a task that is
+    /// sure to run without waiting for anything outside the server: this is how the
+    /// responses of a pipelined batch go out in one write, as actix-web's do.
+    ///
+    /// - A started stream whose handler has not run yet: it runs in this step or the
+    ///   next, and flushes after its poll (or leaves it, by this same rule, to a task
+    ///   further on).
+    /// - Once the stream is `released` (its release woke the driver): input already read
+    ///   that the driver is free to parse. The driver parses the next head and starts its
+    ///   handler; if the input is no whole head, or the driver has to stop (a body to
+    ///   throw away, the pipelining bound), it flushes before it waits.
+    ///
+    /// So a response waits at most for the server to parse the next head and run its
+    /// handler once, never for that handler to finish, nor for a body, nor for the client:
+    /// whoever is about to wait flushes first. The write buffer's bound still holds: a
+    /// response that fills it waits for room, flushing.
+    pub(crate) fn flush_can_wait(&self, released: bool, max_pipelined: usize) -> bool {
+        self.unpolled_streams()
+            || (released
+                && !self.rbuf.is_empty()
+                && self.body.is_none()
+                && self.keep_alive
+                && !self.closing
+                && !self.upgrade_pending
+                && (self.n_open_streams as usize) < max_pipelined
+                && self.io.is_some())
     }
 
     /// Stream `seq` is over (its handler ended, or it was dropped). `complete`: its

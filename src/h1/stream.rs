@@ -511,7 +511,10 @@ impl H1Stream {
 
     /// After each poll of the handler: note that it has run, send a head it left pending
     /// (it is now waiting on something else, so its body is not coming in this poll), and
-    /// flush — unless a later pipelined handler that has not run yet will flush for both.
+    /// flush. A handler about to wait always flushes, so no response waits on a later
+    /// handler's slowness; one that has ended leaves the flush to the next handler of a
+    /// pipelined batch when that is sure to run at once (`ConnState::flush_can_wait`), so
+    /// that the batch is answered in one write.
     pub(crate) fn after_poll(&self, handler_done: bool) {
         let mut st = self.conn.st.borrow_mut();
         st.note_polled(self.seq);
@@ -526,7 +529,8 @@ impl H1Stream {
             }
             st = self.conn.st.borrow_mut();
         }
-        if !(handler_done && st.successor_pending()) {
+        let released = self.common.is_finished();
+        if !(handler_done && st.flush_can_wait(released, self.conn.limits().max_pipelined)) {
             if let Err(e) = st.flush_now() {
                 tracing::debug!("write failed: {e}");
             }
@@ -554,7 +558,13 @@ impl H1Stream {
             Finish::EndBody => {
                 let _ = self.write_chunk(&[], true).await;
             }
-            Finish::Abort => self.conn.abort(),
+            Finish::Abort => {
+                // What the handler wrote before it failed goes out before the cut (its
+                // flush waits for this, see `after_poll`), so the client sees a response
+                // cut short rather than none.
+                let _ = self.conn.st.borrow_mut().flush_now();
+                self.conn.abort();
+            }
             Finish::Nothing => {}
         }
         self.release(upgraded);

@@ -209,11 +209,11 @@ impl H1Conn {
         if st.io.is_none() {
             return Poll::Ready(Err(Error::closed("connection closed")));
         }
-        if let Poll::Ready(Err(e)) = send.poll_flush(st, cx, ctl, self.cfg.send_timeout) {
-            return Poll::Ready(Err(e));
-        }
         if st.body.is_some() {
-            ready!(self.poll_discard(st, cx, timer, discard_by))?;
+            match self.poll_discard(st, cx, timer, discard_by) {
+                Poll::Ready(r) => r?,
+                Poll::Pending => return self.flush_before_waiting(st, cx, ctl, send),
+            }
         }
         // Read no further head while an upgrade may still take the socket, or while
         // `max_pipelined` requests are in flight: a client that sends requests without
@@ -223,9 +223,27 @@ impl H1Conn {
             && (st.upgrade_pending || st.n_open_streams as usize >= self.cfg.limits.max_pipelined)
         {
             st.driver = Some(cx.waker().clone());
-            return Poll::Pending;
+            return self.flush_before_waiting(st, cx, ctl, send);
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// The driver is about to wait (its waker is set): what the handlers left in the
+    /// write buffer goes out first, unless a handler that has not run yet will flush it.
+    /// Not before: a handler that ended with the next request already read leaves its
+    /// response for the driver to send with the next ones (`ConnState::flush_can_wait`),
+    /// so the driver flushes only when it stops starting handlers.
+    fn flush_before_waiting<T>(
+        &self,
+        st: &mut ConnState,
+        cx: &mut Context<'_>,
+        ctl: &Controller,
+        send: &mut SendGuard,
+    ) -> Poll<Result<T>> {
+        if !st.unpolled_streams() {
+            ready!(send.poll_flush(st, cx, ctl, self.cfg.send_timeout))?;
+        }
+        Poll::Pending
     }
 
     /// Ready when the previous request's body is gone: read to its end by its handler, or
@@ -325,9 +343,6 @@ impl H1Conn {
             if st.io.is_none() {
                 return Poll::Ready(Ok(NextHead::End));
             }
-            if let Poll::Ready(Err(e)) = send.poll_flush(st, cx, ctl, self.cfg.send_timeout) {
-                return Poll::Ready(Err(HeadError::Io(e)));
-            }
             match parse_request(&mut st.rbuf, scheme, &self.cfg.limits) {
                 Ok(Some(head)) => return Poll::Ready(Ok(NextHead::Head(head))),
                 Err(e) => return Poll::Ready(Err(HeadError::Parse(e))),
@@ -357,6 +372,10 @@ impl H1Conn {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(HeadError::Io(e.into()))),
                 Poll::Pending => {
                     st.driver = Some(cx.waker().clone());
+                    if let Poll::Ready(Err(e)) = self.flush_before_waiting::<()>(st, cx, ctl, send)
+                    {
+                        return Poll::Ready(Err(HeadError::Io(e)));
+                    }
                     let fired = Pin::new(&mut *timer).poll(cx).is_ready();
                     if !st.rbuf.is_empty() {
                         if fired {
