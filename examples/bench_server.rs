@@ -2,7 +2,9 @@
 //! issue 14's table): one `Controller` driving two `Server`s, HTTP/1.1 and h2c (prior
 //! knowledge) on PORT with `Tls::Off`, and TLS (ALPN h2, then http/1.1) on TLS_PORT with
 //! the given PEM certificate and key, so that every peer does the same TLS work. GET and
-//! POST `/` alike read the request body and answer `Hello, World!`.
+//! POST `/` alike read the request body and answer `Hello, World!`. With
+//! `ONSTREAM_H2_ENGINE=own` HTTP/2 is served by the experimental engine
+//! (`Options::experimental_h2_engine`).
 //!
 //! ```sh
 //! cargo run --release --example bench_server -- 8000 8443 cert.pem key.pem
@@ -33,7 +35,11 @@ fn main() -> onstream::Result<()> {
     };
     let number = |p: &String| -> u16 { p.parse().expect("a port is a number") };
     let ctl = Controller::new()?;
-    let base = Options::new().host("127.0.0.1").controller(ctl.clone());
+    let own_h2 = std::env::var("ONSTREAM_H2_ENGINE").is_ok_and(|e| e == "own");
+    let base = Options::new()
+        .host("127.0.0.1")
+        .controller(ctl.clone())
+        .experimental_h2_engine(own_h2);
     let plain = Server::listen(base.clone().port(number(port)).tls(Tls::Off), hello)?;
     let secure = Server::listen(
         base.port(number(tls_port))
