@@ -1,9 +1,10 @@
 //! `take_socket` for Lua: the connection a handler takes over becomes a cqueues socket.
 //!
-//! The taken connection may be TLS (rustls state cannot move to OpenSSL) or an HTTP/2
-//! tunnel, and it starts with bytes onstream already read; so the handler gets one end
-//! of a socket pair, and a task on the server's loop copies bytes both ways between the
-//! other end and the taken connection, buffered bytes first.
+//! A cleartext HTTP/1 connection goes over as its own socket (`Upgraded::into_socket`,
+//! in `stream.rs`). One that is TLS (rustls state cannot move to OpenSSL) or an HTTP/2
+//! tunnel cannot: the handler gets one end of a socket pair, and a task on the server's
+//! loop copies bytes both ways between the other end and the taken connection, the bytes
+//! onstream had already read first.
 //!
 //! The two directions are copied apart, so that one's failure does not lose the other's
 //! bytes. A handler that answers and closes (a WebSocket close after a protocol error)
