@@ -35,6 +35,13 @@ pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin {
     fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
         (None, None)
     }
+
+    /// The socket itself, when this stream is a plain one (no TLS, no HTTP/2 tunnel, no
+    /// bytes read ahead inside it): what [`Upgraded::into_socket`](crate::Upgraded)
+    /// can hand over as it is. `None` otherwise.
+    fn plain_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 impl Io for tokio_rustls::server::TlsStream<Box<dyn Io>> {

@@ -63,6 +63,28 @@ impl Upgraded {
         }
         poll_read_buf(&mut self.io, buf, cx)
     }
+
+    /// The connection's own socket, with the bytes read before the upgrade (which come
+    /// before the socket's own), for a caller that drives it itself (lua-http's
+    /// `take_socket` as a cqueues socket): only for a plain socket (cleartext HTTP/1.x);
+    /// a TLS connection or an HTTP/2 tunnel, or a socket that cannot be duplicated
+    /// (EMFILE), comes back as `Err`.
+    ///
+    /// The descriptor is a duplicate, non-blocking as the original was: the original is
+    /// removed from the loop's poller and closed, so the loop never hears of it again.
+    pub fn into_socket(self) -> std::result::Result<(std::os::fd::OwnedFd, Bytes), Upgraded> {
+        let Some(fd) = self.io.plain_fd() else {
+            return Err(self);
+        };
+        let Ok(fd) = fd.try_clone_to_owned() else {
+            return Err(self);
+        };
+        let Upgraded { io, read_buf } = self;
+        // Deregisters the original (EPOLL_CTL_DEL names the descriptor, so the duplicate
+        // is never registered) and closes it; the connection lives on in the duplicate.
+        drop(io);
+        Ok((fd, read_buf))
+    }
 }
 
 impl fmt::Debug for Upgraded {

@@ -118,3 +118,50 @@ fn an_open_upgraded_connection_does_not_block_others() {
     ));
     assert_eq!(other.body_str(), "/plain");
 }
+
+/// A plain connection's taken socket can leave the loop as the connection's own
+/// descriptor (lua-http's `take_socket` gives a cqueues socket so), with the bytes read
+/// past the request beside it: its peer is the client, and what is written to it arrives.
+#[test]
+fn a_plain_taken_socket_goes_over_as_its_own_descriptor() {
+    let server = TestServer::start(
+        |o| o,
+        || {
+            |_srv, stream: Stream| {
+                Box::pin(async move {
+                    let mut h = Headers::new();
+                    h.append(":status", "101");
+                    h.append("connection", "upgrade");
+                    h.append("upgrade", "echo");
+                    stream.write_headers(&h, false).await?;
+                    let (fd, buffered) = stream
+                        .take_socket()?
+                        .into_socket()
+                        .expect("a cleartext connection gives its socket");
+                    let mut sock = std::net::TcpStream::from(fd);
+                    let peer = sock.peer_addr()?;
+                    // Small enough for the send buffer: the non-blocking socket takes it.
+                    write!(sock, "{peer} ")?;
+                    sock.write_all(&buffered)?;
+                    Ok(())
+                })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = onstream::Result<()>>>>
+            }
+        },
+    );
+    let mut c = Client::connect(server.addr());
+    let local = c.reader.get_ref().local_addr().unwrap();
+    let mut both = UPGRADE_REQUEST.to_vec();
+    both.extend_from_slice(b"early");
+    c.writer.write_all(&both).unwrap();
+    let res = c.read_response();
+    assert_eq!(res.status, 101);
+    let rest = c
+        .read_to_close(Duration::from_secs(5))
+        .expect("the descriptor was not closed when dropped");
+    let rest = String::from_utf8(rest).unwrap();
+    let (peer, buffered) = rest.split_once(' ').expect("the peer's address");
+    assert_eq!(peer, local.to_string());
+    // Whatever part of "early" the server read with the head comes beside the socket.
+    assert!("early".starts_with(buffered), "{buffered:?}");
+}

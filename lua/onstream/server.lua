@@ -581,15 +581,20 @@ function stream_methods:localname()
 end
 
 -- The connection under the stream, as a cqueues socket (after a 101, or for an
--- extended CONNECT over HTTP/2); bytes the client already sent are read first.
+-- extended CONNECT over HTTP/2); bytes the client already sent are read first. Over
+-- cleartext HTTP/1 it is the connection's own socket, with those bytes put back into
+-- its input buffer; otherwise one end of a socket pair the server bridges to it.
 function stream_methods:take_socket()
-	local fd, err, errno = slow(self):take_socket()
+	local fd, buffered, errno = slow(self):take_socket()
 	if not fd then
-		return nil, err, errno
+		return nil, buffered, errno
 	end
 	self._server:_kick()
 	local sock = cs.fdopen(fd)
 	sock:setmode("b", "b")
+	if buffered and #buffered > 0 then
+		assert(sock:unget(buffered))
+	end
 	return sock
 end
 

@@ -583,6 +583,79 @@ describe("onstream.server", function()
 		assert.same("early", got)
 	end)
 
+	-- Autobahn 3.3 on lua/examples/websocket_echo.lua: the handler echoes a frame, sends a
+	-- close and closes its socket, while the client's ping is on its way. The bridge
+	-- behind take_socket read the ping, failed to pass it to the closed handler (EPIPE)
+	-- and closed the connection at once, losing the echo and the close still in the
+	-- socket pair. The handler sends the client's ping itself, after its close and before
+	-- it yields, so that the bridge finds both at its next step. Over cleartext HTTP/1 the
+	-- handler has the connection's own socket (no bridge); over TLS, the bridge.
+	for _, tls in ipairs { false, true } do
+		it("passes on what the handler wrote before it closed, though the client sent more"
+			.. (tls and " (TLS)" or ""), function()
+			-- Client frames are masked; a zero key leaves the payload as it is.
+			local mask = "\0\0\0\0"
+			local text = "\129" .. string.char(128 + 13) .. mask .. "Hello, world!"
+			local ping = "\137\128" .. mask
+			local echo = "\129\13Hello, world!"
+			local close = "\136\24\3\234Reserved bits not zero"
+			local client
+			with_server({
+				tls = tls;
+				onstream = function(_, stream)
+					respond(stream, 101, nil, { upgrade = "websocket", connection = "upgrade" })
+					local sock = assert(stream:take_socket())
+					assert.same(text, sock:read(#text))
+					assert(sock:write(echo .. close))
+					assert(sock:flush())
+					sock:close()
+					assert(client:write(ping))
+					assert(client:flush())
+				end;
+			}, function(server)
+				local _, host, port = server:localname()
+				client = assert(cs.connect(host, port))
+				client:setmode("b", "b")
+				if tls then
+					local ctx = require "http.tls".new_client_context()
+					ctx:setVerify(require "openssl.ssl.context".VERIFY_NONE)
+					assert(client:starttls(ctx, LIMIT))
+				end
+				assert(client:write("GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n" .. text))
+				assert(client:flush())
+				local got = client:read("*a") or ""
+				client:close()
+				assert.truthy(got:match("^HTTP/1.1 101"))
+				assert.same(echo .. close, got:sub(-#(echo .. close)))
+			end)
+		end)
+	end
+
+	it("takes the connection's own socket over cleartext HTTP/1", function()
+		local peer, read
+		with_server({
+			onstream = function(_, stream)
+				respond(stream, 101, nil, { upgrade = "echo", connection = "upgrade" })
+				local sock = assert(stream:take_socket())
+				peer = { sock:peername() }
+				read = sock:read(5)
+				sock:close()
+			end;
+		}, function(server)
+			local _, host, port = server:localname()
+			local client = assert(cs.connect(host, port))
+			client:setmode("b", "b")
+			assert(client:write("GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nearly"))
+			assert(client:flush())
+			client:read("*a")
+			local _, chost, cport = client:localname()
+			client:close()
+			-- The socket pair of a bridge would have no address.
+			assert.same({ cs.AF_INET, chost, cport }, peer)
+		end)
+		assert.same("early", read)
+	end)
+
 	it("speaks WebSocket through lua-http's http.websocket.new_from_stream", function()
 		with_server({
 			onstream = function(_, stream)

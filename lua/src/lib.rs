@@ -13,8 +13,10 @@
 //! value cqueues does not know, and the thread never blocks outside cqueues' own poll.
 //!
 //! This file holds the module entry and the server object; `stream.rs` the stream and
-//! its operations; `fast.rs` the methods every request calls, as plain Lua C functions; `options.rs` the translation of lua-http's options table; `socket.rs`
-//! `take_socket`'s bridge to a cqueues socket; `errors.rs` the `nil, err, errno` convention.
+//! its operations; `fast.rs` the methods every request calls, as plain Lua C functions;
+//! `options.rs` the translation of lua-http's options table; `socket.rs` `take_socket`'s
+//! bridge to a cqueues socket (TLS, HTTP/2; a cleartext connection goes over as its own
+//! socket); `errors.rs` the `nil, err, errno` convention.
 
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 

@@ -12,6 +12,7 @@
 use std::{
     cell::{Cell, OnceCell, RefCell},
     future::{poll_fn, Future},
+    os::fd::IntoRawFd,
     pin::Pin,
     rc::Rc,
     task::{Context, Poll, Waker},
@@ -376,13 +377,23 @@ impl UserData for LStream {
                 }),
             )
         });
+        // The descriptor, and the bytes the server had read past the request (to be read
+        // first) when it is the connection's own socket; a TLS connection or an HTTP/2
+        // tunnel gives one end of a socket pair bridged to it (`socket.rs`).
         m.add_method("take_socket", |lua, this, ()| {
-            match this.0.stream.take_socket() {
-                Ok(up) => match crate::socket::bridge(up, &this.0.shared) {
+            let up = match this.0.stream.take_socket() {
+                Ok(up) => up,
+                Err(e) => return errors::fail(lua, &e),
+            };
+            match up.into_socket() {
+                Ok((fd, buffered)) => {
+                    let buffered = lua.create_string(&buffered)?;
+                    (fd.into_raw_fd(), buffered).into_lua_multi(lua)
+                }
+                Err(up) => match crate::socket::bridge(up, &this.0.shared) {
                     Ok(fd) => fd.into_lua_multi(lua),
                     Err(e) => errors::io_fail(lua, &e),
                 },
-                Err(e) => errors::fail(lua, &e),
             }
         });
     }

@@ -175,6 +175,10 @@ macro_rules! async_io_impls {
             fn socket_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
                 $addrs(self)
             }
+
+            fn plain_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+                Some(std::os::fd::AsFd::as_fd(self.0.get_ref()))
+            }
         }
     };
 }
