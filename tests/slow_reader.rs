@@ -45,6 +45,12 @@ fn a_client_that_stops_reading_is_closed_after_send_timeout() {
         .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let start = Instant::now();
+    // The accept happens on the server's thread: without this, the count can still be 0
+    // because the connection has not been seen yet, not because it was closed.
+    assert!(
+        server.wait_connections(1, Duration::from_secs(5)),
+        "the connection was never accepted"
+    );
     assert!(
         server.wait_connections(0, Duration::from_secs(5)),
         "the stalled connection was not closed"

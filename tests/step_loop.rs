@@ -127,6 +127,53 @@ fn controller_timeout_is_the_earliest_of_several_timers() {
     drop(late);
 }
 
+/// A `Sleep` first polled by one task and then awaited by another wakes the second one:
+/// the timer keeps the waker of its latest poller, not of the task that armed it (a `Sleep`
+/// caches its registered waker to skip the timer look-up when the same task polls again).
+#[test]
+fn a_sleep_moved_to_another_task_wakes_that_task() {
+    use std::{cell::RefCell, future::Future, rc::Rc, task::Poll};
+    let ctl = Controller::new().unwrap();
+    type Parked = Option<std::pin::Pin<Box<dyn Future<Output = ()>>>>;
+    let parked: Rc<RefCell<Parked>> = Rc::default();
+    let first = {
+        let parked = parked.clone();
+        ctl.spawn(std::future::poll_fn(move |cx| {
+            let mut sleep: std::pin::Pin<Box<dyn Future<Output = ()>>> =
+                Box::pin(onstream::sleep(Duration::from_millis(100)));
+            assert!(sleep.as_mut().poll(cx).is_pending(), "armed, not yet due");
+            *parked.borrow_mut() = Some(sleep);
+            Poll::Ready(())
+        }))
+    };
+    ctl.step(Some(Duration::ZERO)).unwrap();
+    assert!(
+        first.is_finished(),
+        "the first task ends after arming the sleep"
+    );
+    let done = Rc::new(std::cell::Cell::new(false));
+    let second = {
+        let (parked, done) = (parked.clone(), done.clone());
+        ctl.spawn(async move {
+            let sleep = parked
+                .borrow_mut()
+                .take()
+                .expect("the first task left its sleep");
+            sleep.await;
+            done.set(true);
+        })
+    };
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while !done.get() && Instant::now() < give_up {
+        ctl.step(Some(Duration::from_millis(50))).unwrap();
+    }
+    assert!(
+        done.get(),
+        "the task that awaited the moved sleep was never woken"
+    );
+    drop(second);
+}
+
 /// A closure sent with `Remote::spawn` from another thread runs on the loop's thread, and
 /// the send wakes a step that was blocked waiting.
 #[test]
