@@ -72,6 +72,26 @@ local function raw(server, bytes)
 	return got or ""
 end
 
+-- A self-signed certificate made with luaossl (lua-http's TLS library).
+local function make_pem()
+	local pkey = require "openssl.pkey"
+	local x509 = require "openssl.x509"
+	local x509_name = require "openssl.x509.name"
+	local key = pkey.new { type = "EC"; curve = "prime256v1" }
+	local crt = x509.new()
+	crt:setVersion(3)
+	crt:setSerial(7)
+	local name = x509_name.new()
+	name:add("CN", "onstream-lua-test")
+	crt:setSubject(name)
+	crt:setIssuer(name)
+	crt:setPublicKey(key)
+	local now = os.time()
+	crt:setLifetime(now - 60, now + 3600)
+	assert(crt:sign(key))
+	return crt:tostring("PEM"), key:toPEM("private"), crt:digest("sha256", "s")
+end
+
 describe("onstream.server", function()
 	it("answers lua-http's client over HTTP/1.1", function()
 		with_server({
@@ -282,25 +302,6 @@ describe("onstream.server", function()
 	end)
 
 	describe("ctx as PEM", function()
-		-- A self-signed certificate made with luaossl (lua-http's TLS library).
-		local function make_pem()
-			local pkey = require "openssl.pkey"
-			local x509 = require "openssl.x509"
-			local x509_name = require "openssl.x509.name"
-			local key = pkey.new { type = "EC"; curve = "prime256v1" }
-			local crt = x509.new()
-			crt:setVersion(3)
-			crt:setSerial(7)
-			local name = x509_name.new()
-			name:add("CN", "onstream-lua-test")
-			crt:setSubject(name)
-			crt:setIssuer(name)
-			crt:setPublicKey(key)
-			local now = os.time()
-			crt:setLifetime(now - 60, now + 3600)
-			assert(crt:sign(key))
-			return crt:tostring("PEM"), key:toPEM("private"), crt:digest("sha256", "s")
-		end
 
 		-- Serves HTTPS with `ctx`; returns the SHA-256 of the certificate the client saw.
 		local function served_certificate(ctx)
@@ -630,6 +631,64 @@ describe("onstream.server", function()
 			end)
 		end)
 	end
+
+	-- A TLS connection taken with take_socket is bridged by a task on the server's loop.
+	-- A client that never reads held that bridge (both sockets, two buffers) forever
+	-- once the handler had given up and closed: the bridge now ends when the handler's
+	-- output has waited on the client for send_timeout, and the server empties while the
+	-- client still holds its end.
+	it("ends a TLS take_socket bridge whose client never reads, after send_timeout", function()
+		local wrote, handler_done = 0, false
+		local cert, key = make_pem()
+		local server = assert(http_server.new {
+			tls = true;
+			ctx = { cert = cert; key = key };
+			send_timeout = 0.3;
+			onstream = function(_, stream)
+				respond(stream, 101, nil, { upgrade = "flood", connection = "upgrade" })
+				local sock = assert(stream:take_socket())
+				sock:setmode("b", "b")
+				local chunk = string.rep("x", 64 * 1024)
+				for _ = 1, 1024 do
+					local ok = sock:xwrite(chunk, "n", 0.5)
+					if not ok then
+						break
+					end
+					wrote = wrote + #chunk
+				end
+				sock:close()
+				handler_done = true
+			end;
+		})
+		local s, c = assert(cs.pair())
+		assert(server:add_socket(s))
+		local cq = cqueues.new()
+		local drained = false
+		cq:wrap(function()
+			assert(server:loop())
+			drained = true
+		end)
+		local cut_while_open = false
+		cq:wrap(function()
+			local ctx = require "http.tls".new_client_context()
+			ctx:setVerify(require "openssl.ssl.context".VERIFY_NONE)
+			assert(c:starttls(ctx, LIMIT))
+			c:setmode("b", "b")
+			assert(c:write("GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: flood\r\n\r\n"))
+			assert(c:flush())
+			-- Never read: wait (bounded) for the server to let go of the connection.
+			local deadline = cqueues.monotime() + 5
+			while not drained and cqueues.monotime() < deadline do
+				cqueues.sleep(0.05)
+			end
+			cut_while_open = drained
+			c:close()
+		end)
+		assert(cq:loop(LIMIT))
+		assert.truthy(handler_done, "the handler did not finish")
+		assert.truthy(wrote < 1024 * 64 * 1024, "the client took everything")
+		assert.truthy(cut_while_open, "the bridge outlived send_timeout toward a client that never reads")
+	end)
 
 	it("takes the connection's own socket over cleartext HTTP/1", function()
 		local peer, read

@@ -63,6 +63,9 @@ pub(crate) struct Shared {
     pub(crate) n_handlers: Cell<usize>,
     /// The server's loop, for the tasks this module spawns (the `take_socket` bridges).
     ctl: RefCell<Option<onstream::Controller>>,
+    /// How long a bridge's output toward the client may make no progress before the
+    /// bridge ends: the server's `send_timeout` (see `socket.rs`).
+    bridge_send_timeout: Cell<Option<std::time::Duration>>,
 }
 
 /// Where a server's connections come from.
@@ -85,6 +88,9 @@ impl LServer {
     fn new(lua: &Lua, opts: LuaTable, listener: Listening) -> LuaResult<LServer> {
         let options = options::from_table(lua, &opts)?;
         let shared = Rc::new(Shared::default());
+        shared
+            .bridge_send_timeout
+            .set(Some(options::send_timeout(&opts)?));
         let on_stream = {
             let shared = shared.clone();
             move |_srv: onstream::ServerHandle, stream: onstream::Stream| {

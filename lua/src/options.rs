@@ -100,6 +100,13 @@ pub(crate) fn from_table(_lua: &Lua, t: &LuaTable) -> LuaResult<Options> {
     Ok(o)
 }
 
+/// The `send_timeout` the options table gives the server, or the library's default: the
+/// `take_socket` bridges (`socket.rs`) hold their output to it too.
+pub(crate) fn send_timeout(t: &LuaTable) -> LuaResult<Duration> {
+    Ok(t.get::<Option<f64>>("send_timeout")?
+        .map_or(onstream::DEFAULT_SEND_TIMEOUT, seconds))
+}
+
 /// Seconds as lua-http takes them: a number, negative meaning none, huge meaning forever.
 pub(crate) fn seconds(secs: f64) -> Duration {
     Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)

@@ -15,6 +15,11 @@
 //! close) while the handler's output is copied on to its end, then the connection's
 //! writing half is shut down. Either side closing its writing half is passed on; the task
 //! ends when both directions have, and then closes both sockets.
+//!
+//! A client that never reads would otherwise hold the bridge (both sockets, two buffers)
+//! forever, whatever the handler does: once the handler's output has waited on the client
+//! for the server's `send_timeout` without a byte going out (a write, or the TLS
+//! close_notify of the shutdown), the bridge ends, as a Rust handler's stream would.
 
 use std::{
     future::{poll_fn, Future},
@@ -23,12 +28,12 @@ use std::{
     pin::Pin,
     rc::Rc,
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use onstream::{
     rt::{Sleep, UnixStream},
-    Upgraded,
+    Controller, Upgraded,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -59,6 +64,10 @@ pub(crate) fn bridge(up: Upgraded, shared: &Rc<Shared>) -> io::Result<i32> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
     let ours = UnixStream::from_std(&ctl, ours)?;
     shared.n_bridges.set(shared.n_bridges.get() + 1);
+    let send_timeout = shared
+        .bridge_send_timeout
+        .get()
+        .unwrap_or(onstream::DEFAULT_SEND_TIMEOUT);
     let count = shared.clone();
     ctl.spawn(async move {
         let mut bridge = Bridge {
@@ -67,6 +76,8 @@ pub(crate) fn bridge(up: Upgraded, shared: &Rc<Shared>) -> io::Result<i32> {
             inbound: Inbound::Copying(Pipe::new()),
             outbound: Outbound::Copying(Pipe::new()),
             linger: None,
+            send_timeout,
+            stall: None,
         };
         poll_fn(|cx| bridge.poll(cx)).await;
         drop(bridge); // Closes both sockets.
@@ -87,6 +98,11 @@ struct Bridge {
     /// Started when the client's input is being thrown away and the handler's output has
     /// all gone: when it fires, the bridge stops reading.
     linger: Option<Sleep>,
+    /// How long the handler's output may wait on the client without progress.
+    send_timeout: Duration,
+    /// Armed while the handler's output waits on the client; its deadline moves on with
+    /// each write that goes out.
+    stall: Option<Sleep>,
 }
 
 /// Client → handler.
@@ -113,9 +129,19 @@ enum Outbound {
 
 impl Bridge {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.poll_stalled(cx) {
+            // Its output cannot go out: the handler's end is closed with the rest, and a
+            // handler still writing sees EPIPE.
+            return Poll::Ready(());
+        }
         // The handler's output first: it is what must not be lost.
         if let Outbound::Copying(pipe) = &mut self.outbound {
-            match pipe.poll_copy(cx, &mut self.ours, &mut self.up) {
+            let written = pipe.written;
+            let copied = pipe.poll_copy(cx, &mut self.ours, &mut self.up);
+            if pipe.written != written {
+                self.moved_on();
+            }
+            match copied {
                 Poll::Pending => {}
                 // A read error on our end of a pair is the handler's end gone: its EOF.
                 Poll::Ready(Stop::Eof | Stop::ReadFailed) => self.outbound = Outbound::ShuttingDown,
@@ -164,10 +190,46 @@ impl Bridge {
             }
         }
         if matches!(self.inbound, Inbound::Done) && matches!(self.outbound, Outbound::Done) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+            return Poll::Ready(());
         }
+        if self.waits_on_client() && self.stall.is_none() {
+            let mut stall = onstream::sleep(self.send_timeout);
+            // Registers the timer with this task's waker.
+            if Pin::new(&mut stall).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            self.stall = Some(stall);
+        }
+        Poll::Pending
+    }
+
+    /// Whether the handler's output has bytes (or the shutdown) the client has not taken.
+    fn waits_on_client(&self) -> bool {
+        match &self.outbound {
+            Outbound::Copying(pipe) => pipe.start < pipe.end,
+            Outbound::ShuttingDown => true,
+            Outbound::Done => false,
+        }
+    }
+
+    /// Bytes went out: the stall deadline moves on (moving a `Sleep` later is free).
+    fn moved_on(&mut self) {
+        if let Some(stall) = &mut self.stall {
+            let now = Controller::try_current().map_or_else(Instant::now, |c| c.now());
+            stall.reset(now + self.send_timeout);
+        }
+    }
+
+    /// True once the output has waited on the client for `send_timeout`. A stall timer
+    /// left from an earlier wait that has since been resolved is dropped.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.waits_on_client() {
+            self.stall = None;
+            return false;
+        }
+        self.stall
+            .as_mut()
+            .is_some_and(|stall| Pin::new(stall).poll(cx).is_ready())
     }
 }
 
@@ -183,6 +245,8 @@ struct Pipe {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// Bytes written so far, to see progress.
+    written: u64,
 }
 
 impl Pipe {
@@ -191,6 +255,7 @@ impl Pipe {
             buf: vec![0; BUF_SIZE].into_boxed_slice(),
             start: 0,
             end: 0,
+            written: 0,
         }
     }
 
@@ -218,7 +283,10 @@ impl Pipe {
             match Pin::new(&mut *w).poll_write(cx, &self.buf[self.start..self.end]) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => return Poll::Ready(Stop::WriteFailed),
-                Poll::Ready(Ok(n)) => self.start += n,
+                Poll::Ready(Ok(n)) => {
+                    self.start += n;
+                    self.written += n as u64;
+                }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Poll::Ready(Err(_)) => return Poll::Ready(Stop::WriteFailed),
             }
