@@ -1,4 +1,4 @@
-//! Header compression (RFC 7541) for the experimental engine.
+//! Header compression (RFC 7541) for the own engine.
 //!
 //! Decoding is `loona-hpack`'s decoder (a maintained fork of the `hpack` crate): it keeps
 //! the dynamic table only — one small struct and the entries the client asked us to
