@@ -307,13 +307,16 @@ impl Options {
     }
 
     /// The largest request head (request line and fields) and trailer section; larger
-    /// ones get `431` (default 64 KiB).
+    /// ones get `431` (default 64 KiB). Over HTTP/2 it is the header list size (RFC 9113
+    /// §6.5.2, announced in SETTINGS).
     pub fn max_header_size(mut self, n: usize) -> Options {
         self.limits.max_head = n;
         self
     }
 
-    /// The most header fields in a request; more get `431` (default 100, as hyper).
+    /// The most header fields in a request; more get `431` (default 100, as hyper). Over
+    /// HTTP/2 pseudo-header fields are not counted, and only the own engine counts
+    /// ([`H2Engine::Own`]; the `h2` crate bounds the list's size only).
     pub fn max_headers(mut self, n: usize) -> Options {
         self.limits.max_headers = n;
         self
