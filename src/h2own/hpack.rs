@@ -8,12 +8,14 @@
 //! RFC 7541 §4.1 counts entries: name + value + 32).
 //!
 //! Encoding is ours and stateless on purpose: fields are sent as static-table indexes
-//! or literals *without indexing*, never Huffman-coded, so the server keeps no encoder
-//! table per connection (the client's SETTINGS_HEADER_TABLE_SIZE only bounds what we may
+//! or literals *without indexing* (Huffman-coded when that is shorter, `huffman.rs`), so
+//! the server keeps no encoder table per connection (the client's SETTINGS_HEADER_TABLE_SIZE only bounds what we may
 //! use, and using nothing is always allowed). Responses are a few short fields; the
 //! bytes saved by a dynamic table would cost memory on every idle connection.
 
 use std::borrow::Cow;
+
+use super::huffman;
 
 /// SETTINGS_HEADER_TABLE_SIZE as the protocol's default: we never announce another.
 pub(crate) const TABLE_SIZE: usize = 4096;
@@ -114,9 +116,16 @@ pub(crate) fn encode_status(out: &mut Vec<u8>, status: u16) {
     encode_int(out, 0x80, 7, idx);
 }
 
+/// A string literal (RFC 7541 §5.2): Huffman-coded when that is shorter.
 fn encode_str(out: &mut Vec<u8>, s: &[u8]) {
-    encode_int(out, 0x00, 7, s.len());
-    out.extend_from_slice(s);
+    let coded = huffman::encoded_len(s);
+    if coded < s.len() {
+        encode_int(out, 0x80, 7, coded);
+        huffman::encode(out, s);
+    } else {
+        encode_int(out, 0x00, 7, s.len());
+        out.extend_from_slice(s);
+    }
 }
 
 /// RFC 7541 §5.1: an integer in an `n`-bit prefix after the `first` bits.

@@ -8,7 +8,8 @@
 //! request (bench/README.md).
 //!
 //! `frame.rs`: frame headers and the frames the server writes (pure). `hpack.rs`: header
-//! compression (decoding by `loona-hpack`, encoding ours and stateless). `request.rs`: a
+//! compression (decoding by `loona-hpack`, encoding ours and stateless; `huffman.rs`
+//! its string coding). `request.rs`: a
 //! header block made into a request head or trailers, with RFC 9113's malformed-request
 //! rules (pure). `conn.rs`: the connection's state machines, flow control and its task.
 //! `stream.rs`: `OwnStream`, the handler's side, with the operations of `h2::H2Stream`,
@@ -22,13 +23,15 @@
 //!
 //! Differences from the `h2` crate engine, all within RFC 9113: a pseudo-header field in
 //! trailers is a stream error (the `h2` crate drops it); a write waits for flow-control
-//! credit instead of buffering DATA the window does not allow yet; no Huffman coding and
-//! no dynamic table in responses. `tests/h2own.rs` runs on it always; the whole suite
+//! credit instead of buffering DATA the window does not allow yet; no dynamic table in
+//! responses (a field the h2 crate would send as one index byte the second time goes as a
+//! literal each time). `tests/h2own.rs` runs on it always; the whole suite
 //! runs on it by default, and on the `h2` crate's with `ONSTREAM_TEST_H2_ENGINE=crate`.
 
 mod conn;
 mod frame;
 mod hpack;
+mod huffman;
 mod request;
 mod stream;
 
