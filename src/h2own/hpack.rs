@@ -13,7 +13,7 @@
 //! use, and using nothing is always allowed). Responses are a few short fields; the
 //! bytes saved by a dynamic table would cost memory on every idle connection.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, cell::RefCell};
 
 use super::huffman;
 
@@ -118,6 +118,22 @@ pub(crate) fn encode_status(out: &mut Vec<u8>, status: u16) {
 
 /// A string literal (RFC 7541 §5.2): Huffman-coded when that is shorter.
 fn encode_str(out: &mut Vec<u8>, s: &[u8]) {
+    if s.len() < 127 {
+        // One pass: coded after a one-byte length (the coded length is shorter still),
+        // kept if shorter, else replaced by the plain string.
+        let start = out.len();
+        out.push(0);
+        huffman::encode(out, s);
+        let coded = out.len() - start - 1;
+        if coded < s.len() {
+            out[start] = 0x80 | coded as u8;
+        } else {
+            out.truncate(start);
+            out.push(s.len() as u8);
+            out.extend_from_slice(s);
+        }
+        return;
+    }
     let coded = huffman::encoded_len(s);
     if coded < s.len() {
         encode_int(out, 0x80, 7, coded);
@@ -126,6 +142,27 @@ fn encode_str(out: &mut Vec<u8>, s: &[u8]) {
         encode_int(out, 0x00, 7, s.len());
         out.extend_from_slice(s);
     }
+}
+
+thread_local! {
+    /// The `date` field as last encoded, with the date it encodes: it changes once a
+    /// second, and every response carries it.
+    static DATE_FIELD: RefCell<(crate::date::HttpDate, Vec<u8>)> =
+        const { RefCell::new(([0; 29], Vec::new())) };
+}
+
+/// The `date` field with the current date (`date.rs`), encoded once per second.
+pub(crate) fn encode_date(out: &mut Vec<u8>) {
+    let date = crate::date::now();
+    DATE_FIELD.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != date || cached.1.is_empty() {
+            cached.1.clear();
+            encode(&mut cached.1, b"date", &date, false);
+            cached.0 = date;
+        }
+        out.extend_from_slice(&cached.1);
+    });
 }
 
 /// RFC 7541 §5.1: an integer in an `n`-bit prefix after the `first` bits.

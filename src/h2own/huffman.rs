@@ -275,18 +275,22 @@ pub(crate) fn encoded_len(s: &[u8]) -> usize {
 
 /// Appends `s` Huffman-coded, the last octet padded with ones (the start of EOS, §5.2).
 pub(crate) fn encode(out: &mut Vec<u8>, s: &[u8]) {
-    // Bits not yet written, right-aligned: at most 7 left over plus one code (30 bits).
+    // Bits not yet written, right-aligned: fewer than 32 left over plus one code (at
+    // most 30 bits) fit; whole 32-bit words go out at once.
     let mut acc: u64 = 0;
     let mut n_bits: u32 = 0;
     for &b in s {
         let (code, len) = CODES[usize::from(b)];
         acc = (acc << len) | u64::from(code);
         n_bits += u32::from(len);
-        while n_bits >= 8 {
-            n_bits -= 8;
-            out.push((acc >> n_bits) as u8);
+        if n_bits >= 32 {
+            n_bits -= 32;
+            out.extend_from_slice(&((acc >> n_bits) as u32).to_be_bytes());
         }
-        acc &= (1 << n_bits) - 1;
+    }
+    while n_bits >= 8 {
+        n_bits -= 8;
+        out.push((acc >> n_bits) as u8);
     }
     if n_bits > 0 {
         let pad = 8 - n_bits;

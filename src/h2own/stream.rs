@@ -257,9 +257,7 @@ impl OwnStream {
         hpack::encode_status(&mut block, status);
         encode_fields(&mut block, headers);
         if !informational && !headers.has("date") {
-            if let Some(date) = crate::date::header_value() {
-                hpack::encode(&mut block, b"date", date.as_bytes(), false);
-            }
+            hpack::encode_date(&mut block);
         }
         let end_stream = end_stream && !informational;
         self.send_block(&block, end_stream)?;
