@@ -3,8 +3,8 @@
 //! knowledge) on PORT with `Tls::Off`, and TLS (ALPN h2, then http/1.1) on TLS_PORT with
 //! the given PEM certificate and key, so that every peer does the same TLS work. GET and
 //! POST `/` alike read the request body and answer `Hello, World!`. With
-//! `ONSTREAM_H2_ENGINE=own` HTTP/2 is served by the experimental engine
-//! (`Options::experimental_h2_engine`).
+//! `ONSTREAM_H2_ENGINE=crate` HTTP/2 is served by the h2 crate's engine
+//! (`Options::h2_engine(H2Engine::H2Crate)`) instead of onstream's own, the default.
 //!
 //! ```sh
 //! cargo run --release --example bench_server -- 8000 8443 cert.pem key.pem
@@ -13,7 +13,7 @@
 //!   ../shared/bench-peers/run.sh
 //! ```
 
-use onstream::{tls, Controller, Headers, Options, Server, ServerHandle, Stream, Tls};
+use onstream::{tls, Controller, H2Engine, Headers, Options, Server, ServerHandle, Stream, Tls};
 
 async fn hello(_server: ServerHandle, stream: Stream) -> onstream::Result<()> {
     stream.get_headers().await?;
@@ -35,11 +35,14 @@ fn main() -> onstream::Result<()> {
     };
     let number = |p: &String| -> u16 { p.parse().expect("a port is a number") };
     let ctl = Controller::new()?;
-    let own_h2 = std::env::var("ONSTREAM_H2_ENGINE").is_ok_and(|e| e == "own");
+    let h2_engine = match std::env::var("ONSTREAM_H2_ENGINE").as_deref() {
+        Ok("crate") => H2Engine::H2Crate,
+        _ => H2Engine::Own,
+    };
     let base = Options::new()
         .host("127.0.0.1")
         .controller(ctl.clone())
-        .experimental_h2_engine(own_h2);
+        .h2_engine(h2_engine);
     let plain = Server::listen(base.clone().port(number(port)).tls(Tls::Off), hello)?;
     let secure = Server::listen(
         base.port(number(tls_port))

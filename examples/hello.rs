@@ -7,23 +7,27 @@
 //! curl -k https://127.0.0.1:8000/
 //! ```
 //!
-//! `ONSTREAM_H2_ENGINE=own` serves HTTP/2 with the experimental engine
-//! (`Options::experimental_h2_engine`), for `bench/idle-memory` and h2load comparisons.
+//! HTTP/2 is served by onstream's own engine (the default); `ONSTREAM_H2_ENGINE=crate`
+//! serves it with the h2 crate's (`Options::h2_engine(H2Engine::H2Crate)`), for
+//! `bench/idle-memory` and h2load comparisons.
 
 use bytes::Bytes;
-use onstream::{Headers, Options, Server};
+use onstream::{H2Engine, Headers, Options, Server};
 
 fn main() -> onstream::Result<()> {
     let port = std::env::args()
         .nth(1)
         .map(|p| p.parse().expect("PORT must be a number"))
         .unwrap_or(8000);
-    let own_h2 = std::env::var("ONSTREAM_H2_ENGINE").is_ok_and(|e| e == "own");
+    let h2_engine = match std::env::var("ONSTREAM_H2_ENGINE").as_deref() {
+        Ok("crate") => H2Engine::H2Crate,
+        _ => H2Engine::Own,
+    };
     let server = Server::listen(
         Options::new()
             .host("127.0.0.1")
             .port(port)
-            .experimental_h2_engine(own_h2),
+            .h2_engine(h2_engine),
         |_server, stream| async move {
             let req = stream.get_headers().await?;
             // The whole request is read before answering, even a GET's empty body: a

@@ -85,7 +85,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use headers::{Field, Headers};
 pub use net::{Connected, Family, Listener, LocalAddr};
 pub use options::{
-    Options, Version, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECTION_SETUP_TIMEOUT,
+    H2Engine, Options, Version, DEFAULT_CLOSE_TIMEOUT, DEFAULT_CONNECTION_SETUP_TIMEOUT,
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_INTRA_STREAM_TIMEOUT, DEFAULT_SEND_TIMEOUT,
 };
 pub use rejected::{OnRejected, Rejected};

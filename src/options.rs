@@ -49,6 +49,23 @@ pub enum Version {
     Http10,
 }
 
+/// Which HTTP/2 implementation serves HTTP/2 connections ([`Options::h2_engine`]).
+/// Both follow RFC 9113 and the same [`Options`]; a handler sees the same [`Stream`](crate::Stream)
+/// either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum H2Engine {
+    /// onstream's own engine (`src/h2own/`, the default): about 1.6 KB per idle
+    /// connection, where the `h2` crate's holds about 20 KB, and fewer instructions per
+    /// request. Passes h2spec and the whole test-suite.
+    #[default]
+    Own,
+    /// The [`h2`](https://docs.rs/h2) crate (hyper's), onstream's first engine: more field
+    /// time behind it. Differences, all within RFC 9113: it drops pseudo-header
+    /// fields from trailers instead of resetting the stream, and counts no header fields
+    /// ([`Options::max_headers`] does not apply to HTTP/2 on it).
+    H2Crate,
+}
+
 impl Version {
     /// Whether HTTP/2 may be spoken.
     pub(crate) fn allows_h2(self) -> bool {
@@ -94,8 +111,8 @@ pub(crate) struct H2Limits {
     pub max_send_buffer_size: usize,
     pub max_pending_accept_reset_streams: usize,
     pub max_local_error_reset_streams: usize,
-    /// `experimental_h2_engine`: HTTP/2 on `h2own/` instead of the h2 crate.
-    pub own_engine: bool,
+    /// Which engine serves HTTP/2 (`Options::h2_engine`).
+    pub engine: H2Engine,
 }
 
 impl Default for H2Limits {
@@ -113,7 +130,7 @@ impl Default for H2Limits {
             // server took them, and streams the server had to reset, are bounded.
             max_pending_accept_reset_streams: 20,
             max_local_error_reset_streams: 1024,
-            own_engine: false,
+            engine: H2Engine::Own,
         }
     }
 }
@@ -290,13 +307,16 @@ impl Options {
     }
 
     /// The largest request head (request line and fields) and trailer section; larger
-    /// ones get `431` (default 64 KiB).
+    /// ones get `431` (default 64 KiB). Over HTTP/2 it is the header list size (RFC 9113
+    /// §6.5.2, announced in SETTINGS).
     pub fn max_header_size(mut self, n: usize) -> Options {
         self.limits.max_head = n;
         self
     }
 
-    /// The most header fields in a request; more get `431` (default 100, as hyper).
+    /// The most header fields in a request; more get `431` (default 100, as hyper). Over
+    /// HTTP/2 pseudo-header fields are not counted, and only the own engine counts
+    /// ([`H2Engine::Own`]; the `h2` crate bounds the list's size only).
     pub fn max_headers(mut self, n: usize) -> Options {
         self.limits.max_headers = n;
         self
@@ -374,6 +394,11 @@ impl Options {
     }
 
     /// HTTP/2: output buffered per stream before a writing handler waits (default 400 KiB).
+    ///
+    /// On the own engine ([`H2Engine::Own`]) a stream buffers nothing for flow-control
+    /// window (a write waits for credit) and at most this many bytes of its DATA for the
+    /// socket; a connection also holds at most 64 KiB of output for the socket, whichever
+    /// bound comes first. On the `h2` crate's it also counts DATA waiting for window.
     pub fn h2_max_send_buffer_size(mut self, n: usize) -> Options {
         self.h2.max_send_buffer_size = n;
         self
@@ -388,14 +413,10 @@ impl Options {
         self
     }
 
-    /// **Experimental, not for production**: serve HTTP/2 with onstream's own engine
-    /// (`src/h2own/`) instead of the `h2` crate's (default `false`). An idle connection
-    /// holds about 1.5 KB instead of about 20 KB. It is young: it has not yet had the
-    /// field time the default engine has, and `h2_max_send_buffer_size` does not apply to
-    /// it (its output is bounded per connection).
-    #[doc(hidden)]
-    pub fn experimental_h2_engine(mut self, on: bool) -> Options {
-        self.h2.own_engine = on;
+    /// HTTP/2: which engine serves it (default [`H2Engine::Own`], onstream's own; the
+    /// `h2` crate's stays available as [`H2Engine::H2Crate`]). HTTP/1 is not affected.
+    pub fn h2_engine(mut self, engine: H2Engine) -> Options {
+        self.h2.engine = engine;
         self
     }
 

@@ -94,7 +94,7 @@ struct Shared {
     /// Options that every connection reads.
     h1: Rc<H1Config>,
     h2: H2Config,
-    /// HTTP/2 on the experimental engine (`h2own/`).
+    /// HTTP/2 on the own engine (`h2own/`, `H2Engine::Own`) rather than the h2 crate's.
     h2_own: bool,
     version: Version,
     max_concurrent: usize,
@@ -284,6 +284,7 @@ impl Server {
                         max_concurrent_streams: options.h2.max_concurrent_streams,
                         max_header_list_size: u32::try_from(options.limits.max_head)
                             .unwrap_or(u32::MAX),
+                        max_headers: options.limits.max_headers,
                         initial_window_size: options.h2.initial_window_size,
                         initial_connection_window_size: options.h2.initial_connection_window_size,
                         max_send_buffer_size: options.h2.max_send_buffer_size,
@@ -297,7 +298,7 @@ impl Server {
                         body_read_timeout: options.body_read_timeout,
                         max_discard: options.limits.max_discard,
                     },
-                    h2_own: options.h2.own_engine,
+                    h2_own: options.h2.engine == crate::options::H2Engine::Own,
                     version: options.version,
                     max_concurrent: options.max_concurrent,
                     close_timeout: options.close_timeout,
@@ -722,7 +723,7 @@ impl Shared {
         // `Transport` that an async block's bindings would hold for the task's life.
         let task = Box::pin(self.clone().set_up(conn))
             .then(move |transport| match transport {
-                // The experimental engine runs in a task of its own, sized for it alone,
+                // The own engine runs in a task of its own, sized for it alone,
                 // and this one ends (`None`: the connection lives on there).
                 Some(transport) if transport.h2 && shared.h2_own => {
                     shared.spawn_h2_own(key, transport);
@@ -894,7 +895,7 @@ impl Shared {
         }
     }
 
-    /// `serve_h2` on the experimental engine (`h2own/`), as a task of its own: the
+    /// `serve_h2` on the own engine (`h2own/`), as a task of its own: the
     /// connection task's size is that of its largest state (the HTTP/1 driver's), which an
     /// idle HTTP/2 connection would otherwise keep.
     fn spawn_h2_own(self: &Rc<Self>, key: usize, transport: Transport) {
@@ -906,7 +907,7 @@ impl Shared {
         self.ctl.spawn(task).detach();
     }
 
-    /// `serve_h2` on the experimental engine (`h2own/`).
+    /// `serve_h2` on the own engine (`h2own/`).
     async fn serve_h2_own(self: Rc<Self>, key: usize, transport: Transport) {
         let handle = ServerHandle {
             shared: self.clone(),

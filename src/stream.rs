@@ -64,7 +64,7 @@ pub struct Stream {
 pub(crate) enum Inner {
     H1(Rc<H1Stream>),
     H2(Rc<H2Stream>),
-    /// The experimental engine (`h2own/`).
+    /// The own engine (`h2own/`, `H2Engine::Own`).
     H2Own(Rc<OwnStream>),
 }
 

@@ -1,7 +1,7 @@
-//! The experimental HTTP/2 engine (`Options::experimental_h2_engine`, `src/h2own/`) over
-//! real loopback sockets with the `h2` crate's client: what it must do that the default
-//! engine does too. (The whole suite runs on it with `ONSTREAM_TEST_H2_ENGINE=own`; these
-//! run on it always, so that it cannot rot while it is not the default.)
+//! onstream's own HTTP/2 engine (`H2Engine::Own`, the default, `src/h2own/`) over real
+//! loopback sockets with the `h2` crate's client: what it must do that the h2 crate engine
+//! does too. (The whole suite runs on the default engine, or on the h2 crate's with
+//! `ONSTREAM_TEST_H2_ENGINE=crate`; these run on the own engine always.)
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::future::{poll_fn, Future};
 use bytes::{Bytes, BytesMut};
 use common::*;
 use h2::{client::SendRequest, Reason, RecvStream, SendStream};
-use onstream::{Headers, Options, Stream};
+use onstream::{H2Engine, Headers, Options, Stream};
 
 /// Runs `f` on a fresh tokio current-thread runtime.
 fn block_on<F: Future>(f: F) -> F::Output {
@@ -28,13 +28,13 @@ async fn within<F: Future>(what: &str, fut: F) -> F::Output {
         .unwrap_or_else(|_| panic!("{what}: no answer within {IO_TIMEOUT:?}"))
 }
 
-/// A server on the experimental engine running `handler` for every request.
+/// A server on the own engine running `handler` for every request.
 fn own_server<H, Fut>(handler: H) -> TestServer
 where
     H: FnMut(onstream::ServerHandle, Stream) -> Fut + Send + 'static,
     Fut: Future<Output = onstream::Result<()>> + 'static,
 {
-    TestServer::start(|o: Options| o.experimental_h2_engine(true), || handler)
+    TestServer::start(|o: Options| o.h2_engine(H2Engine::Own), || handler)
 }
 
 /// An h2c connection by prior knowledge, its task spawned.

@@ -38,6 +38,9 @@ use crate::{
 pub(crate) struct H2Config {
     pub max_concurrent_streams: u32,
     pub max_header_list_size: u32,
+    /// The most regular fields in a request's header list (`Options::max_headers`); only
+    /// the own engine counts them.
+    pub max_headers: usize,
     pub initial_window_size: u32,
     pub initial_connection_window_size: u32,
     pub max_send_buffer_size: usize,

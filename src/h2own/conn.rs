@@ -94,14 +94,20 @@ pub(crate) struct Slot {
     pub(crate) send_window: i64,
     /// END_STREAM sent (half-closed local).
     pub(crate) sent_end: bool,
+    /// DATA of this stream possibly still in `State::out` (`max_send_buffer`): what it
+    /// wrote since its last frame left, counted until the socket took the output up to
+    /// `out_end`, the output position where its last frame ends (an over-count while
+    /// other streams' frames sit before it, so the bound errs on the safe side).
+    pub(crate) unflushed: usize,
+    pub(crate) out_end: u64,
     /// The stream was reset, by either side: nothing more moves on it.
     pub(crate) reset: bool,
     /// By the client: a frame it sends after that is a stream error (§5.1, "closed"),
     /// where one after our reset may have crossed it in flight and is ignored.
     peer_reset: bool,
-    /// The request was malformed after its head (content-length, trailers): the
-    /// handler's read fails with 400.
-    pub(crate) malformed: bool,
+    /// The request went wrong after its head: the handler's read fails with this status
+    /// (400 for a malformed body or trailers, 431 for trailers over the bound).
+    pub(crate) request_error: Option<u16>,
     /// The handler is gone after a complete response while the client still sends the
     /// body: what comes is read and thrown away (so that the client can finish) until
     /// `max_discard` bytes, the end of the body, or this deadline (the next byte's).
@@ -143,6 +149,9 @@ pub(crate) struct State {
     decoder: hpack::Decoder,
     /// Output not yet taken by the socket; freed when empty and no stream is open.
     pub(crate) out: Vec<u8>,
+    /// Bytes of output the socket has taken since the connection began: with `out.len()`,
+    /// where the end of the output is (`Slot::out_end`).
+    pub(crate) flushed: u64,
     /// The start of a frame that has not arrived whole (empty between frames).
     partial: Vec<u8>,
     /// Whether the client's preface (and then its first SETTINGS) has been read.
@@ -179,6 +188,11 @@ pub(crate) struct Conn {
     pub(crate) body_read_timeout: Duration,
     pub(crate) send_timeout: Duration,
     max_header_list: usize,
+    /// The most regular fields in a request (`Options::max_headers`); more are answered 431.
+    max_headers: usize,
+    /// DATA one stream may have in the output before its writer waits
+    /// (`Options::h2_max_send_buffer_size`, at least 1).
+    pub(crate) max_send_buffer: usize,
     max_streams: usize,
     max_malformed: usize,
     /// Streams the client may have reset while their handlers have not ended: beyond it,
@@ -199,6 +213,15 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The largest encoded header block we keep while it arrives. A block that encodes a
+    /// list within `max_header_list` is smaller than it (a literal's length prefixes take
+    /// less than the 32 bytes per field the list counts); up to twice that, a block is
+    /// still taken and decoded whole, so that a list somewhat over the bound gets its 431
+    /// with the HPACK table in step; beyond it, the client is flooding (GOAWAY).
+    fn max_block(&self) -> usize {
+        self.max_header_list.saturating_mul(2)
+    }
+
     /// Sends GOAWAY; open streams finish, then the connection closes.
     pub(crate) fn close_gracefully(&self) {
         self.closing.set(true);
@@ -293,7 +316,7 @@ impl Conn {
     }
 }
 
-/// Runs an HTTP/2 connection on the experimental engine until it closes, handing each
+/// Runs an HTTP/2 connection on the own engine until it closes, handing each
 /// request to `on_request`.
 pub(crate) fn serve<'a>(
     transport: Transport,
@@ -315,6 +338,8 @@ pub(crate) fn serve<'a>(
         body_read_timeout: cfg.body_read_timeout,
         send_timeout: cfg.send_timeout,
         max_header_list: cfg.max_header_list_size as usize,
+        max_headers: cfg.max_headers,
+        max_send_buffer: cfg.max_send_buffer_size.max(1),
         max_streams: cfg.max_concurrent_streams as usize,
         max_malformed: cfg.max_local_error_reset_streams,
         max_reset_pending: cfg.max_pending_accept_reset_streams,
@@ -324,6 +349,7 @@ pub(crate) fn serve<'a>(
         state: RefCell::new(State {
             decoder: hpack::Decoder::new(),
             out: Vec::new(),
+            flushed: 0,
             partial: read_ahead.to_vec(),
             preface_done: false,
             got_settings: false,
@@ -448,7 +474,9 @@ async fn drive(
         // Write what is pending.
         let mut st = conn.state.borrow_mut();
         let before = st.out.len();
-        match flush(&mut io, &mut st.out, cx) {
+        let flushed = flush(&mut io, &mut st.out, cx);
+        st.flushed += (before - st.out.len()) as u64;
+        match flushed {
             Poll::Ready(Err(e)) => {
                 tracing::debug!(peer = ?conn.peer_addr, "HTTP/2 write failed: {e}");
                 return Poll::Ready(());
@@ -957,7 +985,7 @@ fn give_back(st: &mut State, id: u32, len: i64) {
 /// A request malformed after its head: a stream error, and a 400 for its handler's read.
 fn malformed(st: &mut State, id: u32) {
     if let Some(slot) = st.slots.iter_mut().find(|s| s.id == id) {
-        slot.malformed = true;
+        slot.request_error = Some(400);
     }
     stream_error(st, id, code::PROTOCOL_ERROR);
 }
@@ -989,7 +1017,7 @@ fn on_headers(
         return Err(ConnError(code::STREAM_CLOSED));
     }
     let block = &payload[start..end];
-    if block.len() > conn.max_header_list {
+    if block.len() > conn.max_block() {
         return Err(calm_down(st, "header block too large"));
     }
     if head.has(flag::END_HEADERS) {
@@ -1025,7 +1053,7 @@ fn on_continuation(
     pending.n_frames += 1;
     pending.bytes.extend_from_slice(payload);
     // CONTINUATION floods: a block is bounded in bytes and in frames while it arrives.
-    if pending.bytes.len() > conn.max_header_list || pending.n_frames > MAX_BLOCK_FRAMES {
+    if pending.bytes.len() > conn.max_block() || pending.n_frames > MAX_BLOCK_FRAMES {
         return Err(calm_down(st, "header block too large"));
     }
     if !head.has(flag::END_HEADERS) {
@@ -1052,27 +1080,23 @@ fn on_block(
     new_streams: &mut Vec<OwnStream>,
 ) -> Result<(), ConnError> {
     let mut fields = Block::default();
+    // The whole block is decoded even when the list is over the bound, so that the
+    // dynamic table stays in step with the client's; fields past the bound are not kept.
     let decoded = st
         .decoder
         .decode(block, conn.max_header_list, |n, v| fields.push(n, v));
-    match decoded {
-        Ok(()) => {}
+    let too_large = match decoded {
+        Ok(()) => fields.n_regular() > conn.max_headers,
         Err(hpack::DecodeError::Compression) => return Err(ConnError(code::COMPRESSION_ERROR)),
         Err(hpack::DecodeError::TooLarge(size)) if size > 4 * conn.max_header_list => {
             // An HPACK bomb (a small block referencing a large entry many times): the
             // client is not sending requests, as the h2 crate judges at 4 × the bound.
             return Err(calm_down(st, "header list far too large"));
         }
-        Err(hpack::DecodeError::TooLarge(_)) => {
-            // RFC 9113 §8.2.3 allows a 431 answer; a reset is the simpler, equally
-            // permitted refusal, and the table stayed in step.
-            if id > st.last_id {
-                st.last_id = id;
-            }
-            stream_error(st, id, code::REFUSED_STREAM);
-            return Ok(());
-        }
-    }
+        // Answered 431 below, as HTTP/1 and the h2 crate engine answer (RFC 9113 §8.2.3
+        // lets the server refuse it; a status tells the client why).
+        Err(hpack::DecodeError::TooLarge(_)) => true,
+    };
     if let Some(slot) = st.slots.iter_mut().find(|s| s.id == id) {
         // Trailers: they must end the stream (§8.1).
         if slot.peer_reset {
@@ -1096,6 +1120,15 @@ fn on_block(
             return Err(ConnError(code::PROTOCOL_ERROR));
         }
         slot.recv_end = true;
+        if too_large {
+            // A trailer section over the bound: the body is whole, but the handler's read
+            // fails with 431 (as HTTP/1's), answered if nothing went out yet.
+            slot.request_error = Some(431);
+            if let Some(w) = slot.reader.take() {
+                w.wake();
+            }
+            return Ok(());
+        }
         match fields.into_trailers() {
             Ok(trailers) => {
                 let bad_length = slot.expected_len.is_some_and(|n| slot.received != n);
@@ -1135,6 +1168,10 @@ fn on_block(
         frame::write_rst(&mut st.out, id, code::REFUSED_STREAM);
         return Ok(());
     }
+    if too_large {
+        answer_431(conn, st, id, end_stream);
+        return Ok(());
+    }
     let headers = match fields.into_request() {
         Ok(headers) => headers,
         Err(why) => {
@@ -1172,7 +1209,9 @@ fn on_block(
         sent_end: false,
         reset: false,
         peer_reset: false,
-        malformed: false,
+        request_error: None,
+        unflushed: 0,
+        out_end: 0,
         drain_by: None,
         discarded: 0,
         reader: None,
@@ -1180,6 +1219,40 @@ fn on_block(
     });
     new_streams.push(OwnStream::new(conn.clone(), id, headers, end_stream));
     Ok(())
+}
+
+/// A request whose header list is over the bound: `431` with END_STREAM and no handler.
+/// A body the client goes on sending is drained as after any early response (`on_data`),
+/// its credit given back. Counted with the stream errors (`max_local_error_reset_streams`):
+/// a client sending such requests in a loop makes the server work for nothing.
+fn answer_431(conn: &Conn, st: &mut State, id: u32, end_stream: bool) {
+    st.n_local_resets += 1;
+    let mut block = Vec::with_capacity(8);
+    hpack::encode_status(&mut block, 431);
+    frame::write_header_block(&mut st.out, id, &block, true, st.peer_max_frame);
+    if end_stream {
+        return;
+    }
+    st.slots.push(Slot {
+        id,
+        recv: VecDeque::new(),
+        recv_end: false,
+        trailers: None,
+        recv_window: i64::from(conn.initial_window),
+        expected_len: None,
+        received: 0,
+        send_window: st.peer_initial_window,
+        sent_end: true,
+        unflushed: 0,
+        out_end: 0,
+        reset: false,
+        peer_reset: false,
+        request_error: None,
+        drain_by: Some(now() + conn.drain_gap),
+        discarded: 0,
+        reader: None,
+        writer: None,
+    });
 }
 
 fn on_settings(st: &mut State, head: Head, payload: &[u8]) -> Result<(), ConnError> {

@@ -1,4 +1,4 @@
-//! Header compression (RFC 7541) for the experimental engine.
+//! Header compression (RFC 7541) for the own engine.
 //!
 //! Decoding is `loona-hpack`'s decoder (a maintained fork of the `hpack` crate): it keeps
 //! the dynamic table only — one small struct and the entries the client asked us to
@@ -8,12 +8,14 @@
 //! RFC 7541 §4.1 counts entries: name + value + 32).
 //!
 //! Encoding is ours and stateless on purpose: fields are sent as static-table indexes
-//! or literals *without indexing*, never Huffman-coded, so the server keeps no encoder
-//! table per connection (the client's SETTINGS_HEADER_TABLE_SIZE only bounds what we may
+//! or literals *without indexing* (Huffman-coded when that is shorter, `huffman.rs`), so
+//! the server keeps no encoder table per connection (the client's SETTINGS_HEADER_TABLE_SIZE only bounds what we may
 //! use, and using nothing is always allowed). Responses are a few short fields; the
 //! bytes saved by a dynamic table would cost memory on every idle connection.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, cell::RefCell};
+
+use super::huffman;
 
 /// SETTINGS_HEADER_TABLE_SIZE as the protocol's default: we never announce another.
 pub(crate) const TABLE_SIZE: usize = 4096;
@@ -114,9 +116,53 @@ pub(crate) fn encode_status(out: &mut Vec<u8>, status: u16) {
     encode_int(out, 0x80, 7, idx);
 }
 
+/// A string literal (RFC 7541 §5.2): Huffman-coded when that is shorter.
 fn encode_str(out: &mut Vec<u8>, s: &[u8]) {
-    encode_int(out, 0x00, 7, s.len());
-    out.extend_from_slice(s);
+    if s.len() < 127 {
+        // One pass: coded after a one-byte length (the coded length is shorter still),
+        // kept if shorter, else replaced by the plain string.
+        let start = out.len();
+        out.push(0);
+        huffman::encode(out, s);
+        let coded = out.len() - start - 1;
+        if coded < s.len() {
+            out[start] = 0x80 | coded as u8;
+        } else {
+            out.truncate(start);
+            out.push(s.len() as u8);
+            out.extend_from_slice(s);
+        }
+        return;
+    }
+    let coded = huffman::encoded_len(s);
+    if coded < s.len() {
+        encode_int(out, 0x80, 7, coded);
+        huffman::encode(out, s);
+    } else {
+        encode_int(out, 0x00, 7, s.len());
+        out.extend_from_slice(s);
+    }
+}
+
+thread_local! {
+    /// The `date` field as last encoded, with the date it encodes: it changes once a
+    /// second, and every response carries it.
+    static DATE_FIELD: RefCell<(crate::date::HttpDate, Vec<u8>)> =
+        const { RefCell::new(([0; 29], Vec::new())) };
+}
+
+/// The `date` field with the current date (`date.rs`), encoded once per second.
+pub(crate) fn encode_date(out: &mut Vec<u8>) {
+    let date = crate::date::now();
+    DATE_FIELD.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != date || cached.1.is_empty() {
+            cached.1.clear();
+            encode(&mut cached.1, b"date", &date, false);
+            cached.0 = date;
+        }
+        out.extend_from_slice(&cached.1);
+    });
 }
 
 /// RFC 7541 §5.1: an integer in an `n`-bit prefix after the `first` bits.

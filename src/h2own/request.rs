@@ -22,6 +22,14 @@ impl Block {
         self.lens.push((name.len(), value.len()));
     }
 
+    /// How many regular (not pseudo-header) fields the block has: what
+    /// `Options::max_headers` bounds, as for HTTP/1.
+    pub(crate) fn n_regular(&self) -> usize {
+        self.fields()
+            .filter(|(name, _)| name.first() != Some(&b':'))
+            .count()
+    }
+
     fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let mut at = 0;
         self.lens.iter().map(move |&(n, v)| {

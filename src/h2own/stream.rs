@@ -1,4 +1,4 @@
-//! One exchange on the experimental engine: the same operations as `h2::H2Stream`, so
+//! One exchange on the own engine: the same operations as `h2::H2Stream`, so
 //! that `Stream` offers one API whichever engine runs the connection.
 //!
 //! The stream is a handle (connection, identifier): its protocol state is the
@@ -34,7 +34,8 @@ use crate::{
 };
 
 /// Output held for the socket above which a writing stream waits (as the connection's
-/// own bound, `conn::OUT_HIGH`).
+/// own bound, `conn::OUT_HIGH`); a stream's own share is bounded by
+/// `Conn::max_send_buffer` too.
 const OUT_ROOM: usize = 64 * 1024;
 
 /// Where the response is.
@@ -50,7 +51,7 @@ enum Resp {
     Tunnel,
 }
 
-/// The experimental engine's side of a [`Stream`](crate::Stream).
+/// The own engine's side of a [`Stream`](crate::Stream).
 pub(crate) struct OwnStream {
     conn: Rc<Conn>,
     id: u32,
@@ -132,13 +133,16 @@ impl OwnStream {
             self.conn.release(&mut st, self.id, data.len());
             return Poll::Ready(Ok(Some(data)));
         }
-        if slot.malformed {
-            // RFC 9113 §8.1.1: the client's fault, answered 400 if nothing went out.
-            self.common.set_peer_error(400);
-            return Poll::Ready(Err(Error::protocol(
-                400,
-                "a malformed request body (content-length or trailers)",
-            )));
+        if let Some(status) = slot.request_error {
+            // RFC 9113 §8.1.1: the client's fault, answered 400 (431 for trailers over the
+            // bound) if nothing went out.
+            self.common.set_peer_error(status);
+            let why = if status == 431 {
+                "a trailer section over the header list bound"
+            } else {
+                "a malformed request body (content-length or trailers)"
+            };
+            return Poll::Ready(Err(Error::protocol(status, why)));
         }
         if slot.reset || self.conn.dead.get() {
             return Poll::Ready(Err(Error::closed("the stream was reset")));
@@ -178,23 +182,42 @@ impl OwnStream {
             self.conn.wake();
             return Poll::Ready(Ok(0));
         }
+        if st.flushed >= slot.out_end {
+            // The socket took everything up to this stream's last frame.
+            slot.unflushed = 0;
+        }
+        let max_buffer = self.conn.max_send_buffer;
         if st.out.len() >= OUT_ROOM || st.send_window <= 0 {
             st.send_waiters.push(cx.waker().clone());
             self.conn.wake();
+            return Poll::Pending;
+        }
+        if slot.unflushed >= max_buffer {
+            // Woken when the task has written output. The task needs no wake: the output
+            // holds this stream's bytes, so it is waiting for the socket already.
+            st.send_waiters.push(cx.waker().clone());
             return Poll::Pending;
         }
         if slot.send_window <= 0 {
             slot.writer = Some(cx.waker().clone());
             return Poll::Pending;
         }
+        // Within the windows and one frame, and within both output bounds: the
+        // connection's (`OUT_ROOM`) and the stream's (`max_send_buffer`), so that a
+        // client announcing a large frame size and window cannot make one write buffer
+        // megabytes.
         let n = (rest.len() as i64)
             .min(slot.send_window)
             .min(st.send_window)
-            .min(st.peer_max_frame as i64) as usize;
+            .min(st.peer_max_frame as i64)
+            .min((OUT_ROOM - st.out.len()) as i64)
+            .min((max_buffer - slot.unflushed) as i64) as usize;
         let last = end_stream && n == rest.len();
         frame::write_data(&mut st.out, self.id, &rest[..n], last);
         slot.send_window -= n as i64;
         st.send_window -= n as i64;
+        slot.unflushed += n;
+        slot.out_end = st.flushed + st.out.len() as u64;
         slot.sent_end |= last;
         self.conn.wake();
         Poll::Ready(Ok(n))
@@ -234,9 +257,7 @@ impl OwnStream {
         hpack::encode_status(&mut block, status);
         encode_fields(&mut block, headers);
         if !informational && !headers.has("date") {
-            if let Some(date) = crate::date::header_value() {
-                hpack::encode(&mut block, b"date", date.as_bytes(), false);
-            }
+            hpack::encode_date(&mut block);
         }
         let end_stream = end_stream && !informational;
         self.send_block(&block, end_stream)?;

@@ -22,7 +22,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use onstream::{ErrorKind, Headers, LocalAddr, Options, Remote, Server, ServerHandle, Stream};
+use onstream::{
+    ErrorKind, H2Engine, Headers, LocalAddr, Options, Remote, Server, ServerHandle, Stream,
+};
 
 /// How long any single network wait of a test may take before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +69,15 @@ pub struct TestServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The HTTP/2 engine the test-suite runs on: `ONSTREAM_TEST_H2_ENGINE=crate` picks the
+/// h2 crate's, anything else (or nothing) the default.
+pub fn test_h2_engine() -> H2Engine {
+    match std::env::var("ONSTREAM_TEST_H2_ENGINE").as_deref() {
+        Ok("crate") => H2Engine::H2Crate,
+        _ => H2Engine::Own,
+    }
+}
+
 impl TestServer {
     /// Starts `Server::listen(opts_fn(Options::new()).host("127.0.0.1").port(0), handler)`.
     pub fn start<H, Fut>(
@@ -78,10 +89,10 @@ impl TestServer {
         Fut: Future<Output = onstream::Result<()>> + 'static,
     {
         TestServer::build(move || {
-            // ONSTREAM_TEST_H2_ENGINE=own runs the tests on the experimental HTTP/2 engine
-            // (`Options::experimental_h2_engine`), to see how far it is from the default.
-            let own_h2 = std::env::var("ONSTREAM_TEST_H2_ENGINE").is_ok_and(|e| e == "own");
-            let opts = opts_fn(Options::new().experimental_h2_engine(own_h2))
+            // ONSTREAM_TEST_H2_ENGINE=crate runs the tests on the h2 crate's HTTP/2 engine
+            // (`H2Engine::H2Crate`) instead of the default, onstream's own; `own` is the
+            // default spelled out. A test's own `h2_engine` choice still wins.
+            let opts = opts_fn(Options::new().h2_engine(test_h2_engine()))
                 .host("127.0.0.1")
                 .port(0);
             Server::listen(opts, make_handler())
