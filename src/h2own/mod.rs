@@ -20,9 +20,10 @@
 //! on it with `ONSTREAM_TEST_H2_ENGINE=own`.
 
 mod conn;
-mod frame;
-mod hpack;
-mod request;
+// Crate-visible for `fuzzing.rs`, whose targets run them over arbitrary bytes.
+pub(crate) mod frame;
+pub(crate) mod hpack;
+pub(crate) mod request;
 mod stream;
 
 pub(crate) use conn::{serve, Conn};
