@@ -280,24 +280,7 @@ impl Server {
                         body_read_timeout: options.body_read_timeout,
                         park_after: options.park_after,
                     }),
-                    h2: H2Config {
-                        max_concurrent_streams: options.h2.max_concurrent_streams,
-                        max_header_list_size: u32::try_from(options.limits.max_head)
-                            .unwrap_or(u32::MAX),
-                        max_headers: options.limits.max_headers,
-                        initial_window_size: options.h2.initial_window_size,
-                        initial_connection_window_size: options.h2.initial_connection_window_size,
-                        max_send_buffer_size: options.h2.max_send_buffer_size,
-                        max_pending_accept_reset_streams: options
-                            .h2
-                            .max_pending_accept_reset_streams,
-                        max_local_error_reset_streams: options.h2.max_local_error_reset_streams,
-                        connection_setup_timeout: options.connection_setup_timeout,
-                        intra_stream_timeout: options.intra_stream_timeout,
-                        send_timeout: options.send_timeout,
-                        body_read_timeout: options.body_read_timeout,
-                        max_discard: options.limits.max_discard,
-                    },
+                    h2: H2Config::from_options(options),
                     h2_own: options.h2.engine == crate::options::H2Engine::Own,
                     version: options.version,
                     max_concurrent: options.max_concurrent,

@@ -12,6 +12,9 @@
 //! - Early responses: a response sent before the request body was read must not cut the
 //!   client's upload short while what it sends stays within `max_discard`; a client that
 //!   sends more, or stops sending, is reset with NO_ERROR (RFC 9113 §8.1).
+//! - Priorities that name their own stream, or a PRIORITY frame of the wrong length on a
+//!   stream not yet open (found by `fuzz/`'s `h2_frames` on the engine of our own): no
+//!   stream the server reset is opened and answered afterwards; both engines are run.
 //!
 //! Clients are the `h2` crate's where it can express the case, and raw frames over a
 //! `TcpStream` where the case is a client misbehaving below what a real client lets one do.
@@ -1108,4 +1111,104 @@ fn a_zero_window_holds_at_most_the_send_buffer_bound() {
         n <= BOUND,
         "the handler got {n} bytes accepted with a zero window (bound {BOUND})"
     );
+}
+
+// ===== frames the fuzzer found mishandled (fuzz/ h2_frames, the engine of our own) =====
+
+/// Sends the preface, then `frames`, then a well-formed GET on stream `next`, to a server
+/// on the h2 crate's engine or on our own (`own`) whose handlers count their calls and
+/// answer "ok". Returns every frame read until stream `next` ends or the connection
+/// does, and how many handlers ran by then.
+fn frames_then_get(own: bool, frames: &[u8], next: u32) -> (Vec<Frame>, usize) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let server = TestServer::start(
+        move |o: Options| {
+            o.h2_engine(if own {
+                H2Engine::Own
+            } else {
+                H2Engine::H2Crate
+            })
+        },
+        move || {
+            move |_srv, stream: Stream| {
+                let calls = counted.clone();
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    respond(&stream, "200", "ok").await
+                }
+            }
+        },
+    );
+    let mut tcp = raw_h2(server.addr(), &[]);
+    tcp.write_all(frames).expect("send the frames");
+    // The connection may be gone already (a connection error): the GET then goes nowhere.
+    let _ = tcp.write_all(&headers(next, true, &request_fields("GET", "/next")));
+    let mut seen = Vec::new();
+    read_until(&mut tcp, |f| {
+        let end = f.stream == next && (f.kind == RST_STREAM || f.flags & END_STREAM != 0);
+        seen.push(Frame {
+            kind: f.kind,
+            flags: f.flags,
+            stream: f.stream,
+            payload: f.payload.clone(),
+        });
+        end
+    });
+    (seen, calls.load(Ordering::SeqCst))
+}
+
+/// Whether the server answered stream `id` (HEADERS) after it had reset it.
+fn answered_after_reset(frames: &[Frame], id: u32) -> bool {
+    let reset = frames
+        .iter()
+        .position(|f| f.stream == id && f.kind == RST_STREAM);
+    reset.is_some_and(|at| {
+        frames[at..]
+            .iter()
+            .any(|f| f.stream == id && f.kind == HEADERS)
+    })
+}
+
+/// Defect (own engine): a HEADERS frame whose priority names its own stream (RFC 9113
+/// §5.3.1) was reset with PROTOCOL_ERROR, and then opened all the same: its handler ran
+/// and answered on the stream the server had just reset. No handler may run for it.
+#[test]
+fn a_request_depending_on_itself_is_refused_and_never_handled() {
+    const PRIORITY: u8 = 0x20;
+    let mut payload = 1u32.to_be_bytes().to_vec();
+    payload.push(15);
+    payload.extend(header_block(&request_fields("GET", "/self")));
+    let frames = frame(HEADERS, END_HEADERS | END_STREAM | PRIORITY, 1, &payload);
+    for own in [false, true] {
+        let (seen, calls) = frames_then_get(own, &frames, 3);
+        assert!(
+            !seen.iter().any(|f| f.stream == 1 && f.kind == HEADERS),
+            "own engine {own}: stream 1 answered: {seen:?}"
+        );
+        let refused = seen
+            .iter()
+            .any(|f| f.kind == GOAWAY || (f.stream == 1 && f.kind == RST_STREAM));
+        assert!(refused, "own engine {own}: stream 1 not refused: {seen:?}");
+        // Stream 3's handler alone ran, if the connection went on to it.
+        let answered_3 = seen.iter().any(|f| f.stream == 3 && f.kind == HEADERS);
+        assert_eq!(calls, usize::from(answered_3), "own engine {own}: {seen:?}");
+    }
+}
+
+/// Defect (own engine): a PRIORITY frame of the wrong length on an idle stream was a
+/// stream error, a RST_STREAM on a stream the client had not opened (RFC 9113 §6.4
+/// forbids it), after which the client's HEADERS opened that stream and it was answered.
+#[test]
+fn a_bad_priority_on_an_idle_stream_does_not_reset_a_stream_later_answered() {
+    const PRIORITY_FRAME: u8 = 0x2;
+    let mut frames = frame(PRIORITY_FRAME, 0, 3, &[0, 0, 0]);
+    frames.extend(headers(3, true, &request_fields("GET", "/three")));
+    for own in [false, true] {
+        let (seen, _) = frames_then_get(own, &frames, 5);
+        assert!(
+            !answered_after_reset(&seen, 3),
+            "own engine {own}: stream 3 reset, then answered: {seen:?}"
+        );
+    }
 }

@@ -55,6 +55,27 @@ pub(crate) struct H2Config {
     pub max_discard: u64,
 }
 
+impl H2Config {
+    /// The settings `Options` gives both engines (the server's, and the fuzz targets').
+    pub(crate) fn from_options(options: &crate::Options) -> H2Config {
+        H2Config {
+            max_concurrent_streams: options.h2.max_concurrent_streams,
+            max_header_list_size: u32::try_from(options.limits.max_head).unwrap_or(u32::MAX),
+            max_headers: options.limits.max_headers,
+            initial_window_size: options.h2.initial_window_size,
+            initial_connection_window_size: options.h2.initial_connection_window_size,
+            max_send_buffer_size: options.h2.max_send_buffer_size,
+            max_pending_accept_reset_streams: options.h2.max_pending_accept_reset_streams,
+            max_local_error_reset_streams: options.h2.max_local_error_reset_streams,
+            connection_setup_timeout: options.connection_setup_timeout,
+            intra_stream_timeout: options.intra_stream_timeout,
+            send_timeout: options.send_timeout,
+            body_read_timeout: options.body_read_timeout,
+            max_discard: options.limits.max_discard,
+        }
+    }
+}
+
 /// What the connection's streams and the server share with the connection task.
 pub(crate) struct H2Shared {
     pub(crate) peer_addr: Option<SocketAddr>,

@@ -795,13 +795,21 @@ fn on_frame(
             if head.stream == 0 {
                 return Err(ConnError(code::PROTOCOL_ERROR));
             }
-            if head.len != 5 {
-                stream_error(st, head.stream, code::FRAME_SIZE_ERROR);
+            // On an idle stream a stream error would be a RST_STREAM §6.4 forbids, and the
+            // stream could still be opened after it (found by fuzz/ h2_frames): the
+            // connection goes instead, as §5.4.1 allows.
+            let idle = head.stream > st.last_id || head.stream % 2 == 0;
+            let error = if head.len != 5 {
+                code::FRAME_SIZE_ERROR
+            } else if dependency(payload) == head.stream {
+                code::PROTOCOL_ERROR
+            } else {
                 return Ok(());
+            };
+            if idle {
+                return Err(ConnError(error));
             }
-            if dependency(payload) == head.stream {
-                stream_error(st, head.stream, code::PROTOCOL_ERROR);
-            }
+            stream_error(st, head.stream, error);
             Ok(())
         }
         kind::RST_STREAM => {
@@ -1006,9 +1014,10 @@ fn on_headers(
             return Err(ConnError(code::FRAME_SIZE_ERROR));
         }
         if dependency(&payload[start..]) == head.stream {
-            // §5.3.1: a stream cannot depend on itself. The block is still decoded below
-            // (a stream error must keep the HPACK state).
-            stream_error(st, head.stream, code::PROTOCOL_ERROR);
+            // §5.3.1: a stream cannot depend on itself. A stream error would reset a
+            // stream the block then opens (found by fuzz/ h2_frames); the connection goes
+            // instead, as §5.4.1 allows.
+            return Err(ConnError(code::PROTOCOL_ERROR));
         }
         start += 5;
     }

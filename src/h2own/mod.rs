@@ -29,10 +29,11 @@
 //! runs on it by default, and on the `h2` crate's with `ONSTREAM_TEST_H2_ENGINE=crate`.
 
 mod conn;
-mod frame;
-mod hpack;
+// Crate-visible for `fuzzing.rs`, whose targets run them over arbitrary bytes.
+pub(crate) mod frame;
+pub(crate) mod hpack;
 mod huffman;
-mod request;
+pub(crate) mod request;
 mod stream;
 
 pub(crate) use conn::{serve, Conn};

@@ -30,7 +30,7 @@ impl Block {
             .count()
     }
 
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let mut at = 0;
         self.lens.iter().map(move |&(n, v)| {
             let name = &self.bytes[at..at + n];
