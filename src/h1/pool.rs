@@ -1,5 +1,5 @@
-//! Write buffers lent to HTTP/1 connections (and to response heads waiting for their
-//! framing, `stream.rs`), per thread.
+//! Buffers lent to HTTP/1 connections, per thread: write buffers (and response heads
+//! waiting for their framing, `stream.rs`), and read buffers for the next request.
 //!
 //! An idle keep-alive connection holds no buffer (`ConnState::release_idle_buffers`), so
 //! without a pool every response would allocate a write buffer and every wait for the next
@@ -9,8 +9,12 @@
 //!
 //! What a thread keeps is bounded: at most [`MAX_POOLED`] buffers, none larger than
 //! [`MAX_KEPT_CAPACITY`] (a buffer that grew for a large response is freed), so at most
-//! 2 MiB per thread whatever the number of connections. Only write buffers are pooled: a
-//! read buffer's bytes are shared by the request heads split off it, and go away with them.
+//! 2 MiB per thread whatever the number of connections.
+//!
+//! A read buffer's bytes are shared by the request heads split off it: given back, it
+//! holds only what is past them, and `bytes` takes its whole allocation back in place
+//! (`reserve`) once those heads are dropped, or allocates anew if they are still alive.
+//! Either way no byte is shared between two owners that may write it.
 
 use bytes::BytesMut;
 use std::cell::RefCell;
