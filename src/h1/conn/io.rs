@@ -209,7 +209,8 @@ pub(super) fn read_idle(
     let mut read = ReadBuf::uninit(&mut stack);
     ready!(Pin::new(io).poll_read(cx, &mut read))?;
     let filled = read.filled();
-    if rbuf.capacity() == 0 {
+    // EOF takes no buffer.
+    if rbuf.capacity() == 0 && !filled.is_empty() {
         *rbuf = crate::h1::pool::take();
     }
     if filled.len() == READ_CHUNK {
