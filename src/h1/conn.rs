@@ -325,7 +325,10 @@ impl ConnState {
     /// The write buffer with `start` (a response head begun in a buffer of its own)
     /// appended: `start` becomes the write buffer when that is empty, with no copy.
     pub(crate) fn head_out(&mut self, start: BytesMut) -> &mut BytesMut {
-        if self.wbuf.is_empty() {
+        if self.wbuf.capacity() == 0 {
+            // Given back while the connection waited (the usual case): nothing to keep.
+            self.wbuf = start;
+        } else if self.wbuf.is_empty() {
             pool::give(std::mem::replace(&mut self.wbuf, start));
         } else {
             self.wbuf.extend_from_slice(&start);

@@ -14,8 +14,10 @@
 //! method semantics.
 //!
 //! Parsing is zero-copy: the head's bytes are split off the caller's buffer, header names
-//! are lower-cased in place, and every name and value in the resulting [`Headers`] is a
-//! [`Bytes`] slice of that one allocation.
+//! are lower-cased in place, and every name and value in the resulting [`Headers`] is in
+//! that one allocation: the usual head is kept as that buffer and its fields' positions
+//! (`Headers::packed`), fields made only when the list is iterated; a head with an
+//! absolute-form target as a list of [`Bytes`] slices of it.
 
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -338,9 +340,56 @@ pub(crate) fn parse_request(
         head[span.name.0..span.name.1].make_ascii_lowercase();
     }
     let head = head.freeze();
-    let slice = |(from, to): (usize, usize)| head.slice(from..to);
     let method = &head[scan.method.0..scan.method.1];
     let (is_head, is_connect) = (method == b"HEAD", method == b"CONNECT");
+    let path = &head[scan.path.0..scan.path.1];
+    // The usual request: its head is kept as it is, with its fields' positions; the
+    // fields are made only if the list is iterated. An absolute-form target (its path
+    // may need a `/`) takes the general way below.
+    let packable = scan.target_authority.is_none()
+        && !matches!(path.first(), None | Some(b'?'))
+        && u32::try_from(scan.len).is_ok();
+    let headers = if packable {
+        packed(head, scheme, &scan, &spans)
+    } else {
+        fields(head, scheme, &scan, &spans)
+    };
+    Ok(Some(RequestHead {
+        headers,
+        version: if scan.http11 && !limits.http10_only {
+            http::Version::HTTP_11
+        } else {
+            http::Version::HTTP_10
+        },
+        body: scan.body,
+        keep_alive: scan.keep_alive && !limits.http10_only,
+        expect_continue: scan.expect_continue,
+        upgrade: scan.upgrade,
+        is_head,
+        is_connect,
+    }))
+}
+
+/// The head as one buffer and positions (`Headers::packed`). `scan.len` fits in `u32`.
+fn packed(head: Bytes, scheme: &'static str, scan: &Scan, spans: &Spans) -> Headers {
+    let at = |(from, to): (usize, usize)| [from as u32, to as u32];
+    let regular = spans
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| Some(i) != scan.host)
+        .map(|(_, span)| [span.name.0, span.name.1, span.value.0, span.value.1].map(|n| n as u32));
+    Headers::packed(
+        head,
+        scheme,
+        [at(scan.method), at(scan.path)],
+        scan.host.map(|host| at(spans[host].value)),
+        regular,
+    )
+}
+
+/// The head as a list of fields, each a slice of `head`.
+fn fields(head: Bytes, scheme: &'static str, scan: &Scan, spans: &Spans) -> Headers {
+    let slice = |(from, to): (usize, usize)| head.slice(from..to);
 
     let field = |name: &'static [u8], value| Field::parsed(Bytes::from_static(name), value, false);
     let pseudo = [
@@ -362,21 +411,7 @@ pub(crate) fn parse_request(
     // The Host field became :authority (or was replaced by the target's): with Host, the
     // count is the fields' plus three.
     let n = spans.len() + 3 + usize::from(scan.host.is_none() && scan.target_authority.is_some());
-    let headers = Headers::shared_from(n, pseudo.into_iter().flatten().chain(regular));
-    Ok(Some(RequestHead {
-        headers,
-        version: if scan.http11 && !limits.http10_only {
-            http::Version::HTTP_11
-        } else {
-            http::Version::HTTP_10
-        },
-        body: scan.body,
-        keep_alive: scan.keep_alive && !limits.http10_only,
-        expect_continue: scan.expect_continue,
-        upgrade: scan.upgrade,
-        is_head,
-        is_connect,
-    }))
+    Headers::shared_from(n, pseudo.into_iter().flatten().chain(regular))
 }
 
 /// An absolute-form request-target (RFC 9112 §3.2.2), `http://authority/path?query`.
