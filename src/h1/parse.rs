@@ -987,6 +987,43 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_head_answers_look_ups_as_its_fields_do() {
+        let input = b"GET /p HTTP/1.1\r\nUser-Agent: t\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\n\r\n";
+        let head = parse_request(&mut BytesMut::from(&input[..]), "https", &Limits::default())
+            .unwrap()
+            .unwrap();
+        let names = [
+            ":method",
+            ":METHOD",
+            ":scheme",
+            ":path",
+            ":authority",
+            ":status",
+            "host",
+            "user-agent",
+            "USER-AGENT",
+            "x-a",
+            "X-a",
+            "accept",
+            "",
+            ":",
+        ];
+        for name in names {
+            let by_fields = head
+                .headers
+                .iter()
+                .find(|f| f.name().eq_ignore_ascii_case(name))
+                .map(|f| f.value_bytes());
+            assert_eq!(head.headers.get_bytes(name), by_fields, "{name}");
+            assert_eq!(head.headers.has(name), by_fields.is_some(), "{name}");
+        }
+        assert_eq!(head.headers.get(":scheme"), Some("https"));
+        assert_eq!(head.headers.get("x-a"), Some("1"));
+        assert_eq!(head.headers.len(), head.headers.iter().count());
+        assert!(head.headers.get("host").is_none());
+    }
+
+    #[test]
     fn simple_get() {
         check(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(get(&[])));
     }

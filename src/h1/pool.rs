@@ -126,4 +126,28 @@ mod tests {
         }
         assert_eq!(FREE.with(|free| free.borrow().len()), MAX_POOLED);
     }
+
+    #[test]
+    fn a_read_buffer_is_used_again_in_place_once_its_heads_are_dropped() {
+        let mut buf = take_read();
+        let at = buf.as_ptr();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let head = buf.split().freeze();
+        give_read(buf);
+        // The next request goes after the head while the head is alive...
+        let mut next = take_read();
+        next.extend_from_slice(b"GET /");
+        assert_eq!(next.as_ptr(), at.wrapping_add(head.len()));
+        assert_eq!(&head[..5], b"GET /");
+        next.clear();
+        give_read(next);
+        // ...and at the front again once it is dropped.
+        drop(head);
+        let mut again = take_read();
+        again.reserve(NEW_READ_CAPACITY);
+        assert_eq!(again.as_ptr(), at);
+        // Write buffers never get it.
+        give_read(again);
+        assert_ne!(take().as_ptr(), at);
+    }
 }
