@@ -33,9 +33,11 @@ const MAX_KEPT_CAPACITY: usize = 8 * 1024;
 /// The capacity of a new buffer: a response head and a small body in one allocation.
 const NEW_CAPACITY: usize = 1024;
 
-/// The capacity of a new read buffer: the heads of a few dozen small requests, one after
-/// another (see the module's documentation).
-const NEW_READ_CAPACITY: usize = 4 * 1024;
+/// The capacity of a new read buffer: the heads of about a dozen small requests, one after
+/// another (see the module's documentation). Not larger: a request head shares its read
+/// buffer's allocation and keeps all of it alive while the stream lives, for hours for a
+/// WebSocket or an event stream. 4 KiB saved ~30 instructions per request in hello.
+const NEW_READ_CAPACITY: usize = 1024;
 
 type Pool = std::thread::LocalKey<RefCell<Vec<BytesMut>>>;
 
