@@ -1,32 +1,41 @@
 //! The `Date` of responses (RFC 9110 §6.6.1) as IMF-fixdate, formatted at most once a
 //! second: formatting a date per response is measurable at 100k+ responses a second.
 
-use std::{cell::Cell, time::SystemTime};
+use std::{
+    cell::Cell,
+    time::{Duration, SystemTime},
+};
 
 /// An IMF-fixdate is always 29 bytes, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub(crate) type HttpDate = [u8; 29];
 
 thread_local! {
-    /// The second the cached date is for, and the date.
-    static CACHE: Cell<(u64, HttpDate)> = const { Cell::new((u64::MAX, [0; 29])) };
+    /// The second the cached date is for (its start, and the next second's), and the
+    /// date. Kept as times rather than a count of seconds: two comparisons tell whether
+    /// the date holds, where turning the clock into seconds cost a subtraction of times
+    /// on every response.
+    static CACHE: Cell<(SystemTime, SystemTime, HttpDate)> =
+        const { Cell::new((SystemTime::UNIX_EPOCH, SystemTime::UNIX_EPOCH, [0; 29])) };
 }
 
 /// The current date as IMF-fixdate.
 pub(crate) fn now() -> HttpDate {
     let now = SystemTime::now();
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     CACHE.with(|cache| {
-        let (cached_secs, date) = cache.get();
-        if cached_secs == secs {
+        let (from, until, date) = cache.get();
+        // A clock set back is caught by the first comparison.
+        if from <= now && now < until {
             return date;
         }
+        let secs = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let from = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
         let text = httpdate::fmt_http_date(now);
         let mut fresh = [0; 29];
         if text.len() == fresh.len() {
             fresh.copy_from_slice(text.as_bytes());
-            cache.set((secs, fresh));
+            cache.set((from, from + Duration::from_secs(1), fresh));
         }
         fresh
     })

@@ -11,7 +11,11 @@
 //! `http` crate's types is at the bottom.
 
 use bytes::Bytes;
-use std::{fmt, sync::Arc};
+use smallvec::SmallVec;
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+};
 
 /// One header field: a lower-case name, a value and the never-index flag.
 #[derive(Clone, PartialEq, Eq)]
@@ -106,6 +110,88 @@ enum Fields {
     Owned(Vec<Field>),
     /// Copied out (only) when written to. A slice, not a vector: made in one allocation.
     Shared(Arc<[Field]>),
+    /// An HTTP/1 request head as it arrived: see [`Packed`]. Copied out when written to.
+    Packed(Arc<Packed>),
+}
+
+/// A parsed request head kept as its one buffer and where each field is in it. The
+/// [`Field`]s (two shared `Bytes` each, with their reference counts) are made only when
+/// the list is iterated; looking a field up by name (`get`, `has`: what handlers and the
+/// server do with a request head) reads the buffer directly. Building and dropping the
+/// fields of every request cost several hundred instructions of a small request's
+/// handling, most of them for fields nobody asks for.
+pub(crate) struct Packed {
+    /// The head's bytes, names lower-cased.
+    buf: Bytes,
+    /// `:scheme`.
+    scheme: &'static str,
+    /// Where `:method`, `:path` and `:authority` (when the request has one) are.
+    method: [u32; 2],
+    path: [u32; 2],
+    authority: Option<[u32; 2]>,
+    /// The regular fields in arrival order: name start and end, value start and end.
+    regular: SmallVec<[[u32; 4]; 12]>,
+    /// The fields, once made.
+    fields: OnceLock<Box<[Field]>>,
+}
+
+impl Packed {
+    fn at(&self, [from, to]: [u32; 2]) -> &[u8] {
+        &self.buf[from as usize..to as usize]
+    }
+
+    /// The pseudo-headers, in order, with where their values are (`None`: `:scheme`).
+    fn pseudo(&self) -> impl Iterator<Item = (&'static str, Option<[u32; 2]>)> {
+        [
+            (":method", Some(Some(self.method))),
+            (":scheme", Some(None)),
+            (":path", Some(Some(self.path))),
+            (":authority", self.authority.map(Some)),
+        ]
+        .into_iter()
+        .filter_map(|(name, at)| Some((name, at?)))
+    }
+
+    /// The first value of `name`: pseudo-headers come first, and no regular name starts
+    /// with `:`.
+    fn find(&self, name: &str) -> Option<&[u8]> {
+        if name.starts_with(':') {
+            return if eq_name(b":method", name) {
+                Some(self.at(self.method))
+            } else if eq_name(b":path", name) {
+                Some(self.at(self.path))
+            } else if eq_name(b":authority", name) {
+                self.authority.map(|at| self.at(at))
+            } else if eq_name(b":scheme", name) {
+                Some(self.scheme.as_bytes())
+            } else {
+                None
+            };
+        }
+        self.regular
+            .iter()
+            .find(|&&[n0, n1, _, _]| eq_name(self.at([n0, n1]), name))
+            .map(|&[_, _, v0, v1]| self.at([v0, v1]))
+    }
+
+    fn len(&self) -> usize {
+        3 + usize::from(self.authority.is_some()) + self.regular.len()
+    }
+
+    fn fields(&self) -> &[Field] {
+        self.fields.get_or_init(|| {
+            let slice = |[from, to]: [u32; 2]| self.buf.slice(from as usize..to as usize);
+            let pseudo = self.pseudo().map(|(name, at)| {
+                let value = at.map_or(Bytes::from_static(self.scheme.as_bytes()), slice);
+                Field::parsed(Bytes::from_static(name.as_bytes()), value, false)
+            });
+            let regular = self
+                .regular
+                .iter()
+                .map(|&[n0, n1, v0, v1]| Field::parsed(slice([n0, n1]), slice([v0, v1]), false));
+            pseudo.chain(regular).collect()
+        })
+    }
 }
 
 impl Default for Fields {
@@ -235,12 +321,15 @@ impl Headers {
 
     /// The first value of `name`, as text (see [`Field::value`]).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.field(name).and_then(Field::value)
+        std::str::from_utf8(self.get_bytes(name)?).ok()
     }
 
     /// The first value of `name`, as bytes.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.field(name).map(Field::value_bytes)
+        match &self.fields {
+            Fields::Packed(p) => p.find(name),
+            _ => self.field(name).map(Field::value_bytes),
+        }
     }
 
     /// Every value of `name`, in order (lua-http's `get_as_sequence`).
@@ -279,7 +368,7 @@ impl Headers {
 
     /// Whether a field named `name` is present.
     pub fn has(&self, name: &str) -> bool {
-        self.field(name).is_some()
+        self.get_bytes(name).is_some()
     }
 
     /// Removes every field named `name`; returns whether any was removed.
@@ -298,12 +387,15 @@ impl Headers {
 
     /// The number of fields.
     pub fn len(&self) -> usize {
-        self.fields().len()
+        match &self.fields {
+            Fields::Packed(p) => p.len(),
+            _ => self.fields().len(),
+        }
     }
 
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.fields().is_empty()
+        self.len() == 0
     }
 
     fn field(&self, name: &str) -> Option<&Field> {
@@ -314,17 +406,20 @@ impl Headers {
         match &self.fields {
             Fields::Owned(v) => v,
             Fields::Shared(v) => v,
+            Fields::Packed(p) => p.fields(),
         }
     }
 
     #[inline]
     fn fields_mut(&mut self) -> &mut Vec<Field> {
-        if let Fields::Shared(shared) = &self.fields {
-            self.fields = Fields::Owned(shared.to_vec());
+        match &self.fields {
+            Fields::Owned(_) => {}
+            Fields::Shared(shared) => self.fields = Fields::Owned(shared.to_vec()),
+            Fields::Packed(p) => self.fields = Fields::Owned(p.fields().to_vec()),
         }
         match &mut self.fields {
             Fields::Owned(v) => v,
-            Fields::Shared(_) => unreachable!("made owned above"),
+            _ => unreachable!("made owned above"),
         }
     }
 
@@ -348,6 +443,35 @@ impl Headers {
             .all(|f| f.name.first() != Some(&b':')));
         Headers {
             fields: Fields::Shared(fields),
+        }
+    }
+
+    /// A request head's list (see [`Packed`]): `buf` holds the head with lower-case names;
+    /// `:method`, `:path` and `:authority` are at the positions given, `regular` has the
+    /// other fields' name and value positions in arrival order. The parser gives valid
+    /// fields only.
+    pub(crate) fn packed(
+        buf: Bytes,
+        scheme: &'static str,
+        [method, path]: [[u32; 2]; 2],
+        authority: Option<[u32; 2]>,
+        regular: impl Iterator<Item = [u32; 4]>,
+    ) -> Headers {
+        let mut packed = Arc::new(Packed {
+            buf,
+            scheme,
+            method,
+            path,
+            authority,
+            regular: SmallVec::new(),
+            fields: OnceLock::new(),
+        });
+        // Filled in place: built first, the positions were copied twice more.
+        if let Some(p) = Arc::get_mut(&mut packed) {
+            p.regular.extend(regular);
+        }
+        Headers {
+            fields: Fields::Packed(packed),
         }
     }
 
@@ -430,8 +554,11 @@ fn is_credential(name: &[u8]) -> bool {
             .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
 }
 
+/// Stored names are lower-case, as looked-up names nearly always are: an exact comparison
+/// settles most, at a fraction of a case-insensitive one's cost.
 fn eq_name(stored: &[u8], wanted: &str) -> bool {
-    stored.eq_ignore_ascii_case(wanted.as_bytes())
+    let wanted = wanted.as_bytes();
+    stored.len() == wanted.len() && (stored == wanted || stored.eq_ignore_ascii_case(wanted))
 }
 
 /// A token character (RFC 9110 §5.6.2).

@@ -13,7 +13,6 @@
 use bytes::{Bytes, BytesMut};
 use std::{
     cell::RefCell,
-    collections::VecDeque,
     fmt,
     fs::File,
     future::{poll_fn, Future},
@@ -55,8 +54,10 @@ const FILE_CHUNK: usize = 64 * 1024;
 /// ```
 pub struct Stream {
     inner: Inner,
-    /// Bytes given back with [`Stream::unget`], read before the body's next chunk.
-    ungot: RefCell<VecDeque<Bytes>>,
+    /// Bytes given back with [`Stream::unget`], read before the body's next chunk: a
+    /// stack, the last given back on top (a `Vec`, whose drop when empty costs a fraction
+    /// of a `VecDeque`'s, on every request).
+    ungot: RefCell<Vec<Bytes>>,
 }
 
 /// The version-specific exchange behind a `Stream`.
@@ -121,7 +122,7 @@ impl Stream {
     pub(crate) fn new(inner: Inner) -> Stream {
         Stream {
             inner,
-            ungot: RefCell::new(VecDeque::new()),
+            ungot: RefCell::new(Vec::new()),
         }
     }
 
@@ -215,7 +216,7 @@ impl Stream {
     pub fn unget(&self, bytes: impl Into<Bytes>) {
         let bytes = bytes.into();
         if !bytes.is_empty() {
-            self.ungot.borrow_mut().push_front(bytes);
+            self.ungot.borrow_mut().push(bytes);
         }
     }
 
@@ -249,7 +250,7 @@ impl Stream {
     /// `deadline`. Whichever passes first decides the error: the server's limit is the
     /// client's fault (408, and the body is given up), the caller's is a plain timeout.
     async fn next_chunk(&self, deadline: Option<Instant>) -> Result<Option<Bytes>> {
-        if let Some(b) = self.ungot.borrow_mut().pop_front() {
+        if let Some(b) = self.ungot.borrow_mut().pop() {
             return Ok(Some(b));
         }
         match &self.inner {

@@ -120,6 +120,12 @@ pub(crate) struct ConnState {
     n_written: u64,
     /// The driver task, to be woken when a body ends, a stream ends or output waits.
     driver: Option<Waker>,
+    /// The driver waits for the first bytes of the next request and for nothing a
+    /// stream's end changes (no partial head to flush after, not yet time to park): a
+    /// stream that ends then does not wake it. Waking it cost a wake, a schedule and a
+    /// poll that found no input, on every keep-alive request. Only meaningful while
+    /// `driver` is set; every other wait of the driver clears it.
+    driver_input_only: bool,
     /// Streams waiting for their write turn or for buffer space.
     writers: Vec<Waker>,
 }
@@ -213,6 +219,7 @@ impl H1Conn {
                 https: scheme == "https",
                 n_written: 0,
                 driver: None,
+                driver_input_only: false,
                 writers: Vec::new(),
             }),
             peer_addr,
@@ -253,6 +260,13 @@ impl H1Conn {
 }
 
 impl ConnState {
+    /// The driver waits (for anything a stream or the server may change): `cx`'s waker
+    /// is woken by the next change.
+    pub(crate) fn driver_waits(&mut self, cx: &Context<'_>) {
+        self.driver = Some(cx.waker().clone());
+        self.driver_input_only = false;
+    }
+
     pub(crate) fn wake_driver(&mut self) {
         if let Some(w) = self.driver.take() {
             w.wake();
@@ -311,7 +325,10 @@ impl ConnState {
     /// The write buffer with `start` (a response head begun in a buffer of its own)
     /// appended: `start` becomes the write buffer when that is empty, with no copy.
     pub(crate) fn head_out(&mut self, start: BytesMut) -> &mut BytesMut {
-        if self.wbuf.is_empty() {
+        if self.wbuf.capacity() == 0 {
+            // Given back while the connection waited (the usual case): nothing to keep.
+            self.wbuf = start;
+        } else if self.wbuf.is_empty() {
             pool::give(std::mem::replace(&mut self.wbuf, start));
         } else {
             self.wbuf.extend_from_slice(&start);
@@ -514,7 +531,9 @@ impl ConnState {
             self.pass_turn(seq);
         }
         self.n_open_streams -= 1;
-        self.wake_driver();
+        if !(self.driver_input_only && self.keep_alive) {
+            self.wake_driver();
+        }
     }
 
     pub(crate) fn take_io(&mut self) -> Option<(Box<dyn Io>, Bytes)> {

@@ -14,8 +14,10 @@
 //! method semantics.
 //!
 //! Parsing is zero-copy: the head's bytes are split off the caller's buffer, header names
-//! are lower-cased in place, and every name and value in the resulting [`Headers`] is a
-//! [`Bytes`] slice of that one allocation.
+//! are lower-cased in place, and every name and value in the resulting [`Headers`] is in
+//! that one allocation: the usual head is kept as that buffer and its fields' positions
+//! (`Headers::packed`), fields made only when the list is iterated; a head with an
+//! absolute-form target as a list of [`Bytes`] slices of it.
 
 use std::fmt;
 use std::mem::MaybeUninit;
@@ -338,9 +340,56 @@ pub(crate) fn parse_request(
         head[span.name.0..span.name.1].make_ascii_lowercase();
     }
     let head = head.freeze();
-    let slice = |(from, to): (usize, usize)| head.slice(from..to);
     let method = &head[scan.method.0..scan.method.1];
     let (is_head, is_connect) = (method == b"HEAD", method == b"CONNECT");
+    let path = &head[scan.path.0..scan.path.1];
+    // The usual request: its head is kept as it is, with its fields' positions; the
+    // fields are made only if the list is iterated. An absolute-form target (its path
+    // may need a `/`) takes the general way below.
+    let packable = scan.target_authority.is_none()
+        && !matches!(path.first(), None | Some(b'?'))
+        && u32::try_from(scan.len).is_ok();
+    let headers = if packable {
+        packed(head, scheme, &scan, &spans)
+    } else {
+        fields(head, scheme, &scan, &spans)
+    };
+    Ok(Some(RequestHead {
+        headers,
+        version: if scan.http11 && !limits.http10_only {
+            http::Version::HTTP_11
+        } else {
+            http::Version::HTTP_10
+        },
+        body: scan.body,
+        keep_alive: scan.keep_alive && !limits.http10_only,
+        expect_continue: scan.expect_continue,
+        upgrade: scan.upgrade,
+        is_head,
+        is_connect,
+    }))
+}
+
+/// The head as one buffer and positions (`Headers::packed`). `scan.len` fits in `u32`.
+fn packed(head: Bytes, scheme: &'static str, scan: &Scan, spans: &Spans) -> Headers {
+    let at = |(from, to): (usize, usize)| [from as u32, to as u32];
+    let regular = spans
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| Some(i) != scan.host)
+        .map(|(_, span)| [span.name.0, span.name.1, span.value.0, span.value.1].map(|n| n as u32));
+    Headers::packed(
+        head,
+        scheme,
+        [at(scan.method), at(scan.path)],
+        scan.host.map(|host| at(spans[host].value)),
+        regular,
+    )
+}
+
+/// The head as a list of fields, each a slice of `head`.
+fn fields(head: Bytes, scheme: &'static str, scan: &Scan, spans: &Spans) -> Headers {
+    let slice = |(from, to): (usize, usize)| head.slice(from..to);
 
     let field = |name: &'static [u8], value| Field::parsed(Bytes::from_static(name), value, false);
     let pseudo = [
@@ -362,21 +411,7 @@ pub(crate) fn parse_request(
     // The Host field became :authority (or was replaced by the target's): with Host, the
     // count is the fields' plus three.
     let n = spans.len() + 3 + usize::from(scan.host.is_none() && scan.target_authority.is_some());
-    let headers = Headers::shared_from(n, pseudo.into_iter().flatten().chain(regular));
-    Ok(Some(RequestHead {
-        headers,
-        version: if scan.http11 && !limits.http10_only {
-            http::Version::HTTP_11
-        } else {
-            http::Version::HTTP_10
-        },
-        body: scan.body,
-        keep_alive: scan.keep_alive && !limits.http10_only,
-        expect_continue: scan.expect_continue,
-        upgrade: scan.upgrade,
-        is_head,
-        is_connect,
-    }))
+    Headers::shared_from(n, pseudo.into_iter().flatten().chain(regular))
 }
 
 /// An absolute-form request-target (RFC 9112 §3.2.2), `http://authority/path?query`.
@@ -469,11 +504,16 @@ fn scan<'b>(
     spans: &mut Spans,
 ) -> Result<Option<Scan>, ParseError> {
     let avail = buf.len() - start;
+    // Fewer bytes than either limit (nearly every head): both windows below are the whole
+    // input, and parsing the head at once answers the request-line's questions too (a
+    // line without its LF parses as incomplete, or fails on the same byte). The search
+    // for the LF is left out: it cost ~100 instructions of a small request.
+    let within_limits = avail < limits.max_request_line && avail < limits.max_head;
 
     // The request-line first: until its LF has arrived, only its first `max_request_line`
     // bytes are looked at, so a long line gets 414 however it is split (RFC 9112 §3).
     let line_window = &buf[start..start + avail.min(limits.max_request_line)];
-    if !line_window.contains(&b'\n') {
+    if !within_limits && !line_window.contains(&b'\n') {
         let mut req = httparse::Request::new(&mut []);
         if let Err(e) = req.parse_with_uninit_headers(line_window, &mut []) {
             if let Some(e) = map_httparse_error(e, line_window) {
@@ -499,9 +539,14 @@ fn scan<'b>(
             };
         }
         // The request-line's LF is in the window unless `max_head` cut it off, so an
-        // incomplete version can only mean the head is too large.
+        // incomplete version can only mean the head is too large; or, within the limits,
+        // that the LF has not arrived yet.
         Err(e) => {
-            return Err(map_httparse_error(e, head_window).unwrap_or(ParseError::HeadTooLarge))
+            return match map_httparse_error(e, head_window) {
+                Some(e) => Err(e),
+                None if within_limits => Ok(None),
+                None => Err(ParseError::HeadTooLarge),
+            }
         }
     };
 
@@ -939,6 +984,43 @@ mod tests {
 
     fn err(e: ParseError) -> Result<Want, ParseError> {
         Err(e)
+    }
+
+    #[test]
+    fn a_packed_head_answers_look_ups_as_its_fields_do() {
+        let input = b"GET /p HTTP/1.1\r\nUser-Agent: t\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\n\r\n";
+        let head = parse_request(&mut BytesMut::from(&input[..]), "https", &Limits::default())
+            .unwrap()
+            .unwrap();
+        let names = [
+            ":method",
+            ":METHOD",
+            ":scheme",
+            ":path",
+            ":authority",
+            ":status",
+            "host",
+            "user-agent",
+            "USER-AGENT",
+            "x-a",
+            "X-a",
+            "accept",
+            "",
+            ":",
+        ];
+        for name in names {
+            let by_fields = head
+                .headers
+                .iter()
+                .find(|f| f.name().eq_ignore_ascii_case(name))
+                .map(|f| f.value_bytes());
+            assert_eq!(head.headers.get_bytes(name), by_fields, "{name}");
+            assert_eq!(head.headers.has(name), by_fields.is_some(), "{name}");
+        }
+        assert_eq!(head.headers.get(":scheme"), Some("https"));
+        assert_eq!(head.headers.get("x-a"), Some("1"));
+        assert_eq!(head.headers.len(), head.headers.iter().count());
+        assert!(head.headers.get("host").is_none());
     }
 
     #[test]

@@ -194,10 +194,15 @@ impl H1Stream {
     }
 
     pub(crate) async fn write_headers(&self, headers: &Headers, end_stream: bool) -> Result<()> {
-        if !headers.has(":status") && matches!(*self.resp.borrow(), Resp::Body { .. }) {
-            return self.write_trailers(headers, end_stream);
-        }
-        let status = parse_status(headers)?;
+        // One look-up of `:status` for both questions: its absence after the head makes
+        // these trailers.
+        let status = match headers.status() {
+            Some(status) => status?,
+            None if matches!(*self.resp.borrow(), Resp::Body { .. }) => {
+                return self.write_trailers(headers, end_stream);
+            }
+            None => return Err(Error::usage("response headers need a :status")),
+        };
         if !matches!(*self.resp.borrow(), Resp::NotStarted) {
             return Err(Error::usage("response headers were already written"));
         }
@@ -595,10 +600,4 @@ impl Drop for H1Stream {
             self.release(false);
         }
     }
-}
-
-fn parse_status(headers: &Headers) -> Result<u16> {
-    headers
-        .status()
-        .ok_or_else(|| Error::usage("response headers need a :status"))?
 }

@@ -222,7 +222,7 @@ impl H1Conn {
         if st.keep_alive
             && (st.upgrade_pending || st.n_open_streams as usize >= self.cfg.limits.max_pipelined)
         {
-            st.driver = Some(cx.waker().clone());
+            st.driver_waits(cx);
             return self.flush_before_waiting(st, cx, ctl, send);
         }
         Poll::Ready(Ok(()))
@@ -260,7 +260,7 @@ impl H1Conn {
             return Poll::Ready(Ok(()));
         };
         if body.owner_alive {
-            st.driver = Some(cx.waker().clone());
+            st.driver_waits(cx);
             return Poll::Pending;
         }
         if body.continue_pending {
@@ -318,7 +318,7 @@ impl H1Conn {
                                 )));
                             }
                             // Earlier handlers may still write and need us to flush.
-                            st.driver = Some(cx.waker().clone());
+                            st.driver_waits(cx);
                             return Poll::Pending;
                         }
                     }
@@ -371,7 +371,7 @@ impl H1Conn {
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(HeadError::Io(e.into()))),
                 Poll::Pending => {
-                    st.driver = Some(cx.waker().clone());
+                    st.driver_waits(cx);
                     if let Poll::Ready(Err(e)) = self.flush_before_waiting::<()>(st, cx, ctl, send)
                     {
                         return Poll::Ready(Err(HeadError::Io(e)));
@@ -387,6 +387,11 @@ impl H1Conn {
                     if now >= idle.close_at {
                         return Poll::Ready(Ok(NextHead::IdleTimeout));
                     }
+                    // Waiting for the next request: a stream that ends before the time to
+                    // park changes nothing here (its output it flushed itself, as the read
+                    // buffer is empty: `ConnState::flush_can_wait`), and the timer wakes
+                    // the driver to park. From then on an end may make parking possible.
+                    st.driver_input_only = now < idle.park_at;
                     // Checked on every wake-up, not only when the timer fires: handlers of
                     // earlier requests may have been at work then, and their end wakes us.
                     if now >= idle.park_at && st.may_park() && send.is_idle() {
@@ -410,7 +415,7 @@ impl H1Conn {
         if st.n_open_streams == 0 || st.io.is_none() {
             Poll::Ready(())
         } else {
-            st.driver = Some(cx.waker().clone());
+            st.driver_waits(cx);
             Poll::Pending
         }
     }
@@ -428,7 +433,7 @@ impl H1Conn {
                 return Poll::Ready(Err(()));
             }
             if st.n_open_streams > 0 {
-                st.driver = Some(cx.waker().clone());
+                st.driver_waits(cx);
                 // Streams that ended left output: keep it moving.
                 if let Poll::Ready(Err(_)) = send.poll_flush(st, cx, ctl, self.cfg.send_timeout) {
                     return Poll::Ready(Err(()));
