@@ -103,7 +103,7 @@ compile_error!(
 /// server CPU is its key exchange (X25519, also in a resumed one) and, when not resumed,
 /// its ECDSA signature: measured by bench/tls-handshakes, aws-lc-rs does X25519 in about
 /// half ring's time and draws random numbers without a getrandom(2) call each (ring makes
-/// eight per handshake), so a handshake costs ~15 % less server CPU on it. With both
+/// eight per handshake), so a handshake costs ~10-15 % less server CPU on it. With both
 /// features on, aws-lc-rs, as rcgen also prefers it then.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     #[cfg(feature = "aws-lc-rs")]
@@ -145,7 +145,7 @@ pub fn self_signed(host: &str) -> Result<(Arc<ServerConfig>, String)> {
 
 /// The SHA-256 fingerprint of a DER certificate, as `AB:CD:…` (what browsers show).
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    // The provider's crate: the same `digest` API in both, and no third crypto library.
+    // The provider's crate: the same `digest` API in both, and no second crypto library.
     #[cfg(feature = "aws-lc-rs")]
     use aws_lc_rs::digest;
     #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
