@@ -2,10 +2,12 @@
 //! `rustls::ServerConfig`), certificates from PEM files or made up on the spot, and the
 //! server side of a handshake.
 //!
-//! Choices: rustls with the `ring` provider (aws-lc-rs with the `aws-lc-rs` feature,
-//! which halves the cost of an X25519 key exchange; see `provider`); ALPN chosen by the *server's* preference
-//! (rustls walks the server's list, so the h2-first order wins where lua-http took the
-//! client's first choice, DESIGN.md §4 item 7), set from the `version` option; a self-signed certificate from `rcgen` when none is given, as
+//! Choices: rustls on aws-lc-rs, rustls's own default provider (the `aws-lc-rs`
+//! feature, on by default), or on ring (`default-features = false, features = ["ring"]`):
+//! aws-lc-rs halves the cost of an X25519 key exchange, see `provider`. ALPN chosen by
+//! the *server's* preference (rustls walks the server's list, so the h2-first order wins
+//! where lua-http took the client's first choice, DESIGN.md §4 item 7), set from the
+//! `version` option; a self-signed certificate from `rcgen` when none is given, as
 //! lua-http does, with its SHA-256 fingerprint logged so a user can check what a client
 //! was shown. Sniffing which connections speak TLS is in `sniff.rs`.
 
@@ -91,15 +93,22 @@ pub fn config_from_der(
     Ok(Arc::new(config))
 }
 
+// Without a provider rustls would only fail at run time, at the first configuration.
+#[cfg(not(any(feature = "aws-lc-rs", feature = "ring")))]
+compile_error!(
+    "onstream needs a TLS crypto provider: the `aws-lc-rs` feature (the default) or `ring`"
+);
+
 /// The crypto provider of the configurations made here. Most of a TLS 1.3 handshake's
 /// server CPU is its key exchange (X25519, also in a resumed one) and, when not resumed,
 /// its ECDSA signature: measured by bench/tls-handshakes, aws-lc-rs does X25519 in about
 /// half ring's time and draws random numbers without a getrandom(2) call each (ring makes
-/// eight per handshake), so a handshake costs ~15 % less server CPU on it.
+/// eight per handshake), so a handshake costs ~10-15 % less server CPU on it. With both
+/// features on, aws-lc-rs, as rcgen also prefers it then.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     #[cfg(feature = "aws-lc-rs")]
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    #[cfg(not(feature = "aws-lc-rs"))]
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
     let provider = rustls::crypto::ring::default_provider();
     Arc::new(provider)
 }
@@ -136,7 +145,12 @@ pub fn self_signed(host: &str) -> Result<(Arc<ServerConfig>, String)> {
 
 /// The SHA-256 fingerprint of a DER certificate, as `AB:CD:…` (what browsers show).
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    // The provider's crate: the same `digest` API in both, and no second crypto library.
+    #[cfg(feature = "aws-lc-rs")]
+    use aws_lc_rs::digest;
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    use ring::digest;
+    let digest = digest::digest(&digest::SHA256, cert.as_ref());
     let mut out = String::with_capacity(95);
     for (i, b) in digest.as_ref().iter().enumerate() {
         if i > 0 {

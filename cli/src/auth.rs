@@ -123,7 +123,8 @@ fn basic_credentials(value: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    use aws_lc_rs::digest;
+    let digest = digest::digest(&digest::SHA256, bytes);
     let mut out = [0; 32];
     out.copy_from_slice(digest.as_ref());
     out

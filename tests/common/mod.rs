@@ -675,9 +675,14 @@ pub fn temp_path(tag: &str) -> std::path::PathBuf {
 
 // ===== TLS =====
 
-/// rustls's ring provider, the one the server uses too.
+/// The provider the server uses too (tls.rs): aws-lc-rs by default, ring with only the
+/// `ring` feature.
 pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+    #[cfg(feature = "aws-lc-rs")]
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+    let provider = rustls::crypto::ring::default_provider();
+    std::sync::Arc::new(provider)
 }
 
 /// A certificate for "localhost" and the server configuration that uses it.
