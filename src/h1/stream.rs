@@ -540,6 +540,9 @@ impl H1Stream {
                 tracing::debug!("write failed: {e}");
             }
         }
+        if handler_done {
+            st.release_buffers_if_idle();
+        }
     }
 
     /// Ends the exchange after the handler returned, by the shared finish policy

@@ -162,20 +162,19 @@ impl ConnState {
         r
     }
 
-    /// Gives the read buffer back, and the write buffer if it is empty (to the thread's
-    /// pool, `h1/pool.rs`), while the connection waits for its next request with nothing
-    /// buffered: an idle keep-alive connection then holds no buffer (as nginx frees its
-    /// buffers on idle keep-alive connections), and the next request allocates one of the
-    /// size it needs. Not only
-    /// when parking: thousands of connections holding their buffers for `park_after` at
-    /// once would grow the heap to that peak, and freed memory inside the heap is not
-    /// given back to the system.
+    /// Frees the read buffer, and gives the write buffer back if it is empty (to the
+    /// thread's pool, `h1/pool.rs`), while the connection waits for its next request with
+    /// nothing buffered: an idle keep-alive connection then holds no buffer (as nginx frees
+    /// its buffers on idle keep-alive connections), and the next request allocates one of
+    /// the size it needs. Not only when parking: thousands of connections holding their
+    /// buffers for `park_after` at once would grow the heap to that peak, and freed memory
+    /// inside the heap is not given back to the system.
     pub(super) fn release_idle_buffers(&mut self) {
         debug_assert!(self.rbuf.is_empty());
         // Tested first: the driver comes here twice per request, once with nothing left
         // to give.
         if self.rbuf.capacity() != 0 {
-            crate::h1::pool::give_read(std::mem::take(&mut self.rbuf));
+            self.rbuf = BytesMut::new();
         }
         if self.wbuf.is_empty() && self.wbuf.capacity() != 0 {
             crate::h1::pool::give(std::mem::take(&mut self.wbuf));
@@ -185,14 +184,9 @@ impl ConnState {
 
 /// Reads the start of the next request into an empty `rbuf` through a buffer on the
 /// stack, so that waiting for it allocates nothing; what arrived is then copied into
-/// `rbuf`, a buffer from the thread's pool (`h1/pool.rs`), made larger only when the read
-/// filled the stack buffer and more is likely to follow. `Ok(0)` is EOF.
-///
-/// Pooled rather than allocated to size: the request head split off it shares its
-/// allocation (and the bookkeeping `bytes` allocates once, when a buffer is first
-/// split), so a buffer given back while the head is alive is used again in place once
-/// the head is dropped. Allocating each head its own buffer cost a `malloc` and a `free`
-/// for the buffer and another pair for that bookkeeping on every request.
+/// `rbuf`, which takes exactly that much (a small request head costs a small allocation,
+/// freed with the head; `h1/pool.rs` says why read buffers are not pooled) unless the
+/// read filled the stack buffer and more is likely to follow. `Ok(0)` is EOF.
 pub(super) fn poll_fill_idle(
     io: &mut Option<Box<dyn Io>>,
     rbuf: &mut BytesMut,
@@ -213,10 +207,6 @@ pub(super) fn read_idle(
     let mut read = ReadBuf::uninit(&mut stack);
     ready!(Pin::new(io).poll_read(cx, &mut read))?;
     let filled = read.filled();
-    // EOF takes no buffer.
-    if rbuf.capacity() == 0 && !filled.is_empty() {
-        *rbuf = crate::h1::pool::take_read();
-    }
     if filled.len() == READ_CHUNK {
         rbuf.reserve(2 * READ_CHUNK);
     }
