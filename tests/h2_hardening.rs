@@ -924,6 +924,12 @@ fn a_header_list_over_the_bound_is_431_and_the_table_stays_in_step() {
     tcp.write_all(&frame(HEADERS, END_HEADERS | END_STREAM, 3, &block))
         .expect("send the next request");
     assert_eq!(stream_end(&mut tcp, 3), Ok(b"kept".to_vec()));
+    only_the_next_request_was_handled(&server, &calls);
+}
+
+/// After a `431` and one more request: one handler ran (the second request's), and the
+/// server reported nothing (a client's over-long header list is not the server's error).
+fn only_the_next_request_was_handled(server: &TestServer, calls: &AtomicUsize) {
     assert_eq!(
         calls.load(Ordering::SeqCst),
         1,
@@ -995,16 +1001,7 @@ fn a_body_after_a_431_is_drained_and_its_credit_given_back() {
     }
     assert_eq!(left, 0, "stream 3's body could not be sent whole");
     assert_eq!(stream_end(&mut tcp, 3), Ok(b"second".to_vec()));
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "a handler saw the 431 request"
-    );
-    assert!(
-        server.step_errors().is_empty(),
-        "{:?}",
-        server.step_errors()
-    );
+    only_the_next_request_was_handled(&server, &calls);
 }
 
 /// On the own engine `max_headers` bounds an HTTP/2 request's regular fields as it bounds
