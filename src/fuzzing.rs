@@ -566,7 +566,8 @@ fn scan_client(mut input: &[u8]) -> ClientFrames {
 }
 
 /// What must hold of everything the server wrote, `out`, to a client that sent `client`
-/// (after the preface) and whose handlers never answered.
+/// (after the preface) and whose handlers never answered: all the server may send on a
+/// stream by itself is a 431 for a header list over the bound.
 fn check_output(out: &[u8], client: &[u8], cfg: &H2Config) {
     let c = scan_client(client);
     // Amplification: each client frame (9 bytes at least) earns a few short frames at
@@ -655,6 +656,32 @@ fn check_output(out: &[u8], client: &[u8], cfg: &H2Config) {
                 assert!(last <= c.max_opened, "GOAWAY naming stream {last}");
                 n_goaway += 1;
                 assert_eq!(n_goaway, 1, "a second GOAWAY");
+            }
+            // The one answer the server gives by itself: a request whose header list is
+            // over the bound gets 431 (as over HTTP/1), never reaching a handler.
+            kind::HEADERS => {
+                assert!(
+                    head.has(flag::END_STREAM)
+                        && head.has(flag::END_HEADERS)
+                        && head.stream != 0
+                        && head.stream <= c.max_opened,
+                    "{head:?} from a server whose handlers never answer"
+                );
+                assert!(
+                    !resets.contains_key(&head.stream),
+                    "431 on stream {} after the server reset it",
+                    head.stream
+                );
+                // Responses are encoded without the dynamic table: a fresh decoder reads it.
+                let mut status = None;
+                loona_hpack::Decoder::new()
+                    .decode_with_cb(payload, |name, value| {
+                        if &name[..] == b":status" {
+                            status = Some(value.into_owned());
+                        }
+                    })
+                    .expect("the server's header block decodes");
+                assert_eq!(status.as_deref(), Some(&b"431"[..]), "{head:?}");
             }
             _ => panic!("{head:?} from a server whose handlers never answer"),
         }
