@@ -22,6 +22,8 @@ pub const DEFAULT_PARK_AFTER: Duration = Duration::from_millis(50);
 /// Time allowed from a request's first byte to the end of its head (nginx's
 /// `client_header_timeout` is 60 s; a slowloris client holds a slot for at most this).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The least `h2_max_send_buffer_size` takes: one DATA frame of the smallest frame size.
+const MIN_H2_SEND_BUFFER: usize = 16 * 1024;
 /// How long buffered output may wait for a client that reads nothing (nginx's
 /// `send_timeout` is 60 s): a client that stops reading cannot hold a connection forever.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -399,8 +401,11 @@ impl Options {
     /// window (a write waits for credit) and at most this many bytes of its DATA for the
     /// socket; a connection also holds at most 64 KiB of output for the socket, whichever
     /// bound comes first. On the `h2` crate's it also counts DATA waiting for window.
+    /// At least 16 KiB (one DATA frame of RFC 9113's smallest frame size): a bound of
+    /// nothing stalled every response body until `send_timeout`, and one of a few bytes
+    /// cut bodies into frames so small that clients take them for a flood.
     pub fn h2_max_send_buffer_size(mut self, n: usize) -> Options {
-        self.h2.max_send_buffer_size = n;
+        self.h2.max_send_buffer_size = n.max(MIN_H2_SEND_BUFFER);
         self
     }
 

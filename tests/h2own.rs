@@ -172,3 +172,34 @@ fn a_handler_failing_mid_body_resets_the_stream() {
     let err = outcome.expect_err("the cut body ended cleanly");
     assert_eq!(err.reason(), Some(Reason::INTERNAL_ERROR));
 }
+
+/// A careless `h2_max_send_buffer_size(0)` still lets a response body through (it counts
+/// as 16 KiB), on both engines, instead of stalling every write until `send_timeout` or
+/// sending frames so small that the client calls them a flood.
+#[test]
+fn a_send_buffer_bound_of_zero_still_sends_bodies() {
+    for engine in [H2Engine::Own, H2Engine::H2Crate] {
+        let server = TestServer::start(
+            move |o: Options| o.h2_engine(engine).h2_max_send_buffer_size(0),
+            || {
+                |_srv, stream: Stream| async move {
+                    stream.write_headers(&status_headers("200"), false).await?;
+                    stream.write_chunk(vec![b'z'; 100_000], true).await
+                }
+            },
+        );
+        let addr = server.addr();
+        let got = block_on(async {
+            let mut send = h2c(addr).await;
+            let (response, _) = send
+                .send_request(request(addr, "GET"), true)
+                .expect("send_request");
+            let response = within("head", response).await.expect("response");
+            assert_eq!(response.status(), 200);
+            within("body", read_body(&mut response.into_body()))
+                .await
+                .expect("body")
+        });
+        assert_eq!(got.len(), 100_000, "{engine:?}");
+    }
+}
